@@ -1,0 +1,112 @@
+/* Kafka helpers: topic administration on top of librdkafka's admin API. */
+#include "dq_kafka.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "banned.h"
+
+dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
+                                size_t cnt, int partitions, int timeout_ms,
+                                char *errstr, size_t errstr_size)
+{
+        rd_kafka_NewTopic_t **nt = NULL;
+        rd_kafka_queue_t *q = NULL;
+        rd_kafka_AdminOptions_t *opts = NULL;
+        rd_kafka_event_t *ev = NULL;
+        dq_err_t ret = DQ_ERR_UNAVAILABLE;
+        size_t i, created = 0;
+
+        nt = calloc(cnt, sizeof(*nt));
+        if (!nt) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return DQ_ERR_INTERNAL;
+        }
+        for (i = 0; i < cnt; i++) {
+                nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, errstr,
+                                              errstr_size);
+                if (!nt[i]) {
+                        ret = DQ_ERR_INVALID;
+                        goto done;
+                }
+                created++;
+        }
+
+        q = rd_kafka_queue_new(rk);
+        opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+        rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, NULL, 0);
+        rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, NULL, 0);
+        rd_kafka_CreateTopics(rk, nt, cnt, opts, q);
+
+        ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+        if (!ev) {
+                snprintf(errstr, errstr_size, "create topics: timed out");
+                ret = DQ_ERR_TIMEOUT;
+                goto done;
+        }
+        if (rd_kafka_event_error(ev)) {
+                snprintf(errstr, errstr_size, "create topics: %s",
+                         rd_kafka_event_error_string(ev));
+                goto done;
+        }
+
+        {
+                const rd_kafka_CreateTopics_result_t *res =
+                    rd_kafka_event_CreateTopics_result(ev);
+                size_t rcnt;
+                const rd_kafka_topic_result_t **tr =
+                    rd_kafka_CreateTopics_result_topics(res, &rcnt);
+                for (i = 0; i < rcnt; i++) {
+                        rd_kafka_resp_err_t e =
+                            rd_kafka_topic_result_error(tr[i]);
+                        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                                snprintf(
+                                    errstr, errstr_size,
+                                    "create topic '%s': %s",
+                                    rd_kafka_topic_result_name(tr[i]),
+                                    rd_kafka_topic_result_error_string(tr[i]));
+                                goto done;
+                        }
+                }
+        }
+        ret = DQ_OK;
+
+done:
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        if (opts)
+                rd_kafka_AdminOptions_destroy(opts);
+        if (q)
+                rd_kafka_queue_destroy(q);
+        for (i = 0; i < created; i++)
+                rd_kafka_NewTopic_destroy(nt[i]);
+        free(nt);
+        return ret;
+}
+
+int dq_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                             char *errstr, size_t errstr_size)
+{
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err;
+        int cnt = -1;
+
+        err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+        rd_kafka_topic_destroy(rkt);
+        if (err) {
+                snprintf(errstr, errstr_size, "metadata for '%s': %s", topic,
+                         rd_kafka_err2str(err));
+                return -1;
+        }
+        if (md->topic_cnt != 1 || md->topics[0].err) {
+                snprintf(errstr, errstr_size, "topic '%s': %s", topic,
+                         md->topic_cnt ? rd_kafka_err2str(md->topics[0].err)
+                                       : "not found");
+        } else {
+                cnt = md->topics[0].partition_cnt;
+        }
+        rd_kafka_metadata_destroy(md);
+        return cnt;
+}

@@ -1,0 +1,137 @@
+/* Criterion test support: service addresses, unique names and clients. */
+#include "dq_test.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dq_kafka.h"
+#include "banned.h"
+
+static const char *dq_test_env(const char *name)
+{
+        const char *v = getenv(name);
+        if (!v || !*v)
+                cr_assert_fail(
+                    "%s is not set: run the tests through scripts/test "
+                    "(or scripts/services run ctest)",
+                    name);
+        return v;
+}
+
+const char *dq_test_bootstrap(void)
+{
+        return dq_test_env("DECAYQ_TEST_BOOTSTRAP");
+}
+
+const char *dq_test_redis_host(void)
+{
+        return dq_test_env("DECAYQ_TEST_REDIS_HOST");
+}
+
+int dq_test_redis_port(void)
+{
+        return atoi(dq_test_env("DECAYQ_TEST_REDIS_PORT"));
+}
+
+void dq_test_unique(char *buf, size_t size, const char *prefix)
+{
+        static unsigned counter;
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        srand((unsigned)(ts.tv_nsec ^ getpid()));
+        snprintf(buf, size, "%s-%d-%u-%x", prefix, (int)getpid(), ++counter,
+                 (unsigned)rand() ^ (unsigned)ts.tv_nsec);
+}
+
+redisContext *dq_test_redis(void)
+{
+        struct timeval tv = {5, 0};
+        redisContext *c = redisConnectWithTimeout(dq_test_redis_host(),
+                                                  dq_test_redis_port(), tv);
+        cr_assert(c && !c->err, "redis connect: %s",
+                  c ? c->errstr : "out of memory");
+        return c;
+}
+
+static rd_kafka_conf_t *dq_test_conf(void)
+{
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        char errstr[256];
+
+        cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                    dq_test_bootstrap(), errstr,
+                                    sizeof(errstr)) == RD_KAFKA_CONF_OK,
+                  "%s", errstr);
+        return conf;
+}
+
+static void dq_test_set(rd_kafka_conf_t *conf, const char *k, const char *v)
+{
+        char errstr[256];
+        cr_assert(rd_kafka_conf_set(conf, k, v, errstr, sizeof(errstr)) ==
+                      RD_KAFKA_CONF_OK,
+                  "%s=%s: %s", k, v, errstr);
+}
+
+rd_kafka_t *dq_test_producer(void)
+{
+        rd_kafka_conf_t *conf = dq_test_conf();
+        char errstr[256];
+        rd_kafka_t *rk;
+
+        dq_test_set(conf, "enable.idempotence", "true");
+        dq_test_set(conf, "linger.ms", "5");
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+        cr_assert(rk, "producer: %s", errstr);
+        return rk;
+}
+
+rd_kafka_t *dq_test_consumer(const char *group)
+{
+        rd_kafka_conf_t *conf = dq_test_conf();
+        char errstr[256];
+        rd_kafka_t *rk;
+
+        dq_test_set(conf, "group.id", group);
+        dq_test_set(conf, "enable.auto.commit", "false");
+        dq_test_set(conf, "auto.offset.reset", "earliest");
+        dq_test_set(conf, "session.timeout.ms", "6000");
+        dq_test_set(conf, "partition.assignment.strategy", "range");
+        rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+        cr_assert(rk, "consumer: %s", errstr);
+        rd_kafka_poll_set_consumer(rk);
+        return rk;
+}
+
+void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
+{
+        char errstr[512];
+        const char *topics[] = {topic};
+        dq_err_t err = dq_kafka_create_topics(rk, topics, 1, partitions, 15000,
+                                              errstr, sizeof(errstr));
+        cr_assert_eq(err, DQ_OK, "create topic %s: %s", topic, errstr);
+}
+
+long long dq_test_now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void dq_test_services(const char *verb)
+{
+        char cmd[1024];
+        int rc;
+
+        snprintf(cmd, sizeof(cmd), "'%s' %s '%s' >/dev/null",
+                 dq_test_env("DECAYQ_SERVICES_SCRIPT"), verb,
+                 dq_test_env("DECAYQ_TEST_SERVICES"));
+        rc = system(cmd);
+        cr_assert_eq(rc, 0, "services %s failed (%d)", verb, rc);
+}

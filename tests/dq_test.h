@@ -1,0 +1,43 @@
+/* Helpers for decayq's Criterion tests: the addresses of the services the
+ * scripts started, unique names, and ready-made clients. */
+#ifndef DQ_TEST_H
+#define DQ_TEST_H
+
+#include <stddef.h>
+#include <hiredis/hiredis.h>
+#include <librdkafka/rdkafka.h>
+
+/* Kafka bootstrap of the test broker (DECAYQ_TEST_BOOTSTRAP). Fails the
+ * test when unset: integration tests never skip silently. */
+const char *dq_test_bootstrap(void);
+
+/* Redis host and port of the test server (DECAYQ_TEST_REDIS_*). */
+const char *dq_test_redis_host(void);
+int dq_test_redis_port(void);
+
+/* Writes "<prefix>-<pid>-<counter>-<random>" into buf: a name no other test,
+ * or other run on the machine, uses. */
+void dq_test_unique(char *buf, size_t size, const char *prefix);
+
+/* A connected Redis context; fails the test when Redis does not answer. */
+redisContext *dq_test_redis(void);
+
+/* An idempotent producer on the test broker. */
+rd_kafka_t *dq_test_producer(void);
+
+/* A consumer in group with auto commit off, reading from the earliest
+ * offset. */
+rd_kafka_t *dq_test_consumer(const char *group);
+
+/* Creates a fresh topic with partitions partitions; fails the test on
+ * error. */
+void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions);
+
+/* Milliseconds on a monotonic clock. */
+long long dq_test_now_ms(void);
+
+/* Runs a shell command of the services script: e.g. "redis-kill". Fails the
+ * test when it fails. */
+void dq_test_services(const char *verb);
+
+#endif
