@@ -1,0 +1,534 @@
+/* Strict schema-1 job parsing and serialization with jansson. */
+#include "dq_job.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq_time.h"
+#include "banned.h"
+
+static const char *dq_kind_names[DQ_KIND__CNT] = {
+    "candidate_compression",
+    "episode_compression",
+    "expired_principle_review",
+};
+
+static const char *dq_method_names[DQ_METHOD__CNT] = {
+    "deterministic_concatenate",
+    "llm_summary",
+};
+
+const char *dq_kind_name(dq_kind_t kind)
+{
+        return (unsigned)kind < DQ_KIND__CNT ? dq_kind_names[kind] : "unknown";
+}
+
+int dq_kind_parse(const char *s)
+{
+        for (int i = 0; i < DQ_KIND__CNT; i++)
+                if (!strcmp(s, dq_kind_names[i]))
+                        return i;
+        return -1;
+}
+
+const char *dq_method_name(dq_method_t method)
+{
+        return (unsigned)method < DQ_METHOD__CNT ? dq_method_names[method]
+                                                 : "unknown";
+}
+
+int dq_method_parse(const char *s)
+{
+        for (int i = 0; i < DQ_METHOD__CNT; i++)
+                if (!strcmp(s, dq_method_names[i]))
+                        return i;
+        return -1;
+}
+
+static bool reject(dq_reject_t *rej, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool reject(dq_reject_t *rej, const char *code, const char *fmt, ...)
+{
+        va_list ap;
+        rej->code = code;
+        va_start(ap, fmt);
+        vsnprintf(rej->message, sizeof(rej->message), fmt, ap);
+        va_end(ap);
+        return false;
+}
+
+dq_job_t *dq_job_new(void)
+{
+        return calloc(1, sizeof(dq_job_t));
+}
+
+void dq_job_destroy(dq_job_t *job)
+{
+        if (!job)
+                return;
+        for (size_t i = 0; i < job->source_cnt; i++)
+                free(job->source_ids[i]);
+        free(job->source_ids);
+        free(job->scope);
+        free(job->attestation_operator);
+        free(job->created_by);
+        free(job->idempotency_key);
+        free(job->trace_id);
+        free(job);
+}
+
+/* Nesting depth of the JSON text, counted outside strings, so that a
+ * hostile message cannot make the parser recurse deeply. */
+static int json_depth(const char *buf, size_t len)
+{
+        int depth = 0, max = 0;
+        bool in_str = false;
+
+        for (size_t i = 0; i < len; i++) {
+                char c = buf[i];
+                if (in_str) {
+                        if (c == '\\')
+                                i++;
+                        else if (c == '"')
+                                in_str = false;
+                } else if (c == '"') {
+                        in_str = true;
+                } else if (c == '{' || c == '[') {
+                        if (++depth > max)
+                                max = depth;
+                } else if (c == '}' || c == ']') {
+                        depth--;
+                }
+        }
+        return max;
+}
+
+/* Identifiers used inside Redis keys (scope, source ids): printable, no
+ * white space, no braces (they delimit the Redis Cluster hash tag). */
+static bool ident_ok(const char *s, size_t len, size_t max)
+{
+        if (len == 0 || len > max)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c <= 0x20 || c == 0x7f || c == '{' || c == '}')
+                        return false;
+        }
+        return true;
+}
+
+/* Free text: non-empty, bounded, no control characters. */
+static bool text_ok(const char *s, size_t len, size_t max)
+{
+        if (len == 0 || len > max)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c < 0x20 || c == 0x7f)
+                        return false;
+        }
+        return true;
+}
+
+static bool get_string(json_t *v, const char *field, const char **sp,
+                       size_t *lenp, dq_reject_t *rej)
+{
+        if (!json_is_string(v))
+                return reject(rej, "decay.job.wrong_type",
+                              "field '%s' must be a string", field);
+        *sp = json_string_value(v);
+        *lenp = json_string_length(v);
+        return true;
+}
+
+static bool get_time(json_t *v, const char *field, int64_t *msp,
+                     dq_reject_t *rej)
+{
+        const char *s = NULL;
+        size_t len = 0;
+        if (!get_string(v, field, &s, &len, rej))
+                return false;
+        if (!dq_time_parse_rfc3339(s, len, msp))
+                return reject(rej, "decay.job.invalid_timestamp",
+                              "field '%s' is not an RFC 3339 UTC timestamp "
+                              "(YYYY-MM-DDTHH:MM:SS[.fff]Z)",
+                              field);
+        return true;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej)
+{
+        char **sorted;
+
+        if (!dq_ulid_valid(job->id, strlen(job->id)))
+                return reject(rej, "decay.job.invalid_id",
+                              "'id' must be a 26-character upper-case ULID");
+        if ((unsigned)job->kind >= DQ_KIND__CNT)
+                return reject(rej, "decay.job.unknown_kind", "unknown kind");
+        if (!job->scope ||
+            !ident_ok(job->scope, strlen(job->scope), DQ_JOB_MAX_SCOPE))
+                return reject(rej, "decay.job.invalid_scope",
+                              "'scope' must be 1-%d bytes without white "
+                              "space, control characters or braces",
+                              DQ_JOB_MAX_SCOPE);
+        if (job->source_cnt == 0)
+                return reject(rej, "decay.job.no_sources",
+                              "'source_ids' must hold at least one id");
+        if (job->source_cnt > DQ_JOB_MAX_SOURCES)
+                return reject(rej, "decay.job.too_many_sources",
+                              "'source_ids' holds %zu ids, at most %d allowed",
+                              job->source_cnt, DQ_JOB_MAX_SOURCES);
+        for (size_t i = 0; i < job->source_cnt; i++)
+                if (!ident_ok(job->source_ids[i], strlen(job->source_ids[i]),
+                              DQ_JOB_MAX_SOURCE_ID))
+                        return reject(rej, "decay.job.invalid_source_id",
+                                      "source_ids[%zu] must be 1-%d bytes "
+                                      "without white space, control "
+                                      "characters or braces",
+                                      i, DQ_JOB_MAX_SOURCE_ID);
+        sorted = malloc(job->source_cnt * sizeof(*sorted));
+        if (!sorted)
+                return reject(rej, "decay.job.out_of_memory", "out of memory");
+        memcpy(sorted, job->source_ids, job->source_cnt * sizeof(*sorted));
+        qsort(sorted, job->source_cnt, sizeof(*sorted), cmp_str);
+        for (size_t i = 1; i < job->source_cnt; i++) {
+                if (!strcmp(sorted[i - 1], sorted[i])) {
+                        reject(rej, "decay.job.duplicate_source",
+                               "source id '%.64s' appears more than once",
+                               sorted[i]);
+                        free(sorted);
+                        return false;
+                }
+        }
+        free(sorted);
+        if ((unsigned)job->method >= DQ_METHOD__CNT)
+                return reject(rej, "decay.job.unknown_method",
+                              "unknown summary method");
+        if (job->method != DQ_METHOD_LLM_SUMMARY &&
+            (job->attestation_required || job->attestation_operator))
+                return reject(rej, "decay.job.invalid_summary_method",
+                              "operator attestation applies to llm_summary "
+                              "only");
+        if (job->created_at_ms <= 0)
+                return reject(rej, "decay.job.invalid_timestamp",
+                              "'created_at' is required");
+        if (!job->created_by ||
+            !text_ok(job->created_by, strlen(job->created_by), DQ_JOB_MAX_TEXT))
+                return reject(rej, "decay.job.invalid_created_by",
+                              "'created_by' must be 1-%d bytes without "
+                              "control characters",
+                              DQ_JOB_MAX_TEXT);
+        if (job->idempotency_key) {
+                size_t len = strlen(job->idempotency_key);
+                if (len > DQ_JOB_MAX_IDEMPOTENCY_KEY)
+                        return reject(rej, "decay.job.idempotency_key_too_long",
+                                      "'idempotency_key' is %zu bytes, at "
+                                      "most %d allowed",
+                                      len, DQ_JOB_MAX_IDEMPOTENCY_KEY);
+                if (!text_ok(job->idempotency_key, len,
+                             DQ_JOB_MAX_IDEMPOTENCY_KEY))
+                        return reject(rej, "decay.job.invalid_idempotency_key",
+                                      "'idempotency_key' must be non-empty "
+                                      "without control characters");
+        }
+        if (job->trace_id &&
+            !text_ok(job->trace_id, strlen(job->trace_id), DQ_JOB_MAX_TEXT))
+                return reject(rej, "decay.job.invalid_trace_id",
+                              "'trace_id' must be 1-%d bytes without control "
+                              "characters",
+                              DQ_JOB_MAX_TEXT);
+        return true;
+}
+
+/* Maps a jansson decoding error to a reason code. */
+static const char *json_error_reason(const json_error_t *jerr)
+{
+        switch (json_error_code(jerr)) {
+        case json_error_invalid_utf8:
+                return "decay.job.invalid_utf8";
+        case json_error_null_character:
+        case json_error_null_byte_in_key:
+                return "decay.job.nul_in_string";
+        case json_error_duplicate_key:
+                return "decay.job.duplicate_key";
+        case json_error_stack_overflow:
+                return "decay.job.too_deep";
+        case json_error_out_of_memory:
+                return "decay.job.out_of_memory";
+        default:
+                return "decay.job.malformed_json";
+        }
+}
+
+static bool parse_method(json_t *v, dq_job_t *job, dq_reject_t *rej)
+{
+        json_error_t jerr;
+        const char *type;
+        int required = 0;
+        json_t *att = NULL;
+        int m;
+
+        if (!json_is_object(v))
+                return reject(rej, "decay.job.wrong_type",
+                              "field 'summary_method' must be an object");
+        if (json_unpack_ex(v, &jerr, JSON_STRICT, "{s:s, s?b, s?o}", "type",
+                           &type, "operator_attestation_required", &required,
+                           "operator_attestation", &att)) {
+                switch (json_error_code(&jerr)) {
+                case json_error_item_not_found:
+                        return reject(rej, "decay.job.missing_field",
+                                      "summary_method: %s", jerr.text);
+                case json_error_end_of_input_expected:
+                        return reject(rej, "decay.job.unknown_field",
+                                      "summary_method: %s", jerr.text);
+                default:
+                        return reject(rej, "decay.job.wrong_type",
+                                      "summary_method: %s", jerr.text);
+                }
+        }
+        m = dq_method_parse(type);
+        if (m < 0)
+                return reject(rej, "decay.job.unknown_method",
+                              "unknown summary_method.type '%.64s'", type);
+        job->method = (dq_method_t)m;
+        job->attestation_required = required;
+        if (att) {
+                const char *op, *at;
+                if (json_unpack_ex(att, &jerr, JSON_STRICT, "{s:s, s:s}",
+                                   "operator", &op, "attested_at", &at) ||
+                    !text_ok(op, strlen(op), DQ_JOB_MAX_TEXT) ||
+                    !dq_time_parse_rfc3339(at, strlen(at),
+                                           &job->attestation_at_ms))
+                        return reject(rej, "decay.job.invalid_attestation",
+                                      "operator_attestation must be "
+                                      "{\"operator\": text, \"attested_at\": "
+                                      "RFC 3339 UTC}");
+                job->attestation_operator = strdup(op);
+                if (!job->attestation_operator)
+                        return reject(rej, "decay.job.out_of_memory",
+                                      "out of memory");
+        }
+        return true;
+}
+
+static bool dup_opt(json_t *v, const char *field, char **dst, dq_reject_t *rej)
+{
+        const char *s = NULL;
+        size_t len = 0;
+        if (!v)
+                return true;
+        if (!get_string(v, field, &s, &len, rej))
+                return false;
+        *dst = strndup(s, len);
+        if (!*dst)
+                return reject(rej, "decay.job.out_of_memory", "out of memory");
+        return true;
+}
+
+static bool parse_fields(json_t *root, dq_job_t *job, dq_reject_t *rej)
+{
+        json_error_t jerr;
+        json_t *schema, *id, *kind, *scope, *sources, *method;
+        json_t *sched = NULL, *created_at, *created_by, *idem = NULL,
+               *trace = NULL;
+        const char *s = NULL;
+        size_t len = 0, i;
+        int k;
+
+        /* A message of another schema version is not ours to judge field
+         * by field. */
+        schema = json_object_get(root, "schema");
+        if (!schema)
+                return reject(rej, "decay.job.missing_field",
+                              "field 'schema' is required");
+        if (!json_is_integer(schema))
+                return reject(rej, "decay.job.wrong_type",
+                              "field 'schema' must be an integer");
+        if (json_integer_value(schema) != DQ_JOB_SCHEMA)
+                return reject(rej, "decay.job.unsupported_schema",
+                              "schema %lld is not supported (expected %d)",
+                              (long long)json_integer_value(schema),
+                              DQ_JOB_SCHEMA);
+
+        if (json_unpack_ex(root, &jerr, JSON_STRICT,
+                           "{s:o, s:o, s:o, s:o, s:o, s:o, s?o, s:o, s:o, "
+                           "s?o, s?o}",
+                           "schema", &schema, "id", &id, "kind", &kind, "scope",
+                           &scope, "source_ids", &sources, "summary_method",
+                           &method, "scheduled_for", &sched, "created_at",
+                           &created_at, "created_by", &created_by,
+                           "idempotency_key", &idem, "trace_id", &trace)) {
+                if (json_error_code(&jerr) == json_error_item_not_found)
+                        return reject(rej, "decay.job.missing_field", "%s",
+                                      jerr.text);
+                return reject(rej, "decay.job.unknown_field", "%s", jerr.text);
+        }
+
+        if (!get_string(id, "id", &s, &len, rej))
+                return false;
+        if (!dq_ulid_valid(s, len))
+                return reject(rej, "decay.job.invalid_id",
+                              "'id' must be a 26-character upper-case ULID");
+        memcpy(job->id, s, len + 1);
+
+        if (!get_string(kind, "kind", &s, &len, rej))
+                return false;
+        if ((k = dq_kind_parse(s)) < 0)
+                return reject(rej, "decay.job.unknown_kind",
+                              "unknown kind '%.64s'", s);
+        job->kind = (dq_kind_t)k;
+
+        if (!dup_opt(scope, "scope", &job->scope, rej))
+                return false;
+
+        if (!json_is_array(sources))
+                return reject(rej, "decay.job.wrong_type",
+                              "field 'source_ids' must be an array");
+        len = json_array_size(sources);
+        if (len > DQ_JOB_MAX_SOURCES)
+                return reject(rej, "decay.job.too_many_sources",
+                              "'source_ids' holds %zu ids, at most %d allowed",
+                              len, DQ_JOB_MAX_SOURCES);
+        if (len) {
+                job->source_ids = calloc(len, sizeof(char *));
+                if (!job->source_ids)
+                        return reject(rej, "decay.job.out_of_memory",
+                                      "out of memory");
+        }
+        for (i = 0; i < len; i++) {
+                json_t *e = json_array_get(sources, i);
+                if (!json_is_string(e))
+                        return reject(rej, "decay.job.wrong_type",
+                                      "source_ids[%zu] must be a string", i);
+                job->source_ids[i] =
+                    strndup(json_string_value(e), json_string_length(e));
+                if (!job->source_ids[i])
+                        return reject(rej, "decay.job.out_of_memory",
+                                      "out of memory");
+                job->source_cnt++;
+        }
+
+        if (!parse_method(method, job, rej))
+                return false;
+        if (sched &&
+            !get_time(sched, "scheduled_for", &job->scheduled_for_ms, rej))
+                return false;
+        if (!get_time(created_at, "created_at", &job->created_at_ms, rej))
+                return false;
+        if (!dup_opt(created_by, "created_by", &job->created_by, rej) ||
+            !dup_opt(idem, "idempotency_key", &job->idempotency_key, rej) ||
+            !dup_opt(trace, "trace_id", &job->trace_id, rej))
+                return false;
+
+        return dq_job_validate(job, rej);
+}
+
+dq_job_t *dq_job_parse(const char *buf, size_t len, size_t max_bytes,
+                       dq_reject_t *rej)
+{
+        json_error_t jerr;
+        json_t *root;
+        dq_job_t *job;
+
+        if (len > max_bytes) {
+                reject(rej, "decay.job.too_large",
+                       "message is %zu bytes, at most %zu allowed", len,
+                       max_bytes);
+                return NULL;
+        }
+        if (len == 0) {
+                reject(rej, "decay.job.empty", "message is empty");
+                return NULL;
+        }
+        if (json_depth(buf, len) > DQ_JOB_MAX_DEPTH) {
+                reject(rej, "decay.job.too_deep", "JSON nesting deeper than %d",
+                       DQ_JOB_MAX_DEPTH);
+                return NULL;
+        }
+        root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                          &jerr);
+        if (!root) {
+                reject(rej, json_error_reason(&jerr),
+                       "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+                return NULL;
+        }
+        if (!json_is_object(root)) {
+                json_decref(root);
+                reject(rej, "decay.job.not_object",
+                       "a job message must be a JSON object");
+                return NULL;
+        }
+        job = dq_job_new();
+        if (!job) {
+                json_decref(root);
+                reject(rej, "decay.job.out_of_memory", "out of memory");
+                return NULL;
+        }
+        if (!parse_fields(root, job, rej)) {
+                dq_job_destroy(job);
+                job = NULL;
+        }
+        json_decref(root);
+        return job;
+}
+
+char *dq_job_serialize(const dq_job_t *job, size_t *lenp)
+{
+        json_t *root, *sources, *method;
+        char ts[32];
+        char *out = NULL;
+
+        sources = json_array();
+        for (size_t i = 0; sources && i < job->source_cnt; i++)
+                json_array_append_new(sources, json_string(job->source_ids[i]));
+        method = json_pack("{s:s}", "type", dq_method_name(job->method));
+        if (method && job->method == DQ_METHOD_LLM_SUMMARY) {
+                if (job->attestation_required)
+                        json_object_set_new(method,
+                                            "operator_attestation_required",
+                                            json_true());
+                if (job->attestation_operator)
+                        json_object_set_new(
+                            method, "operator_attestation",
+                            json_pack(
+                                "{s:s, s:s}", "operator",
+                                job->attestation_operator, "attested_at",
+                                dq_time_format_rfc3339(job->attestation_at_ms,
+                                                       ts, sizeof(ts))));
+        }
+        root = json_pack("{s:i, s:s, s:s, s:s, s:o*, s:o*}", "schema",
+                         DQ_JOB_SCHEMA, "id", job->id, "kind",
+                         dq_kind_name(job->kind), "scope", job->scope,
+                         "source_ids", sources, "summary_method", method);
+        if (!root)
+                return NULL;
+        if (job->scheduled_for_ms)
+                json_object_set_new(
+                    root, "scheduled_for",
+                    json_string(dq_time_format_rfc3339(job->scheduled_for_ms,
+                                                       ts, sizeof(ts))));
+        json_object_set_new(root, "created_at",
+                            json_string(dq_time_format_rfc3339(
+                                job->created_at_ms, ts, sizeof(ts))));
+        json_object_set_new(root, "created_by", json_string(job->created_by));
+        if (job->idempotency_key)
+                json_object_set_new(root, "idempotency_key",
+                                    json_string(job->idempotency_key));
+        if (job->trace_id)
+                json_object_set_new(root, "trace_id",
+                                    json_string(job->trace_id));
+        out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(root);
+        if (out && lenp)
+                *lenp = strlen(out);
+        return out;
+}
