@@ -1,0 +1,107 @@
+/* decayq configuration: one declarative table of keys, loaded from Java
+ * properties files, DECAYQ_* environment variables and command-line
+ * overrides, with kafka.* keys passed through to librdkafka. */
+#ifndef DQ_CONF_H
+#define DQ_CONF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <librdkafka/rdkafka.h>
+
+#include "dq_err.h"
+
+#define DQ_CONF_MAX_TIERS 8
+
+/* A kafka.* pair, without the "kafka." prefix, and where it was set. */
+typedef struct dq_conf_kv_s {
+        char *key;
+        char *value;
+        char *origin;
+} dq_conf_kv_t;
+
+/* The effective configuration. Fields are read directly; only the loader
+ * writes them. Strings are owned by the conf. */
+typedef struct dq_conf_s {
+        char *log_level;
+
+        char *topic_jobs;
+        char *topic_dlq;
+        char *topic_delay_prefix;
+        char *delay_tiers; /* "5s,30s,5m,1h" */
+        int64_t delay_tier_ms[DQ_CONF_MAX_TIERS];
+        int delay_tier_cnt;
+        int64_t job_max_bytes;
+
+        char *redis_host;
+        int64_t redis_port;
+        char *redis_username;
+        char *redis_password;
+        int64_t redis_db;
+        char *redis_namespace;
+        int64_t redis_timeout_ms;
+        bool redis_allow_unsafe;
+        int64_t idempotency_retention_ms;
+
+        int64_t produce_timeout_ms;
+
+        int64_t max_attempts;
+        int64_t backoff_base_ms;
+        int64_t backoff_max_ms;
+        int64_t lease_ms;
+        int64_t drain_timeout_ms;
+        int64_t batch_size;
+        int64_t summary_interval_ms;
+        int64_t critical_after_ms;
+        char *worker_id;
+
+        dq_conf_kv_t *kafka;
+        size_t kafka_cnt;
+} dq_conf_t;
+
+/* A conf holding every default. NULL on out of memory. */
+dq_conf_t *dq_conf_new(void);
+
+/* Frees conf and all it owns; NULL is a no-op. */
+void dq_conf_destroy(dq_conf_t *conf);
+
+/* Sets one key ("redis.port", "kafka.bootstrap.servers") from its text
+ * value. origin ("file.properties:12", "env DECAYQ_REDIS_PORT", "-X")
+ * prefixes any error in errstr. */
+dq_err_t dq_conf_set(dq_conf_t *conf, const char *key, const char *value,
+                     const char *origin, char *errstr, size_t errstr_size);
+
+/* Loads a Java-properties file: "key=value", "key: value" or "key value",
+ * '#' and '!' comments, backslash line continuation. Errors read
+ * "path:line: message". */
+dq_err_t dq_conf_load_file(dq_conf_t *conf, const char *path, char *errstr,
+                           size_t errstr_size);
+
+/* Applies DECAYQ_* variables: DECAYQ_REDIS_PORT sets redis.port, and
+ * DECAYQ_KAFKA_SASL_USERNAME sets kafka.sasl.username. Variables that
+ * name no key are ignored. */
+dq_err_t dq_conf_load_env(dq_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* The usual order: defaults, then path (when not NULL), then environment,
+ * then each "key=value" of overrides (cnt of them). Returns a new conf, or
+ * NULL with errstr set. */
+dq_conf_t *dq_conf_load(const char *path, char *const *overrides, int cnt,
+                        char *errstr, size_t errstr_size);
+
+/* Copies every kafka.* pair into rk_conf. */
+dq_err_t dq_conf_kafka_apply(const dq_conf_t *conf, rd_kafka_conf_t *rk_conf,
+                             char *errstr, size_t errstr_size);
+
+/* The value of kafka.<key>, or NULL. */
+const char *dq_conf_kafka_get(const dq_conf_t *conf, const char *key);
+
+/* Prints the effective configuration as properties, secrets masked. */
+void dq_conf_dump(const dq_conf_t *conf, FILE *fp);
+
+/* Prints each key with its default and description, for --help. */
+void dq_conf_describe(FILE *fp);
+
+/* True when key's value must never be printed or logged. */
+bool dq_conf_is_secret(const char *key);
+
+#endif

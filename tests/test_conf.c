@@ -1,0 +1,158 @@
+/* The configuration loader: files, environment, overrides and the dump. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dq_conf.h"
+#include "dq_test.h"
+#include "banned.h"
+
+static void write_file(char *path, size_t size, const char *text)
+{
+        int fd;
+        snprintf(path, size, "/tmp/decayq-conf-XXXXXX");
+        fd = mkstemp(path);
+        cr_assert(fd >= 0);
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+}
+
+Test(conf, defaults_match_the_design)
+{
+        dq_conf_t *conf = dq_conf_new();
+        cr_assert_str_eq(conf->topic_jobs, "decay.jobs");
+        cr_assert_str_eq(conf->topic_dlq, "decay.jobs.dlq");
+        cr_assert_eq(conf->delay_tier_cnt, 4);
+        cr_assert_eq(conf->delay_tier_ms[0], 5000);
+        cr_assert_eq(conf->delay_tier_ms[3], 3600000);
+        cr_assert_eq(conf->max_attempts, 4);
+        cr_assert_eq(conf->backoff_base_ms, 1000);
+        cr_assert_eq(conf->backoff_max_ms, 300000);
+        cr_assert_eq(conf->job_max_bytes, 1048576);
+        cr_assert_eq(conf->idempotency_retention_ms, 7LL * 86400 * 1000);
+        dq_conf_destroy(conf);
+}
+
+Test(conf, properties_file_sets_keys_and_kafka_passes_through)
+{
+        char path[64], errstr[512];
+        dq_conf_t *conf = dq_conf_new();
+
+        write_file(path, sizeof(path),
+                   "# comment\n"
+                   "! another comment\n"
+                   "\n"
+                   "redis.port = 7001\n"
+                   "redis.namespace: prod\n"
+                   "max.attempts 6\n"
+                   "delay.tiers=1s,\\\n"
+                   "    10s\n"
+                   "kafka.bootstrap.servers=broker:9092\n"
+                   "kafka.sasl.password=hunter2\n"
+                   "redis.password=s3cret\n");
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_OK, "%s", errstr);
+        cr_assert_eq(conf->redis_port, 7001);
+        cr_assert_str_eq(conf->redis_namespace, "prod");
+        cr_assert_eq(conf->max_attempts, 6);
+        cr_assert_eq(conf->delay_tier_cnt, 2);
+        cr_assert_eq(conf->delay_tier_ms[1], 10000);
+        cr_assert_str_eq(dq_conf_kafka_get(conf, "bootstrap.servers"),
+                         "broker:9092");
+
+        {
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *fp = open_memstream(&buf, &len);
+                dq_conf_dump(conf, fp);
+                fclose(fp);
+                cr_assert(strstr(buf, "redis.port=7001\n"), "%s", buf);
+                cr_assert(strstr(buf, "kafka.bootstrap.servers=broker:9092"));
+                cr_assert(strstr(buf, "redis.password=********"), "%s", buf);
+                cr_assert(strstr(buf, "kafka.sasl.password=********"));
+                cr_assert_null(strstr(buf, "hunter2"), "secret in dump");
+                cr_assert_null(strstr(buf, "s3cret"), "secret in dump");
+                free(buf);
+        }
+        unlink(path);
+        dq_conf_destroy(conf);
+}
+
+Test(conf, errors_name_file_and_line)
+{
+        char path[64], errstr[512];
+        dq_conf_t *conf = dq_conf_new();
+
+        write_file(path, sizeof(path), "redis.port=1\n\nredis.prot=2\n");
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID);
+        cr_assert(strstr(errstr, ":3: unknown key 'redis.prot'"), "%s", errstr);
+        unlink(path);
+
+        write_file(path, sizeof(path), "max.attempts=lots\n");
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID);
+        cr_assert(strstr(errstr, ":1: max.attempts: expected an integer"), "%s",
+                  errstr);
+        unlink(path);
+
+        write_file(path, sizeof(path), "delay.tiers=30s,5s\n");
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID);
+        cr_assert(strstr(errstr, "ascending"), "%s", errstr);
+        unlink(path);
+
+        cr_assert_eq(dq_conf_load_file(conf, "/nonexistent/x.properties",
+                                       errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID);
+        cr_assert(strstr(errstr, "cannot open '/nonexistent/x.properties'"),
+                  "%s", errstr);
+        dq_conf_destroy(conf);
+}
+
+Test(conf, environment_overrides_file_and_flags_override_both)
+{
+        char path[64], errstr[512];
+        char *overrides[] = {"redis.port=7003", "kafka.linger.ms=7"};
+        dq_conf_t *conf;
+
+        write_file(path, sizeof(path),
+                   "redis.port=7001\nredis.host=file-host\n");
+        setenv("DECAYQ_REDIS_PORT", "7002", 1);
+        setenv("DECAYQ_REDIS_HOST", "env-host", 1);
+        setenv("DECAYQ_KAFKA_SASL_USERNAME", "svc", 1);
+        conf = dq_conf_load(path, overrides, 2, errstr, sizeof(errstr));
+        cr_assert_not_null(conf, "%s", errstr);
+        cr_assert_str_eq(conf->redis_host, "env-host");
+        cr_assert_eq(conf->redis_port, 7003);
+        cr_assert_str_eq(dq_conf_kafka_get(conf, "sasl.username"), "svc");
+        cr_assert_str_eq(dq_conf_kafka_get(conf, "linger.ms"), "7");
+        dq_conf_destroy(conf);
+
+        setenv("DECAYQ_REDIS_PORT", "not-a-port", 1);
+        conf = dq_conf_load(path, NULL, 0, errstr, sizeof(errstr));
+        cr_assert_null(conf);
+        cr_assert(strstr(errstr, "env DECAYQ_REDIS_PORT"), "%s", errstr);
+        unsetenv("DECAYQ_REDIS_PORT");
+        unsetenv("DECAYQ_REDIS_HOST");
+        unsetenv("DECAYQ_KAFKA_SASL_USERNAME");
+        unlink(path);
+}
+
+Test(conf, bad_kafka_property_is_reported_with_its_origin)
+{
+        char errstr[512];
+        char *overrides[] = {"kafka.no.such.property=1"};
+        dq_conf_t *conf =
+            dq_conf_load(NULL, overrides, 1, errstr, sizeof(errstr));
+        rd_kafka_conf_t *rk = rd_kafka_conf_new();
+
+        cr_assert_not_null(conf, "%s", errstr);
+        cr_assert_eq(dq_conf_kafka_apply(conf, rk, errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID);
+        cr_assert(strstr(errstr, "-X: kafka.no.such.property"), "%s", errstr);
+        rd_kafka_conf_destroy(rk);
+        dq_conf_destroy(conf);
+}
