@@ -124,6 +124,13 @@ long long dq_test_now_ms(void)
         return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void dq_test_sleep_ms(long ms)
+{
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0)
+                ;
+}
+
 void dq_test_services(const char *verb)
 {
         char cmd[1024];

@@ -36,6 +36,9 @@ void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions);
 /* Milliseconds on a monotonic clock. */
 long long dq_test_now_ms(void);
 
+/* Sleeps ms milliseconds. */
+void dq_test_sleep_ms(long ms);
+
 /* Runs a shell command of the services script: e.g. "redis-kill". Fails the
  * test when it fails. */
 void dq_test_services(const char *verb);

@@ -1,0 +1,761 @@
+/* Redis store over hiredis: connection management, the functions library,
+ * and pipelined claims and settles. */
+#include "dq_store.h"
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq_log.h"
+#include "dq_time.h"
+#include "banned.h"
+
+/* Generated from dq_functions.lua at build time. */
+extern const char dq_functions_lua[];
+extern const unsigned long dq_functions_lua_len;
+
+#define DQ_FUNCTIONS_VERSION "1"
+
+struct dq_store_s {
+        redisContext *c;
+        char *host;
+        int port;
+        char *username;
+        char *password;
+        int db;
+        char *ns;
+        char *worker;
+        int64_t timeout_ms;
+        int64_t lease_ms;
+        int64_t retention_ms;
+        int64_t max_attempts;
+        int64_t next_connect_ms; /* reconnect backoff */
+        int64_t backoff_ms;
+};
+
+const char *dq_store_functions_version(void)
+{
+        return DQ_FUNCTIONS_VERSION;
+}
+
+int dq_store_key(const dq_store_t *store, char *buf, size_t size,
+                 const char *type, const char *scope, const char *id)
+{
+        if (id)
+                return snprintf(buf, size, "%s:%s:{%s}:%s", store->ns, type,
+                                scope, id);
+        return snprintf(buf, size, "%s:%s:{%s}", store->ns, type, scope);
+}
+
+static void drop(dq_store_t *st)
+{
+        if (st->c) {
+                redisFree(st->c);
+                st->c = NULL;
+        }
+}
+
+/* Runs one command and returns its reply, or NULL with errstr set. A
+ * command error (REDIS_REPLY_ERROR) is returned as a reply. */
+static redisReply *cmd(dq_store_t *st, char *errstr, size_t errstr_size,
+                       int argc, const char **argv, const size_t *lens)
+{
+        redisReply *r = redisCommandArgv(st->c, argc, argv, lens);
+        if (!r) {
+                snprintf(errstr, errstr_size, "redis: %s", st->c->errstr);
+                drop(st);
+        }
+        return r;
+}
+
+/* Reads CONFIG GET key into value; returns false when CONFIG is refused. */
+static bool config_get(dq_store_t *st, const char *key, char *value,
+                       size_t size, char *errstr, size_t errstr_size)
+{
+        const char *argv[] = {"CONFIG", "GET", key};
+        redisReply *r = cmd(st, errstr, errstr_size, 3, argv, NULL);
+        bool ok = false;
+
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[1]->type == REDIS_REPLY_STRING) {
+                snprintf(value, size, "%s", r->element[1]->str);
+                ok = true;
+        } else if (r) {
+                snprintf(errstr, errstr_size, "CONFIG GET %s: %s", key,
+                         r->type == REDIS_REPLY_ERROR ? r->str
+                                                      : "unexpected reply");
+        }
+        freeReplyObject(r);
+        return ok;
+}
+
+/* The start-up checks of DESIGN.md: no eviction, AOF on. */
+static dq_err_t check_server(dq_store_t *st, bool allow_unsafe, char *errstr,
+                             size_t errstr_size)
+{
+        char policy[64], aof[16];
+
+        if (!config_get(st, "maxmemory-policy", policy, sizeof(policy), errstr,
+                        errstr_size) ||
+            !config_get(st, "appendonly", aof, sizeof(aof), errstr,
+                        errstr_size)) {
+                if (!st->c)
+                        return DQ_ERR_UNAVAILABLE;
+                if (allow_unsafe) {
+                        dq_warn("redis", "check=skipped reason=\"%s\"", errstr);
+                        return DQ_OK;
+                }
+                return DQ_ERR_UNSAFE_CONFIG;
+        }
+        if (strcmp(policy, "noeviction")) {
+                snprintf(errstr, errstr_size,
+                         "redis maxmemory-policy is '%s': it can evict job "
+                         "state and idempotency keys; set noeviction (or "
+                         "redis.allow.unsafe=true)",
+                         policy);
+                if (!allow_unsafe)
+                        return DQ_ERR_UNSAFE_CONFIG;
+                dq_warn("redis", "check=unsafe reason=\"%s\"", errstr);
+        }
+        if (strcmp(aof, "yes")) {
+                snprintf(errstr, errstr_size,
+                         "redis appendonly is '%s': settled jobs would not "
+                         "survive a restart; set appendonly yes (or "
+                         "redis.allow.unsafe=true)",
+                         aof);
+                if (!allow_unsafe)
+                        return DQ_ERR_UNSAFE_CONFIG;
+                dq_warn("redis", "check=unsafe reason=\"%s\"", errstr);
+        }
+        return DQ_OK;
+}
+
+/* Connects, authenticates, selects the db and loads the functions. */
+static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
+{
+        struct timeval tv = {(time_t)(st->timeout_ms / 1000),
+                             (suseconds_t)(st->timeout_ms % 1000) * 1000};
+        redisReply *r;
+
+        drop(st);
+        st->c = redisConnectWithTimeout(st->host, st->port, tv);
+        if (!st->c || st->c->err) {
+                snprintf(errstr, errstr_size, "redis %s:%d: %s", st->host,
+                         st->port, st->c ? st->c->errstr : "out of memory");
+                drop(st);
+                return DQ_ERR_UNAVAILABLE;
+        }
+        redisSetTimeout(st->c, tv);
+
+        if (*st->password) {
+                const char *argv[3] = {"AUTH"};
+                int argc = 1;
+                if (*st->username)
+                        argv[argc++] = st->username;
+                argv[argc++] = st->password;
+                if (!(r = cmd(st, errstr, errstr_size, argc, argv, NULL)))
+                        return DQ_ERR_UNAVAILABLE;
+                if (r->type == REDIS_REPLY_ERROR) {
+                        /* The server's message never echoes the password. */
+                        snprintf(errstr, errstr_size, "redis AUTH failed: %s",
+                                 r->str);
+                        freeReplyObject(r);
+                        drop(st);
+                        return DQ_ERR_INVALID;
+                }
+                freeReplyObject(r);
+        }
+        if (st->db) {
+                char db[16];
+                const char *argv[] = {"SELECT", db};
+                snprintf(db, sizeof(db), "%d", st->db);
+                if (!(r = cmd(st, errstr, errstr_size, 2, argv, NULL)))
+                        return DQ_ERR_UNAVAILABLE;
+                freeReplyObject(r);
+        }
+        {
+                const char *argv[] = {"FUNCTION", "LOAD", "REPLACE",
+                                      dq_functions_lua};
+                size_t lens[] = {8, 4, 7, dq_functions_lua_len};
+                if (!(r = cmd(st, errstr, errstr_size, 4, argv, lens)))
+                        return DQ_ERR_UNAVAILABLE;
+                if (r->type == REDIS_REPLY_ERROR) {
+                        snprintf(errstr, errstr_size,
+                                 "redis FUNCTION LOAD failed: %s", r->str);
+                        freeReplyObject(r);
+                        /* LOADING and the like pass; try again later. */
+                        drop(st);
+                        return DQ_ERR_UNAVAILABLE;
+                }
+                freeReplyObject(r);
+        }
+        st->backoff_ms = 0;
+        return DQ_OK;
+}
+
+/* Makes sure there is a connection, reconnecting with capped exponential
+ * backoff: while backing off it fails at once rather than block. */
+static dq_err_t ensure(dq_store_t *st)
+{
+        char errstr[512];
+        int64_t now;
+        dq_err_t err;
+
+        if (st->c && !st->c->err)
+                return DQ_OK;
+        now = dq_mono_ms();
+        if (now < st->next_connect_ms)
+                return DQ_ERR_UNAVAILABLE;
+        err = connect_now(st, errstr, sizeof(errstr));
+        if (err) {
+                st->backoff_ms = st->backoff_ms ? st->backoff_ms * 2 : 100;
+                if (st->backoff_ms > 5000)
+                        st->backoff_ms = 5000;
+                st->next_connect_ms = now + st->backoff_ms;
+                dq_warn("redis",
+                        "event=reconnect_failed retry_in_ms=%lld "
+                        "error=\"%s\"",
+                        (long long)st->backoff_ms, errstr);
+                return err;
+        }
+        dq_info("redis", "event=reconnected host=%s port=%d", st->host,
+                st->port);
+        return DQ_OK;
+}
+
+dq_store_t *dq_store_new(const dq_conf_t *conf, const char *worker,
+                         char *errstr, size_t errstr_size)
+{
+        dq_store_t *st = calloc(1, sizeof(*st));
+        dq_err_t err;
+
+        if (!st) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        st->host = strdup(conf->redis_host);
+        st->username = strdup(conf->redis_username);
+        st->password = strdup(conf->redis_password);
+        st->ns = strdup(conf->redis_namespace);
+        st->worker = strdup(worker ? worker : "unknown");
+        if (!st->host || !st->username || !st->password || !st->ns ||
+            !st->worker) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto err;
+        }
+        st->port = (int)conf->redis_port;
+        st->db = (int)conf->redis_db;
+        st->timeout_ms = conf->redis_timeout_ms;
+        st->lease_ms = conf->lease_ms;
+        st->retention_ms = conf->idempotency_retention_ms;
+        st->max_attempts = conf->max_attempts;
+
+        if ((err = connect_now(st, errstr, errstr_size)))
+                goto err;
+        if ((err = check_server(st, conf->redis_allow_unsafe, errstr,
+                                errstr_size))) {
+                dq_error("redis", "check=refused reason=\"%s\"", errstr);
+                goto err;
+        }
+        return st;
+
+err:
+        dq_store_destroy(st);
+        return NULL;
+}
+
+void dq_store_destroy(dq_store_t *st)
+{
+        if (!st)
+                return;
+        drop(st);
+        free(st->host);
+        free(st->username);
+        if (st->password) {
+                /* Leave no copy of the secret in freed memory. */
+                memset(st->password, 0, strlen(st->password));
+                free(st->password);
+        }
+        free(st->ns);
+        free(st->worker);
+        free(st);
+}
+
+/* A growable argv for one command. Strings that argf() formats are owned
+ * (owned[i] != 0) and freed by args_release(). */
+typedef struct args_s {
+        int argc;
+        int cap;
+        const char **argv;
+        size_t *lens;
+        char *owned;
+} args_t;
+
+static void grow(args_t *a)
+{
+        int cap = a->cap ? a->cap * 2 : 16;
+        const char **argv = realloc(a->argv, (size_t)cap * sizeof(*argv));
+        size_t *lens = realloc(a->lens, (size_t)cap * sizeof(*lens));
+        char *owned = realloc(a->owned, (size_t)cap);
+        if (!argv || !lens || !owned)
+                abort(); /* a few KiB at most: nothing sane to do */
+        a->argv = argv;
+        a->lens = lens;
+        a->owned = owned;
+        a->cap = cap;
+}
+
+static void arg(args_t *a, const char *s)
+{
+        if (a->argc == a->cap)
+                grow(a);
+        a->owned[a->argc] = 0;
+        a->argv[a->argc] = s;
+        a->lens[a->argc++] = strlen(s);
+}
+
+static void argf(args_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void argf(args_t *a, const char *fmt, ...)
+{
+        va_list ap;
+        char *s;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf(NULL, 0, fmt, ap);
+        va_end(ap);
+        s = malloc((size_t)n + 1);
+        if (!s)
+                abort();
+        va_start(ap, fmt);
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        arg(a, s);
+        a->owned[a->argc - 1] = 1;
+        a->lens[a->argc - 1] = (size_t)n;
+}
+
+static void args_release(args_t *a)
+{
+        for (int i = 0; i < a->argc; i++)
+                if (a->owned[i])
+                        free((char *)a->argv[i]);
+        free(a->argv);
+        free(a->lens);
+        free(a->owned);
+        memset(a, 0, sizeof(*a));
+}
+
+static void job_key_arg(dq_store_t *st, args_t *a, const dq_job_t *job)
+{
+        argf(a, "%s:job:{%s}:%s", st->ns, job->scope, job->id);
+}
+
+/* Sends every command of the batch, then reads every reply. replies[i] is
+ * NULL where the outcome is unknown. Returns DQ_ERR_UNAVAILABLE when the
+ * connection failed. */
+static dq_err_t pipeline(dq_store_t *st, args_t *cmds, size_t n,
+                         redisReply **replies)
+{
+        size_t i;
+
+        memset(replies, 0, n * sizeof(*replies));
+        if (ensure(st))
+                return DQ_ERR_UNAVAILABLE;
+        for (i = 0; i < n; i++)
+                if (redisAppendCommandArgv(st->c, cmds[i].argc, cmds[i].argv,
+                                           cmds[i].lens) != REDIS_OK)
+                        break;
+        if (i < n) {
+                dq_warn("redis", "event=append_failed error=\"%s\"",
+                        st->c->errstr);
+                drop(st);
+                return DQ_ERR_UNAVAILABLE;
+        }
+        for (i = 0; i < n; i++) {
+                void *r = NULL;
+                if (redisGetReply(st->c, &r) != REDIS_OK) {
+                        dq_warn("redis",
+                                "event=connection_lost replies_read=%zu "
+                                "of=%zu error=\"%s\"",
+                                i, n, st->c->errstr);
+                        drop(st);
+                        return DQ_ERR_UNAVAILABLE;
+                }
+                replies[i] = r;
+        }
+        return DQ_OK;
+}
+
+/* Status string of a functions reply, or NULL (then err says why). */
+static const char *reply_status(const redisReply *r, dq_store_t *st,
+                                dq_err_t *err)
+{
+        if (!r) {
+                *err = DQ_ERR_UNAVAILABLE;
+                return NULL;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+                dq_warn("redis", "event=command_error error=\"%s\"", r->str);
+                /* A restarted server without the library: load it again on
+                 * the next call. */
+                if (strstr(r->str, "Function not found"))
+                        drop(st);
+                *err = DQ_ERR_UNAVAILABLE;
+                return NULL;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+                *err = DQ_ERR_INTERNAL;
+                return NULL;
+        }
+        *err = DQ_OK;
+        return r->element[0]->str;
+}
+
+static const char *elem(const redisReply *r, size_t i)
+{
+        if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING)
+                return r->element[i]->str;
+        return "";
+}
+
+dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
+                        int64_t now_ms)
+{
+        args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
+        redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
+        dq_err_t ret;
+
+        if (!cmds || !replies) {
+                free(cmds);
+                free(replies);
+                return DQ_ERR_INTERNAL;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const dq_job_t *job = claims[i].job;
+                args_t *a = &cmds[i];
+                arg(a, "FCALL");
+                arg(a, "decayq_claim");
+                arg(a, job->idempotency_key ? "2" : "1");
+                job_key_arg(st, a, job);
+                if (job->idempotency_key)
+                        argf(a, "%s:idem:{%s}:%s", st->ns, job->scope,
+                             job->idempotency_key);
+                argf(a, "%lld", (long long)now_ms);
+                argf(a, "%lld", (long long)st->lease_ms);
+                arg(a, st->worker);
+                arg(a, dq_kind_name(job->kind));
+                argf(a, "%lld", (long long)st->max_attempts);
+                arg(a, job->id);
+                argf(a, "%lld", (long long)st->retention_ms);
+        }
+        ret = pipeline(st, cmds, n, replies);
+        for (size_t i = 0; i < n; i++) {
+                dq_claim_t *c = &claims[i];
+                const char *status = reply_status(replies[i], st, &c->err);
+                if (status) {
+                        const redisReply *r = replies[i];
+                        if (!strcmp(status, "claimed"))
+                                c->status = DQ_CLAIM_CLAIMED;
+                        else if (!strcmp(status, "duplicate"))
+                                c->status = DQ_CLAIM_DUPLICATE;
+                        else if (!strcmp(status, "terminal"))
+                                c->status = DQ_CLAIM_TERMINAL;
+                        else
+                                c->status = DQ_CLAIM_EXHAUSTED;
+                        snprintf(c->state, sizeof(c->state), "%s",
+                                 c->status == DQ_CLAIM_DUPLICATE ? "duplicate"
+                                                                 : elem(r, 1));
+                        c->attempts = strtoll(elem(r, 2), NULL, 10);
+                        c->epoch = strtoll(elem(r, 3), NULL, 10);
+                        snprintf(c->ref, sizeof(c->ref), "%s", elem(r, 4));
+                        c->took_over =
+                            c->status == DQ_CLAIM_CLAIMED && *elem(r, 4);
+                }
+                freeReplyObject(replies[i]);
+                args_release(&cmds[i]);
+        }
+        free(cmds);
+        free(replies);
+        return ret;
+}
+
+static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
+                         int64_t now_ms)
+{
+        const dq_job_t *job = s->job;
+        const char *rec =
+            job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
+
+        arg(a, "FCALL");
+        switch (s->op) {
+        case DQ_SETTLE_COMPLETE:
+                arg(a, "decayq_complete");
+                argf(a, "%zu", 2 + job->source_cnt);
+                job_key_arg(st, a, job);
+                if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW)
+                        argf(a, "%s:reviews:{%s}", st->ns, job->scope);
+                else
+                        argf(a, "%s:mem:{%s}:sum_%s", st->ns, job->scope,
+                             job->id);
+                for (size_t i = 0; i < job->source_cnt; i++)
+                        argf(a, "%s:%s:{%s}:%s", st->ns, rec, job->scope,
+                             job->source_ids[i]);
+                argf(a, "%lld", (long long)s->epoch);
+                argf(a, "%lld", (long long)now_ms);
+                argf(a, "%lld", (long long)st->retention_ms);
+                arg(a, dq_kind_name(job->kind));
+                arg(a, job->id);
+                arg(a, dq_method_name(job->method));
+                arg(a, job->scope);
+                argf(a, "sum_%s", job->id);
+                for (size_t i = 0; i < job->source_cnt; i++)
+                        arg(a, job->source_ids[i]);
+                break;
+        case DQ_SETTLE_RETRY:
+                arg(a, "decayq_retry");
+                arg(a, "1");
+                job_key_arg(st, a, job);
+                argf(a, "%lld", (long long)s->epoch);
+                argf(a, "%lld", (long long)now_ms);
+                argf(a, "%lld", (long long)s->not_before_ms);
+                arg(a, s->error_class ? s->error_class : "retryable");
+                arg(a, s->error_code ? s->error_code : "");
+                arg(a, s->error_message ? s->error_message : "");
+                break;
+        case DQ_SETTLE_DEAD:
+                arg(a, "decayq_dead");
+                arg(a, "1");
+                job_key_arg(st, a, job);
+                argf(a, "%lld", (long long)s->epoch);
+                argf(a, "%lld", (long long)now_ms);
+                argf(a, "%lld", (long long)st->retention_ms);
+                arg(a, s->error_class ? s->error_class : "fatal");
+                arg(a, s->error_code ? s->error_code : "");
+                arg(a, s->error_message ? s->error_message : "");
+                break;
+        }
+}
+
+dq_err_t dq_store_settle(dq_store_t *st, dq_settle_t *settles, size_t n,
+                         int64_t now_ms)
+{
+        args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
+        redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
+        dq_err_t ret;
+
+        if (!cmds || !replies) {
+                free(cmds);
+                free(replies);
+                return DQ_ERR_INTERNAL;
+        }
+        for (size_t i = 0; i < n; i++)
+                build_settle(st, &cmds[i], &settles[i], now_ms);
+        ret = pipeline(st, cmds, n, replies);
+        for (size_t i = 0; i < n; i++) {
+                dq_settle_t *s = &settles[i];
+                const char *status = reply_status(replies[i], st, &s->err);
+                s->code[0] = s->message[0] = s->result[0] = '\0';
+                if (status) {
+                        const redisReply *r = replies[i];
+                        if (!strcmp(status, "ok")) {
+                                snprintf(s->result, sizeof(s->result), "%s",
+                                         elem(r, 1));
+                        } else if (!strcmp(status, "fenced")) {
+                                s->err = DQ_ERR_FENCED;
+                        } else if (!strcmp(status, "terminal")) {
+                                s->err = DQ_ERR_TERMINAL;
+                                snprintf(s->result, sizeof(s->result), "%s",
+                                         elem(r, 1));
+                        } else if (!strcmp(status, "rejected")) {
+                                s->err = DQ_ERR_REJECTED;
+                                snprintf(s->code, sizeof(s->code), "%s",
+                                         elem(r, 1));
+                                snprintf(s->message, sizeof(s->message), "%s",
+                                         elem(r, 2));
+                        } else {
+                                s->err = DQ_ERR_INTERNAL;
+                        }
+                }
+                freeReplyObject(replies[i]);
+                args_release(&cmds[i]);
+        }
+        free(cmds);
+        free(replies);
+        return ret;
+}
+
+/* One command through the pipeline; returns its reply or NULL. */
+static redisReply *one(dq_store_t *st, args_t *a, dq_err_t *err)
+{
+        redisReply *r = NULL;
+        *err = pipeline(st, a, 1, &r);
+        args_release(a);
+        return r;
+}
+
+dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
+                        int64_t now_ms)
+{
+        args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+        const char *status;
+
+        arg(&a, "FCALL");
+        arg(&a, "decayq_renew");
+        arg(&a, "1");
+        job_key_arg(st, &a, job);
+        argf(&a, "%lld", (long long)epoch);
+        argf(&a, "%lld", (long long)now_ms);
+        argf(&a, "%lld", (long long)st->lease_ms);
+        r = one(st, &a, &err);
+        status = reply_status(r, st, &err);
+        if (status && strcmp(status, "ok"))
+                err = !strcmp(status, "terminal") ? DQ_ERR_TERMINAL
+                                                  : DQ_ERR_FENCED;
+        freeReplyObject(r);
+        return err;
+}
+
+dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
+                         const char *reason, int64_t now_ms, char *state_out,
+                         size_t state_size)
+{
+        args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+        const char *status;
+
+        arg(&a, "FCALL");
+        arg(&a, "decayq_cancel");
+        arg(&a, "1");
+        argf(&a, "%s:job:{%s}:%s", st->ns, scope, id);
+        argf(&a, "%lld", (long long)now_ms);
+        argf(&a, "%lld", (long long)st->retention_ms);
+        arg(&a, reason ? reason : "");
+        r = one(st, &a, &err);
+        status = reply_status(r, st, &err);
+        if (status) {
+                if (state_out)
+                        snprintf(state_out, state_size, "%s", elem(r, 1));
+                if (strcmp(status, "ok"))
+                        err = DQ_ERR_TERMINAL;
+        }
+        freeReplyObject(r);
+        return err;
+}
+
+static dq_err_t hgetall(dq_store_t *st, args_t *a, dq_record_t *rec)
+{
+        dq_err_t err;
+        redisReply *r = one(st, a, &err);
+
+        memset(rec, 0, sizeof(*rec));
+        if (!r)
+                return err ? err : DQ_ERR_UNAVAILABLE;
+        if (r->type != REDIS_REPLY_ARRAY) {
+                freeReplyObject(r);
+                return DQ_ERR_UNAVAILABLE;
+        }
+        if (r->elements == 0) {
+                freeReplyObject(r);
+                return DQ_ERR_NOT_FOUND;
+        }
+        rec->cnt = r->elements / 2;
+        rec->fields = calloc(rec->cnt, sizeof(char *));
+        rec->values = calloc(rec->cnt, sizeof(char *));
+        if (!rec->fields || !rec->values) {
+                freeReplyObject(r);
+                dq_record_release(rec);
+                return DQ_ERR_INTERNAL;
+        }
+        for (size_t i = 0; i < rec->cnt; i++) {
+                rec->fields[i] = strdup(r->element[2 * i]->str);
+                rec->values[i] = strndup(r->element[2 * i + 1]->str,
+                                         r->element[2 * i + 1]->len);
+        }
+        freeReplyObject(r);
+        return DQ_OK;
+}
+
+dq_err_t dq_store_job_get(dq_store_t *st, const char *scope, const char *id,
+                          dq_record_t *rec)
+{
+        args_t a = {0};
+        arg(&a, "HGETALL");
+        argf(&a, "%s:job:{%s}:%s", st->ns, scope, id);
+        return hgetall(st, &a, rec);
+}
+
+static const char *rec_type(dq_rec_kind_t kind)
+{
+        return kind == DQ_REC_EPISODE ? "ep" : "mem";
+}
+
+dq_err_t dq_store_record_put(dq_store_t *st, dq_rec_kind_t kind,
+                             const char *scope, const char *id,
+                             const char *const *kv, size_t pairs)
+{
+        args_t a[4] = {{0}};
+        redisReply *r[4];
+        dq_err_t err;
+
+        /* Replace, not merge: DEL and HSET in one transaction. */
+        arg(&a[0], "MULTI");
+        arg(&a[1], "DEL");
+        argf(&a[1], "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        arg(&a[2], "HSET");
+        argf(&a[2], "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        arg(&a[2], "id");
+        arg(&a[2], id);
+        arg(&a[2], "scope");
+        arg(&a[2], scope);
+        for (size_t i = 0; i < 2 * pairs; i++)
+                arg(&a[2], kv[i]);
+        arg(&a[3], "EXEC");
+        err = pipeline(st, a, 4, r);
+        for (int i = 0; i < 4; i++) {
+                if (!err && (!r[i] || r[i]->type == REDIS_REPLY_ERROR))
+                        err = DQ_ERR_UNAVAILABLE;
+                freeReplyObject(r[i]);
+                args_release(&a[i]);
+        }
+        return err;
+}
+
+dq_err_t dq_store_record_get(dq_store_t *st, dq_rec_kind_t kind,
+                             const char *scope, const char *id,
+                             dq_record_t *rec)
+{
+        args_t a = {0};
+        arg(&a, "HGETALL");
+        argf(&a, "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        return hgetall(st, &a, rec);
+}
+
+const char *dq_record_get(const dq_record_t *rec, const char *field)
+{
+        for (size_t i = 0; i < rec->cnt; i++)
+                if (rec->fields[i] && !strcmp(rec->fields[i], field))
+                        return rec->values[i];
+        return NULL;
+}
+
+void dq_record_release(dq_record_t *rec)
+{
+        for (size_t i = 0; i < rec->cnt; i++) {
+                if (rec->fields)
+                        free(rec->fields[i]);
+                if (rec->values)
+                        free(rec->values[i]);
+        }
+        free(rec->fields);
+        free(rec->values);
+        memset(rec, 0, sizeof(*rec));
+}

@@ -1,0 +1,133 @@
+/* The Redis store: each job's state machine (claim and settles, fenced by
+ * epoch), idempotency keys, and the memory store, over one hiredis
+ * connection with pipelined batches. State changes run in the decayq Redis
+ * Functions library (dq_functions.lua), loaded at connect. */
+#ifndef DQ_STORE_H
+#define DQ_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dq_conf.h"
+#include "dq_err.h"
+#include "dq_job.h"
+
+typedef struct dq_store_s dq_store_t;
+
+typedef enum dq_claim_status_e {
+        DQ_CLAIM_CLAIMED,   /* run it: attempts and epoch are counted */
+        DQ_CLAIM_DUPLICATE, /* its idempotency key belongs to job `ref` */
+        DQ_CLAIM_TERMINAL,  /* already `state`; nothing to do */
+        DQ_CLAIM_EXHAUSTED, /* attempts spent: dead-letter as crash_loop */
+} dq_claim_status_t;
+
+typedef struct dq_claim_s {
+        const dq_job_t *job; /* in */
+        /* out: DQ_OK, or DQ_ERR_UNAVAILABLE when the outcome is unknown */
+        dq_err_t err;
+        dq_claim_status_t status;
+        int64_t attempts;
+        int64_t epoch;
+        char state[16]; /* terminal state, or the state before the claim */
+        char ref[64];   /* first job id (duplicate) or result (terminal) */
+        bool took_over; /* a live lease of another worker was superseded */
+} dq_claim_t;
+
+typedef enum dq_settle_op_e {
+        DQ_SETTLE_COMPLETE, /* apply the job's effect and complete it */
+        DQ_SETTLE_RETRY,    /* retry_wait until not_before_ms */
+        DQ_SETTLE_DEAD,     /* dead-lettered */
+} dq_settle_op_t;
+
+typedef struct dq_settle_s {
+        const dq_job_t *job; /* in */
+        dq_settle_op_t op;
+        int64_t epoch;
+        int64_t not_before_ms;     /* RETRY */
+        const char *error_class;   /* RETRY, DEAD */
+        const char *error_code;    /* RETRY, DEAD */
+        const char *error_message; /* RETRY, DEAD */
+        /* out: DQ_OK; DQ_ERR_FENCED (claim superseded); DQ_ERR_TERMINAL;
+         * DQ_ERR_REJECTED (the effect can never apply: code, message);
+         * DQ_ERR_UNAVAILABLE (outcome unknown) */
+        dq_err_t err;
+        char code[64];
+        char message[256];
+        char result[64]; /* result memory id, or review entry id */
+} dq_settle_t;
+
+/* A record read back: fields and values in Redis order. */
+typedef struct dq_record_s {
+        size_t cnt;
+        char **fields;
+        char **values;
+} dq_record_t;
+
+/* Connects to Redis per conf (redis.*), authenticates, loads the functions
+ * library and runs the start-up checks: unless redis.allow.unsafe is set it
+ * refuses (DQ_ERR_UNSAFE_CONFIG) a server whose maxmemory-policy can evict
+ * or whose appendonly is off. conf is read, not kept. NULL with errstr set
+ * on failure; the password never appears in errstr or logs.
+ * @locality one thread at a time per store. */
+dq_store_t *dq_store_new(const dq_conf_t *conf, const char *worker,
+                         char *errstr, size_t errstr_size);
+
+/* Frees store; NULL is a no-op. */
+void dq_store_destroy(dq_store_t *store);
+
+/* Claims n jobs in one pipelined round trip; fills each claim's outputs.
+ * Returns DQ_OK, or DQ_ERR_UNAVAILABLE when Redis could not be reached (every
+ * claim whose reply was not read has err DQ_ERR_UNAVAILABLE: unknown). */
+dq_err_t dq_store_claim(dq_store_t *store, dq_claim_t *claims, size_t n,
+                        int64_t now_ms);
+
+/* Settles n jobs in one pipelined round trip (see dq_settle_t). */
+dq_err_t dq_store_settle(dq_store_t *store, dq_settle_t *settles, size_t n,
+                         int64_t now_ms);
+
+/* Extends the lease of a claimed job. DQ_ERR_FENCED when superseded. */
+dq_err_t dq_store_renew(dq_store_t *store, const dq_job_t *job, int64_t epoch,
+                        int64_t now_ms);
+
+/* Cancels a job that is not terminal, fencing any running worker. Returns
+ * DQ_OK, or DQ_ERR_TERMINAL with its state in state_out. */
+dq_err_t dq_store_cancel(dq_store_t *store, const char *scope, const char *id,
+                         const char *reason, int64_t now_ms, char *state_out,
+                         size_t state_size);
+
+/* Reads a job's state hash. DQ_ERR_NOT_FOUND when it has none. */
+dq_err_t dq_store_job_get(dq_store_t *store, const char *scope, const char *id,
+                          dq_record_t *rec);
+
+/* Record kinds of the memory store. */
+typedef enum dq_rec_kind_e {
+        DQ_REC_MEMORY,  /* <ns>:mem:{scope}:<id> */
+        DQ_REC_EPISODE, /* <ns>:ep:{scope}:<id> */
+} dq_rec_kind_t;
+
+/* Writes (replaces) a memory or episode: kv holds field, value pairs
+ * (2 * pairs strings). "id" and "scope" are set from the arguments. */
+dq_err_t dq_store_record_put(dq_store_t *store, dq_rec_kind_t kind,
+                             const char *scope, const char *id,
+                             const char *const *kv, size_t pairs);
+
+/* Reads a memory or episode. DQ_ERR_NOT_FOUND when absent. */
+dq_err_t dq_store_record_get(dq_store_t *store, dq_rec_kind_t kind,
+                             const char *scope, const char *id,
+                             dq_record_t *rec);
+
+/* The value of field in rec, or NULL. */
+const char *dq_record_get(const dq_record_t *rec, const char *field);
+
+/* Frees what rec holds; rec itself may be reused. */
+void dq_record_release(dq_record_t *rec);
+
+/* Writes "<ns>:<type>:{<scope>}:<id>" (id may be NULL: no ":<id>"). */
+int dq_store_key(const dq_store_t *store, char *buf, size_t size,
+                 const char *type, const char *scope, const char *id);
+
+/* The functions library version the store loaded ("1"). */
+const char *dq_store_functions_version(void);
+
+#endif

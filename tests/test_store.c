@@ -1,0 +1,518 @@
+/* The Redis store against the real Redis: every transition, allowed and
+ * refused; fencing; idempotency keys; the memory effects; start-up checks
+ * and authentication. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "dq_test.h"
+#include "dq_test_store.h"
+#include "dq_time.h"
+#include "banned.h"
+
+#define SCOPE "tenant-1/agent-1"
+
+static dq_claim_t claim1(dq_store_t *st, const dq_job_t *job, int64_t now)
+{
+        dq_claim_t c = {.job = job};
+        cr_assert_eq(dq_store_claim(st, &c, 1, now), DQ_OK);
+        cr_assert_eq(c.err, DQ_OK);
+        return c;
+}
+
+static dq_settle_t settle1(dq_store_t *st, const dq_job_t *job,
+                           dq_settle_op_t op, int64_t epoch, int64_t now)
+{
+        dq_settle_t s = {.job = job,
+                         .op = op,
+                         .epoch = epoch,
+                         .error_class = "retryable",
+                         .error_code = "decay.test.failed",
+                         .error_message = "test failure",
+                         .not_before_ms = now + 5000};
+        cr_assert_eq(dq_store_settle(st, &s, 1, now), DQ_OK);
+        return s;
+}
+
+static char *job_field(dq_store_t *st, const dq_job_t *job, const char *f)
+{
+        static char buf[256];
+        dq_record_t rec;
+        buf[0] = '\0';
+        if (dq_store_job_get(st, job->scope, job->id, &rec) == DQ_OK) {
+                const char *v = dq_record_get(&rec, f);
+                snprintf(buf, sizeof(buf), "%s", v ? v : "");
+                dq_record_release(&rec);
+        }
+        return buf;
+}
+
+static char *mem_field(dq_store_t *st, const char *id, const char *f)
+{
+        static char buf[1024];
+        dq_record_t rec;
+        buf[0] = '\0';
+        if (dq_store_record_get(st, DQ_REC_MEMORY, SCOPE, id, &rec) == DQ_OK) {
+                const char *v = dq_record_get(&rec, f);
+                snprintf(buf, sizeof(buf), "%s", v ? v : "");
+                dq_record_release(&rec);
+        }
+        return buf;
+}
+
+Test(store, complete_writes_summary_and_marks_sources_at_once)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *src[] = {"m_c", "m_a", "m_b"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 3);
+        int64_t now = dq_now_ms();
+        char sum_id[64];
+
+        /* created_at order is b, c, a; a and c tie and sort by id. */
+        dq_test_memory(st, SCOPE, "m_a", "candidate", "active", "alpha", 200);
+        dq_test_memory(st, SCOPE, "m_b", "candidate", "active", "bravo", 100);
+        dq_test_memory(st, SCOPE, "m_c", "candidate", "active", "charlie", 200);
+
+        dq_claim_t c = claim1(st, job, now);
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(c.attempts, 1);
+        cr_assert_eq(c.epoch, 1);
+        cr_assert_str_eq(job_field(st, job, "state"), "in_progress");
+        cr_assert_str_eq(job_field(st, job, "claimed_by"), "w1");
+
+        dq_settle_t s = settle1(st, job, DQ_SETTLE_COMPLETE, c.epoch, now);
+        cr_assert_eq(s.err, DQ_OK, "%s %s", s.code, s.message);
+        snprintf(sum_id, sizeof(sum_id), "sum_%s", job->id);
+        cr_assert_str_eq(s.result, sum_id);
+        cr_assert_str_eq(job_field(st, job, "state"), "completed");
+        cr_assert_str_eq(job_field(st, job, "result_memory_id"), sum_id);
+
+        cr_assert_str_eq(mem_field(st, sum_id, "claim"),
+                         "bravo\nalpha\ncharlie");
+        cr_assert_str_eq(mem_field(st, sum_id, "type"), "summary");
+        cr_assert_str_eq(mem_field(st, sum_id, "job_id"), job->id);
+        cr_assert_str_eq(mem_field(st, sum_id, "method"),
+                         "deterministic_concatenate");
+        cr_assert_str_eq(mem_field(st, sum_id, "source_ids"),
+                         "[\"m_b\",\"m_a\",\"m_c\"]");
+        for (int i = 0; i < 3; i++) {
+                cr_assert_str_eq(mem_field(st, src[i], "status"), "compressed");
+                cr_assert_str_eq(mem_field(st, src[i], "compressed_into"),
+                                 sum_id);
+        }
+
+        /* Running it again is a no-op that reports the state. */
+        c = claim1(st, job, now + 1);
+        cr_assert_eq(c.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(c.state, "completed");
+        cr_assert_str_eq(c.ref, sum_id);
+        s = settle1(st, job, DQ_SETTLE_COMPLETE, 1, now + 1);
+        cr_assert_eq(s.err, DQ_ERR_TERMINAL);
+        dq_job_destroy(job);
+        dq_store_destroy(st);
+}
+
+Test(store, settles_with_a_stale_epoch_are_fenced)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *src[] = {"m1"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+
+        dq_test_memory(st, SCOPE, "m1", "candidate", "active", "x", 1);
+        dq_claim_t old = claim1(st, job, now);
+        dq_claim_t cur = claim1(st, job, now + 10);
+        cr_assert_eq(cur.epoch, old.epoch + 1);
+        cr_assert(cur.took_over, "a live lease was taken over silently");
+
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_COMPLETE, old.epoch, now).err,
+                     DQ_ERR_FENCED);
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_RETRY, old.epoch, now).err,
+                     DQ_ERR_FENCED);
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_DEAD, old.epoch, now).err,
+                     DQ_ERR_FENCED);
+        cr_assert_eq(dq_store_renew(st, job, old.epoch, now), DQ_ERR_FENCED);
+        cr_assert_str_eq(mem_field(st, "m1", "status"), "active");
+        cr_assert_str_eq(job_field(st, job, "state"), "in_progress");
+
+        cr_assert_eq(dq_store_renew(st, job, cur.epoch, now), DQ_OK);
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_COMPLETE, cur.epoch, now).err,
+                     DQ_OK);
+        dq_job_destroy(job);
+        dq_store_destroy(st);
+}
+
+Test(store, zombie_with_expired_lease_cannot_complete)
+{
+        const char *x[] = {"lease=1s"};
+        dq_store_t *zombie = dq_test_store("zombie", x, 1, NULL);
+        dq_conf_t *conf;
+        dq_store_t *st = dq_test_store("fresh", x, 1, &conf);
+        const char *src[] = {"m1"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+
+        dq_store_destroy(zombie);
+        /* Both handles must share a namespace: reuse the second's. */
+        zombie = dq_store_new(conf, "zombie", NULL, 0);
+        cr_assert_not_null(zombie);
+        dq_test_memory(st, SCOPE, "m1", "candidate", "active", "x", 1);
+
+        dq_claim_t zc = claim1(zombie, job, now);
+        /* The zombie stalls past its lease; another worker re-claims. */
+        dq_claim_t fc = claim1(st, job, now + 1500);
+        cr_assert_eq(fc.status, DQ_CLAIM_CLAIMED);
+        cr_assert_not(fc.took_over, "the lease had expired");
+        cr_assert_eq(fc.attempts, 2);
+
+        cr_assert_eq(dq_store_renew(zombie, job, zc.epoch, now + 1600),
+                     DQ_ERR_FENCED);
+        cr_assert_eq(
+            settle1(zombie, job, DQ_SETTLE_COMPLETE, zc.epoch, now + 1600).err,
+            DQ_ERR_FENCED);
+        cr_assert_str_eq(mem_field(st, "m1", "status"), "active");
+        cr_assert_eq(
+            settle1(st, job, DQ_SETTLE_COMPLETE, fc.epoch, now + 1700).err,
+            DQ_OK);
+        cr_assert_str_eq(job_field(st, job, "claimed_by"), "fresh");
+        dq_job_destroy(job);
+        dq_store_destroy(zombie);
+        dq_store_destroy(st);
+        dq_conf_destroy(conf);
+}
+
+Test(store, attempts_are_bounded_then_dead)
+{
+        const char *x[] = {"max.attempts=2"};
+        dq_store_t *st = dq_test_store("w1", x, 1, NULL);
+        const char *src[] = {"m1"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+
+        dq_claim_t c = claim1(st, job, now);
+        dq_settle_t s = settle1(st, job, DQ_SETTLE_RETRY, c.epoch, now);
+        cr_assert_eq(s.err, DQ_OK);
+        cr_assert_str_eq(job_field(st, job, "state"), "retry_wait");
+        cr_assert_str_eq(job_field(st, job, "last_error"), "decay.test.failed");
+        /* A retry is not allowed twice on the same claim. */
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_RETRY, c.epoch, now).err,
+                     DQ_ERR_FENCED);
+
+        c = claim1(st, job, now + 1);
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(c.attempts, 2);
+        /* The worker dies mid-run: the next claim finds attempts spent. */
+        c = claim1(st, job, now + 2);
+        cr_assert_eq(c.status, DQ_CLAIM_EXHAUSTED);
+        cr_assert_eq(c.attempts, 2, "a refused claim counted an attempt");
+        cr_assert_str_eq(c.state, "in_progress");
+
+        dq_settle_t d = {.job = job,
+                         .op = DQ_SETTLE_DEAD,
+                         .epoch = c.epoch,
+                         .error_class = "crash_loop",
+                         .error_code = "decay.job.crash_loop",
+                         .error_message = "attempts exhausted"};
+        cr_assert_eq(dq_store_settle(st, &d, 1, now + 3), DQ_OK);
+        cr_assert_eq(d.err, DQ_OK);
+        cr_assert_str_eq(job_field(st, job, "state"), "dead");
+        cr_assert_str_eq(job_field(st, job, "error_class"), "crash_loop");
+        c = claim1(st, job, now + 4);
+        cr_assert_eq(c.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(c.state, "dead");
+        dq_job_destroy(job);
+        dq_store_destroy(st);
+}
+
+Test(store, missing_inactive_or_wrong_sources_are_rejected_unchanged)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *missing[] = {"m_ok", "m_gone"};
+        const char *inactive[] = {"m_ok", "m_old"};
+        const char *wrong[] = {"m_ok", "p_1"};
+        struct {
+                const char *const *src;
+                const char *code;
+        } cases[] = {{missing, "decay.compress.source_missing"},
+                     {inactive, "decay.compress.source_inactive"},
+                     {wrong, "decay.compress.source_wrong_type"}};
+        int64_t now = dq_now_ms();
+
+        dq_test_memory(st, SCOPE, "m_ok", "candidate", "active", "x", 1);
+        dq_test_memory(st, SCOPE, "m_old", "candidate", "compressed", "y", 1);
+        dq_test_memory(st, SCOPE, "p_1", "principle", "active", "z", 1);
+        for (int i = 0; i < 3; i++) {
+                dq_job_t *job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION,
+                                            SCOPE, cases[i].src, 2);
+                dq_claim_t c = claim1(st, job, now);
+                dq_settle_t s =
+                    settle1(st, job, DQ_SETTLE_COMPLETE, c.epoch, now);
+                cr_assert_eq(s.err, DQ_ERR_REJECTED);
+                cr_assert(dq_err_is_fatal(s.err));
+                cr_assert_str_eq(s.code, cases[i].code);
+                cr_assert(strstr(s.message, cases[i].src[1]), "%s", s.message);
+                cr_assert_str_eq(job_field(st, job, "state"), "in_progress");
+                cr_assert_str_eq(mem_field(st, "m_ok", "status"), "active");
+                dq_job_destroy(job);
+        }
+        dq_store_destroy(st);
+}
+
+Test(store, episode_compression_and_principle_review)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *eps[] = {"ep_2", "ep_1"};
+        const char *pr[] = {"p_9"};
+        const char *kv1[] = {"status", "active",     "content",
+                             "walked", "created_at", "1"};
+        const char *kv2[] = {"status", "active",     "content",
+                             "talked", "created_at", "2"};
+        dq_job_t *ej = dq_test_job(DQ_KIND_EPISODE_COMPRESSION, SCOPE, eps, 2);
+        dq_job_t *rj =
+            dq_test_job(DQ_KIND_EXPIRED_PRINCIPLE_REVIEW, SCOPE, pr, 1);
+        int64_t now = dq_now_ms();
+        dq_record_t rec;
+        char sum_id[64];
+
+        cr_assert_eq(
+            dq_store_record_put(st, DQ_REC_EPISODE, SCOPE, "ep_1", kv1, 3),
+            DQ_OK);
+        cr_assert_eq(
+            dq_store_record_put(st, DQ_REC_EPISODE, SCOPE, "ep_2", kv2, 3),
+            DQ_OK);
+        dq_test_memory(st, SCOPE, "p_9", "principle", "active", "be kind", 1);
+
+        dq_claim_t c = claim1(st, ej, now);
+        cr_assert_eq(settle1(st, ej, DQ_SETTLE_COMPLETE, c.epoch, now).err,
+                     DQ_OK);
+        snprintf(sum_id, sizeof(sum_id), "sum_%s", ej->id);
+        cr_assert_str_eq(mem_field(st, sum_id, "claim"), "walked\ntalked");
+        cr_assert_eq(
+            dq_store_record_get(st, DQ_REC_EPISODE, SCOPE, "ep_1", &rec),
+            DQ_OK);
+        cr_assert_str_eq(dq_record_get(&rec, "status"), "compressed");
+        dq_record_release(&rec);
+
+        c = claim1(st, rj, now);
+        dq_settle_t s = settle1(st, rj, DQ_SETTLE_COMPLETE, c.epoch, now);
+        cr_assert_eq(s.err, DQ_OK);
+        cr_assert(strchr(s.result, '-'), "stream entry id: %s", s.result);
+        cr_assert_str_eq(mem_field(st, "p_9", "review_state"), "open");
+        cr_assert_str_eq(mem_field(st, "p_9", "status"), "active");
+        cr_assert_str_eq(job_field(st, rj, "result_review_id"), s.result);
+        dq_job_destroy(ej);
+        dq_job_destroy(rj);
+        dq_store_destroy(st);
+}
+
+Test(store, cancel_fences_workers_and_skips_later_claims)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *src[] = {"m1"};
+        dq_job_t *a = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        dq_job_t *b = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+        char state[32];
+
+        dq_test_memory(st, SCOPE, "m1", "candidate", "active", "x", 1);
+        /* A job never seen is cancelled ahead of its message. */
+        cr_assert_eq(dq_store_cancel(st, SCOPE, a->id, "operator", now, state,
+                                     sizeof(state)),
+                     DQ_OK);
+        dq_claim_t c = claim1(st, a, now);
+        cr_assert_eq(c.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(c.state, "cancelled");
+
+        /* A running job: the worker's settle is fenced. */
+        c = claim1(st, b, now);
+        cr_assert_eq(dq_store_cancel(st, SCOPE, b->id, "operator", now, state,
+                                     sizeof(state)),
+                     DQ_OK);
+        cr_assert_str_eq(state, "in_progress");
+        cr_assert_eq(settle1(st, b, DQ_SETTLE_COMPLETE, c.epoch, now).err,
+                     DQ_ERR_TERMINAL);
+        cr_assert_str_eq(mem_field(st, "m1", "status"), "active");
+        cr_assert_eq(dq_store_cancel(st, SCOPE, b->id, "again", now, state,
+                                     sizeof(state)),
+                     DQ_ERR_TERMINAL);
+        cr_assert_str_eq(state, "cancelled");
+        dq_job_destroy(a);
+        dq_job_destroy(b);
+        dq_store_destroy(st);
+}
+
+Test(store, idempotency_key_makes_later_jobs_duplicates_until_it_expires)
+{
+        const char *x[] = {"idempotency.retention=1s"};
+        dq_store_t *st = dq_test_store("w1", x, 1, NULL);
+        const char *src[] = {"m1"};
+        dq_job_t *a = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        dq_job_t *b = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        dq_job_t *c3 =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+
+        a->idempotency_key = strdup("batch-7");
+        b->idempotency_key = strdup("batch-7");
+        c3->idempotency_key = strdup("batch-7");
+        cr_assert_eq(claim1(st, a, now).status, DQ_CLAIM_CLAIMED);
+        /* a's own redelivery is not its own duplicate. */
+        cr_assert_eq(claim1(st, a, now).status, DQ_CLAIM_CLAIMED);
+        dq_claim_t c = claim1(st, b, now);
+        cr_assert_eq(c.status, DQ_CLAIM_DUPLICATE);
+        cr_assert_str_eq(c.ref, a->id);
+        cr_assert_str_eq(job_field(st, b, "state"), "duplicate");
+        cr_assert_str_eq(job_field(st, b, "duplicate_of"), a->id);
+        c = claim1(st, b, now);
+        cr_assert_eq(c.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(c.state, "duplicate");
+
+        dq_test_sleep_ms(1300);
+        c = claim1(st, c3, dq_now_ms());
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED, "the key should have expired");
+        dq_job_destroy(a);
+        dq_job_destroy(b);
+        dq_job_destroy(c3);
+        dq_store_destroy(st);
+}
+
+Test(store, batches_claim_and_settle_in_one_round_trip)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        enum { N = 200 };
+        dq_job_t *jobs[N];
+        dq_claim_t claims[N];
+        dq_settle_t settles[N];
+        int64_t now = dq_now_ms();
+
+        for (int i = 0; i < N; i++) {
+                char id[32];
+                const char *src[] = {id};
+                snprintf(id, sizeof(id), "bm_%d", i);
+                dq_test_memory(st, SCOPE, id, "candidate", "active", id, i);
+                jobs[i] =
+                    dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+                claims[i] = (dq_claim_t){.job = jobs[i]};
+        }
+        cr_assert_eq(dq_store_claim(st, claims, N, now), DQ_OK);
+        for (int i = 0; i < N; i++) {
+                cr_assert_eq(claims[i].status, DQ_CLAIM_CLAIMED);
+                settles[i] = (dq_settle_t){.job = jobs[i],
+                                           .op = i % 2 ? DQ_SETTLE_COMPLETE
+                                                       : DQ_SETTLE_RETRY,
+                                           .epoch = claims[i].epoch,
+                                           .not_before_ms = now + 1000};
+        }
+        cr_assert_eq(dq_store_settle(st, settles, N, now), DQ_OK);
+        for (int i = 0; i < N; i++) {
+                cr_assert_eq(settles[i].err, DQ_OK);
+                cr_assert_str_eq(job_field(st, jobs[i], "state"),
+                                 i % 2 ? "completed" : "retry_wait");
+                dq_job_destroy(jobs[i]);
+        }
+        dq_store_destroy(st);
+}
+
+/* Starts a private redis-server with extra arguments; returns its pid. */
+static pid_t private_redis(int port, const char *a1, const char *a2,
+                           const char *a3, const char *a4)
+{
+        char p[16];
+        pid_t pid;
+        snprintf(p, sizeof(p), "%d", port);
+        pid = fork();
+        if (pid == 0) {
+                int devnull = open("/dev/null", 1);
+                dup2(devnull, 1);
+                execlp("redis-server", "redis-server", "--port", p, "--save",
+                       "", "--dir", "/tmp", a1, a2, a3, a4, (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 50; i++) {
+                redisContext *c = redisConnect("127.0.0.1", port);
+                bool up = c && !c->err;
+                redisFree(c);
+                if (up)
+                        return pid;
+                dq_test_sleep_ms(100);
+        }
+        cr_assert_fail("private redis-server did not start");
+        return pid;
+}
+
+static int free_port(void)
+{
+        return 20000 + (getpid() * 7 + (int)(dq_now_ms() % 9973)) % 40000;
+}
+
+static dq_store_t *store_on(int port, const char *extra, char *errstr,
+                            size_t size)
+{
+        char p[64];
+        char *X[3] = {p, (char *)extra};
+        dq_conf_t *conf;
+        dq_store_t *st;
+        snprintf(p, sizeof(p), "redis.port=%d", port);
+        conf = dq_conf_load(NULL, X, extra ? 2 : 1, errstr, size);
+        cr_assert_not_null(conf, "%s", errstr);
+        st = dq_store_new(conf, "w", errstr, size);
+        dq_conf_destroy(conf);
+        return st;
+}
+
+Test(store, refuses_unsafe_redis_unless_told_otherwise)
+{
+        int port = free_port();
+        pid_t pid = private_redis(port, "--appendonly", "no",
+                                  "--maxmemory-policy", "allkeys-lru");
+        char errstr[512];
+        dq_store_t *st = store_on(port, NULL, errstr, sizeof(errstr));
+
+        cr_expect_null(st);
+        cr_expect(strstr(errstr, "maxmemory-policy is 'allkeys-lru'"), "%s",
+                  errstr);
+        st = store_on(port, "redis.allow.unsafe=true", errstr, sizeof(errstr));
+        cr_expect_not_null(st, "%s", errstr);
+        dq_store_destroy(st);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+
+        port = free_port() + 1;
+        pid = private_redis(port, "--appendonly", "no", "--maxmemory-policy",
+                            "noeviction");
+        st = store_on(port, NULL, errstr, sizeof(errstr));
+        cr_expect_null(st);
+        cr_expect(strstr(errstr, "appendonly is 'no'"), "%s", errstr);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+}
+
+Test(store, authenticates_and_never_reveals_the_password)
+{
+        int port = free_port() + 2;
+        pid_t pid = private_redis(port, "--appendonly", "yes", "--requirepass",
+                                  "correct-horse");
+        char errstr[512];
+        dq_store_t *st;
+
+        st = store_on(port, "redis.password=wrong-battery", errstr,
+                      sizeof(errstr));
+        cr_expect_null(st);
+        cr_expect(strstr(errstr, "AUTH failed"), "%s", errstr);
+        cr_expect_null(strstr(errstr, "wrong-battery"), "%s", errstr);
+        st = store_on(port, "redis.password=correct-horse", errstr,
+                      sizeof(errstr));
+        cr_expect_not_null(st, "%s", errstr);
+        dq_store_destroy(st);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+}
