@@ -105,6 +105,7 @@ PROPS
 	setsid java "${jvm[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" \
 		>"$dir/kafka-logs/stdout.log" 2>&1 </dev/null &
 	echo $! >"$dir/kafka.pid"
+	disown
 	local i
 	for i in $(seq 1 240); do
 		if grep -q 'Kafka Server started' "$dir/kafka-logs/server.log" 2>/dev/null; then
@@ -141,6 +142,7 @@ dq_redis_start() {
 		--pidfile "$dir/redis/redis.pid" \
 		>/dev/null 2>&1 </dev/null &
 	echo $! >"$dir/redis.pid"
+	disown
 	local i
 	for i in $(seq 1 100); do
 		if [ "$(redis-cli -p "$port" ping 2>/dev/null)" = "PONG" ]; then
