@@ -518,27 +518,24 @@ static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
                         arg(a, job->source_ids[i]);
                 break;
         case DQ_SETTLE_RETRY:
-                arg(a, "decayq_retry");
+        case DQ_SETTLE_DEAD: {
+                /* Same shape: the third argument is the not-before time of
+                 * a retry, or the retention of a dead job's state. */
+                bool retry = s->op == DQ_SETTLE_RETRY;
+                arg(a, retry ? "decayq_retry" : "decayq_dead");
                 arg(a, "1");
                 job_key_arg(st, a, job);
                 argf(a, "%lld", (long long)s->epoch);
                 argf(a, "%lld", (long long)now_ms);
-                argf(a, "%lld", (long long)s->not_before_ms);
-                arg(a, s->error_class ? s->error_class : "retryable");
+                argf(a, "%lld",
+                     (long long)(retry ? s->not_before_ms : st->retention_ms));
+                arg(a, s->error_class ? s->error_class
+                       : retry        ? "retryable"
+                                      : "fatal");
                 arg(a, s->error_code ? s->error_code : "");
                 arg(a, s->error_message ? s->error_message : "");
                 break;
-        case DQ_SETTLE_DEAD:
-                arg(a, "decayq_dead");
-                arg(a, "1");
-                job_key_arg(st, a, job);
-                argf(a, "%lld", (long long)s->epoch);
-                argf(a, "%lld", (long long)now_ms);
-                argf(a, "%lld", (long long)st->retention_ms);
-                arg(a, s->error_class ? s->error_class : "fatal");
-                arg(a, s->error_code ? s->error_code : "");
-                arg(a, s->error_message ? s->error_message : "");
-                break;
+        }
         }
 }
 
