@@ -341,3 +341,86 @@ Test(produce, library_reports_delivery_per_job_and_never_sends_invalid)
         dq_conf_destroy(conf);
         free_lines(lines, 1);
 }
+
+Test(produce, one_job_from_flags_arrives_with_generated_id, .timeout = 60)
+{
+        char topic[128], group[128], cmd[1024],
+            out[] = "/tmp/decayq-out-XXXXXX";
+        rd_kafka_t *p = dq_test_producer(), *c;
+        rd_kafka_topic_partition_list_t *subs;
+        char *id;
+        dq_job_t *job = NULL;
+        long long deadline;
+
+        dq_test_unique(topic, sizeof(topic), "produce-flags");
+        dq_test_unique(group, sizeof(group), "produce-flags-g");
+        dq_test_create_topic(p, topic, 1);
+        rd_kafka_destroy(p);
+        close(mkstemp(out));
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X kafka.bootstrap.servers=%s -t %s --kind "
+                 "episode_compression --scope tenant-9/agent-1 --source ep_1 "
+                 "--source ep_2 --scheduled-for 2030-01-01T00:00:00Z "
+                 "--idempotency-key nightly-9 --created-by svc:cron -q "
+                 ">%s 2>/dev/null",
+                 PRODUCE_BIN, dq_test_bootstrap(), topic, out);
+        cr_assert_eq(run(cmd, NULL), 0);
+        id = slurp_file(out);
+        id[strcspn(id, "\n")] = '\0';
+        cr_assert(dq_ulid_valid(id, strlen(id)), "printed id '%s'", id);
+
+        c = dq_test_consumer(group);
+        subs = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+        rd_kafka_subscribe(c, subs);
+        rd_kafka_topic_partition_list_destroy(subs);
+        deadline = dq_test_now_ms() + 30000;
+        while (!job && dq_test_now_ms() < deadline) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+                dq_reject_t rej;
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        job = dq_job_parse(m->payload, m->len, 1 << 20, &rej);
+                        cr_assert_not_null(job, "%s", rej.message);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_consumer_close(c);
+        rd_kafka_destroy(c);
+        cr_assert_not_null(job, "the job never arrived");
+        cr_assert_str_eq(job->id, id);
+        cr_assert_eq(job->kind, DQ_KIND_EPISODE_COMPRESSION);
+        cr_assert_str_eq(job->scope, "tenant-9/agent-1");
+        cr_assert_eq(job->source_cnt, 2);
+        cr_assert_str_eq(job->source_ids[1], "ep_2");
+        cr_assert_eq(job->scheduled_for_ms, 1893456000000LL);
+        cr_assert_str_eq(job->idempotency_key, "nightly-9");
+        cr_assert_str_eq(job->created_by, "svc:cron");
+        cr_assert_gt(job->created_at_ms, 0);
+        dq_job_destroy(job);
+        free(id);
+        unlink(out);
+}
+
+Test(produce, dump_config_masks_secrets)
+{
+        char out[] = "/tmp/decayq-out-XXXXXX", cmd[512];
+        char *text;
+
+        close(mkstemp(out));
+        snprintf(cmd, sizeof(cmd),
+                 "DECAYQ_KAFKA_SASL_PASSWORD=hunter2 %s -X "
+                 "redis.password=s3cret -X kafka.bootstrap.servers=b:1 "
+                 "--dump-config >%s",
+                 PRODUCE_BIN, out);
+        cr_assert_eq(run(cmd, NULL), 0);
+        text = slurp_file(out);
+        cr_assert(strstr(text, "kafka.bootstrap.servers=b:1"), "%s", text);
+        cr_assert(strstr(text, "kafka.sasl.password=********"), "%s", text);
+        cr_assert(strstr(text, "redis.password=********"), "%s", text);
+        cr_assert_null(strstr(text, "hunter2"));
+        cr_assert_null(strstr(text, "s3cret"));
+        free(text);
+        unlink(out);
+}
