@@ -316,6 +316,14 @@ static void arg(args_t *a, const char *s)
         a->lens[a->argc++] = strlen(s);
 }
 
+/* Appends s of len bytes, which args_release() will free. */
+static void arg_take(args_t *a, char *s, size_t len)
+{
+        arg(a, s);
+        a->owned[a->argc - 1] = 1;
+        a->lens[a->argc - 1] = len;
+}
+
 static void argf(args_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -334,9 +342,19 @@ static void argf(args_t *a, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(s, (size_t)n + 1, fmt, ap);
         va_end(ap);
-        arg(a, s);
-        a->owned[a->argc - 1] = 1;
-        a->lens[a->argc - 1] = (size_t)n;
+        arg_take(a, s, (size_t)n);
+}
+
+/* Appends the key "<ns>:<type>:{<scope>}[:<id>]" (see dq_store_key()). */
+static void key_arg(const dq_store_t *st, args_t *a, const char *type,
+                    const char *scope, const char *id)
+{
+        int n = dq_store_key(st, NULL, 0, type, scope, id);
+        char *s = malloc((size_t)n + 1);
+        if (!s)
+                abort();
+        dq_store_key(st, s, (size_t)n + 1, type, scope, id);
+        arg_take(a, s, (size_t)n);
 }
 
 static void args_release(args_t *a)
@@ -352,7 +370,7 @@ static void args_release(args_t *a)
 
 static void job_key_arg(dq_store_t *st, args_t *a, const dq_job_t *job)
 {
-        argf(a, "%s:job:{%s}:%s", st->ns, job->scope, job->id);
+        key_arg(st, a, "job", job->scope, job->id);
 }
 
 /* Sends every command of the batch, then reads every reply. replies[i] is
@@ -444,8 +462,8 @@ dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
                 arg(a, job->idempotency_key ? "2" : "1");
                 job_key_arg(st, a, job);
                 if (job->idempotency_key)
-                        argf(a, "%s:idem:{%s}:%s", st->ns, job->scope,
-                             job->idempotency_key);
+                        key_arg(st, a, "idem", job->scope,
+                                job->idempotency_key);
                 argf(a, "%lld", (long long)now_ms);
                 argf(a, "%lld", (long long)st->lease_ms);
                 arg(a, st->worker);
@@ -491,21 +509,21 @@ static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
         const dq_job_t *job = s->job;
         const char *rec =
             job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
+        char sum_id[DQ_ULID_LEN + 5];
 
         arg(a, "FCALL");
         switch (s->op) {
         case DQ_SETTLE_COMPLETE:
+                snprintf(sum_id, sizeof(sum_id), "sum_%s", job->id);
                 arg(a, "decayq_complete");
                 argf(a, "%zu", 2 + job->source_cnt);
                 job_key_arg(st, a, job);
                 if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW)
-                        argf(a, "%s:reviews:{%s}", st->ns, job->scope);
+                        key_arg(st, a, "reviews", job->scope, NULL);
                 else
-                        argf(a, "%s:mem:{%s}:sum_%s", st->ns, job->scope,
-                             job->id);
+                        key_arg(st, a, "mem", job->scope, sum_id);
                 for (size_t i = 0; i < job->source_cnt; i++)
-                        argf(a, "%s:%s:{%s}:%s", st->ns, rec, job->scope,
-                             job->source_ids[i]);
+                        key_arg(st, a, rec, job->scope, job->source_ids[i]);
                 argf(a, "%lld", (long long)s->epoch);
                 argf(a, "%lld", (long long)now_ms);
                 argf(a, "%lld", (long long)st->retention_ms);
@@ -513,7 +531,7 @@ static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
                 arg(a, job->id);
                 arg(a, dq_method_name(job->method));
                 arg(a, job->scope);
-                argf(a, "sum_%s", job->id);
+                argf(a, "%s", sum_id);
                 for (size_t i = 0; i < job->source_cnt; i++)
                         arg(a, job->source_ids[i]);
                 break;
@@ -632,7 +650,7 @@ dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
         arg(&a, "FCALL");
         arg(&a, "decayq_cancel");
         arg(&a, "1");
-        argf(&a, "%s:job:{%s}:%s", st->ns, scope, id);
+        key_arg(st, &a, "job", scope, id);
         argf(&a, "%lld", (long long)now_ms);
         argf(&a, "%lld", (long long)st->retention_ms);
         arg(&a, reason ? reason : "");
@@ -686,7 +704,7 @@ dq_err_t dq_store_job_get(dq_store_t *st, const char *scope, const char *id,
 {
         args_t a = {0};
         arg(&a, "HGETALL");
-        argf(&a, "%s:job:{%s}:%s", st->ns, scope, id);
+        key_arg(st, &a, "job", scope, id);
         return hgetall(st, &a, rec);
 }
 
@@ -706,9 +724,9 @@ dq_err_t dq_store_record_put(dq_store_t *st, dq_rec_kind_t kind,
         /* Replace, not merge: DEL and HSET in one transaction. */
         arg(&a[0], "MULTI");
         arg(&a[1], "DEL");
-        argf(&a[1], "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        key_arg(st, &a[1], rec_type(kind), scope, id);
         arg(&a[2], "HSET");
-        argf(&a[2], "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        key_arg(st, &a[2], rec_type(kind), scope, id);
         arg(&a[2], "id");
         arg(&a[2], id);
         arg(&a[2], "scope");
@@ -732,7 +750,7 @@ dq_err_t dq_store_record_get(dq_store_t *st, dq_rec_kind_t kind,
 {
         args_t a = {0};
         arg(&a, "HGETALL");
-        argf(&a, "%s:%s:{%s}:%s", st->ns, rec_type(kind), scope, id);
+        key_arg(st, &a, rec_type(kind), scope, id);
         return hgetall(st, &a, rec);
 }
 
