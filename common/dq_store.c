@@ -442,8 +442,16 @@ static const char *elem(const redisReply *r, size_t i)
         return "";
 }
 
-dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
-                        int64_t now_ms)
+/* A batch is n items, each one command: build() writes its argv, parse()
+ * reads its reply (NULL when the outcome is unknown) into the item. */
+typedef void(batch_build_fn)(dq_store_t *st, args_t *a, void *item,
+                             int64_t now_ms);
+typedef void(batch_parse_fn)(dq_store_t *st, const redisReply *r, void *item);
+
+/* Sends the whole batch in one pipelined round trip. */
+static dq_err_t batch(dq_store_t *st, void *items, size_t item_size, size_t n,
+                      int64_t now_ms, batch_build_fn *build,
+                      batch_parse_fn *parse)
 {
         args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
         redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
@@ -454,47 +462,11 @@ dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
                 free(replies);
                 return DQ_ERR_INTERNAL;
         }
-        for (size_t i = 0; i < n; i++) {
-                const dq_job_t *job = claims[i].job;
-                args_t *a = &cmds[i];
-                arg(a, "FCALL");
-                arg(a, "decayq_claim");
-                arg(a, job->idempotency_key ? "2" : "1");
-                job_key_arg(st, a, job);
-                if (job->idempotency_key)
-                        key_arg(st, a, "idem", job->scope,
-                                job->idempotency_key);
-                argf(a, "%lld", (long long)now_ms);
-                argf(a, "%lld", (long long)st->lease_ms);
-                arg(a, st->worker);
-                arg(a, dq_kind_name(job->kind));
-                argf(a, "%lld", (long long)st->max_attempts);
-                arg(a, job->id);
-                argf(a, "%lld", (long long)st->retention_ms);
-        }
+        for (size_t i = 0; i < n; i++)
+                build(st, &cmds[i], (char *)items + i * item_size, now_ms);
         ret = pipeline(st, cmds, n, replies);
         for (size_t i = 0; i < n; i++) {
-                dq_claim_t *c = &claims[i];
-                const char *status = reply_status(replies[i], st, &c->err);
-                if (status) {
-                        const redisReply *r = replies[i];
-                        if (!strcmp(status, "claimed"))
-                                c->status = DQ_CLAIM_CLAIMED;
-                        else if (!strcmp(status, "duplicate"))
-                                c->status = DQ_CLAIM_DUPLICATE;
-                        else if (!strcmp(status, "terminal"))
-                                c->status = DQ_CLAIM_TERMINAL;
-                        else
-                                c->status = DQ_CLAIM_EXHAUSTED;
-                        snprintf(c->state, sizeof(c->state), "%s",
-                                 c->status == DQ_CLAIM_DUPLICATE ? "duplicate"
-                                                                 : elem(r, 1));
-                        c->attempts = strtoll(elem(r, 2), NULL, 10);
-                        c->epoch = strtoll(elem(r, 3), NULL, 10);
-                        snprintf(c->ref, sizeof(c->ref), "%s", elem(r, 4));
-                        c->took_over =
-                            c->status == DQ_CLAIM_CLAIMED && *elem(r, 4);
-                }
+                parse(st, replies[i], (char *)items + i * item_size);
                 freeReplyObject(replies[i]);
                 args_release(&cmds[i]);
         }
@@ -503,9 +475,58 @@ dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
         return ret;
 }
 
-static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
-                         int64_t now_ms)
+static void build_claim(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
 {
+        const dq_job_t *job = ((dq_claim_t *)item)->job;
+
+        arg(a, "FCALL");
+        arg(a, "decayq_claim");
+        arg(a, job->idempotency_key ? "2" : "1");
+        job_key_arg(st, a, job);
+        if (job->idempotency_key)
+                key_arg(st, a, "idem", job->scope, job->idempotency_key);
+        argf(a, "%lld", (long long)now_ms);
+        argf(a, "%lld", (long long)st->lease_ms);
+        arg(a, st->worker);
+        arg(a, dq_kind_name(job->kind));
+        argf(a, "%lld", (long long)st->max_attempts);
+        arg(a, job->id);
+        argf(a, "%lld", (long long)st->retention_ms);
+}
+
+static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
+{
+        dq_claim_t *c = item;
+        const char *status = reply_status(r, st, &c->err);
+
+        if (!status)
+                return;
+        if (!strcmp(status, "claimed"))
+                c->status = DQ_CLAIM_CLAIMED;
+        else if (!strcmp(status, "duplicate"))
+                c->status = DQ_CLAIM_DUPLICATE;
+        else if (!strcmp(status, "terminal"))
+                c->status = DQ_CLAIM_TERMINAL;
+        else
+                c->status = DQ_CLAIM_EXHAUSTED;
+        snprintf(c->state, sizeof(c->state), "%s",
+                 c->status == DQ_CLAIM_DUPLICATE ? "duplicate" : elem(r, 1));
+        c->attempts = strtoll(elem(r, 2), NULL, 10);
+        c->epoch = strtoll(elem(r, 3), NULL, 10);
+        snprintf(c->ref, sizeof(c->ref), "%s", elem(r, 4));
+        c->took_over = c->status == DQ_CLAIM_CLAIMED && *elem(r, 4);
+}
+
+dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
+                        int64_t now_ms)
+{
+        return batch(st, claims, sizeof(*claims), n, now_ms, build_claim,
+                     parse_claim);
+}
+
+static void build_settle(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
+{
+        const dq_settle_t *s = item;
         const dq_job_t *job = s->job;
         const char *rec =
             job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
@@ -557,52 +578,35 @@ static void build_settle(dq_store_t *st, args_t *a, const dq_settle_t *s,
         }
 }
 
+static void parse_settle(dq_store_t *st, const redisReply *r, void *item)
+{
+        dq_settle_t *s = item;
+        const char *status = reply_status(r, st, &s->err);
+
+        s->code[0] = s->message[0] = s->result[0] = '\0';
+        if (!status)
+                return;
+        if (!strcmp(status, "ok")) {
+                snprintf(s->result, sizeof(s->result), "%s", elem(r, 1));
+        } else if (!strcmp(status, "fenced")) {
+                s->err = DQ_ERR_FENCED;
+        } else if (!strcmp(status, "terminal")) {
+                s->err = DQ_ERR_TERMINAL;
+                snprintf(s->result, sizeof(s->result), "%s", elem(r, 1));
+        } else if (!strcmp(status, "rejected")) {
+                s->err = DQ_ERR_REJECTED;
+                snprintf(s->code, sizeof(s->code), "%s", elem(r, 1));
+                snprintf(s->message, sizeof(s->message), "%s", elem(r, 2));
+        } else {
+                s->err = DQ_ERR_INTERNAL;
+        }
+}
+
 dq_err_t dq_store_settle(dq_store_t *st, dq_settle_t *settles, size_t n,
                          int64_t now_ms)
 {
-        args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
-        redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
-        dq_err_t ret;
-
-        if (!cmds || !replies) {
-                free(cmds);
-                free(replies);
-                return DQ_ERR_INTERNAL;
-        }
-        for (size_t i = 0; i < n; i++)
-                build_settle(st, &cmds[i], &settles[i], now_ms);
-        ret = pipeline(st, cmds, n, replies);
-        for (size_t i = 0; i < n; i++) {
-                dq_settle_t *s = &settles[i];
-                const char *status = reply_status(replies[i], st, &s->err);
-                s->code[0] = s->message[0] = s->result[0] = '\0';
-                if (status) {
-                        const redisReply *r = replies[i];
-                        if (!strcmp(status, "ok")) {
-                                snprintf(s->result, sizeof(s->result), "%s",
-                                         elem(r, 1));
-                        } else if (!strcmp(status, "fenced")) {
-                                s->err = DQ_ERR_FENCED;
-                        } else if (!strcmp(status, "terminal")) {
-                                s->err = DQ_ERR_TERMINAL;
-                                snprintf(s->result, sizeof(s->result), "%s",
-                                         elem(r, 1));
-                        } else if (!strcmp(status, "rejected")) {
-                                s->err = DQ_ERR_REJECTED;
-                                snprintf(s->code, sizeof(s->code), "%s",
-                                         elem(r, 1));
-                                snprintf(s->message, sizeof(s->message), "%s",
-                                         elem(r, 2));
-                        } else {
-                                s->err = DQ_ERR_INTERNAL;
-                        }
-                }
-                freeReplyObject(replies[i]);
-                args_release(&cmds[i]);
-        }
-        free(cmds);
-        free(replies);
-        return ret;
+        return batch(st, settles, sizeof(*settles), n, now_ms, build_settle,
+                     parse_settle);
 }
 
 /* One command through the pipeline; returns its reply or NULL. */
