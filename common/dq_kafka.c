@@ -84,29 +84,3 @@ done:
         free(nt);
         return ret;
 }
-
-int dq_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms,
-                             char *errstr, size_t errstr_size)
-{
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err;
-        int cnt = -1;
-
-        err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-        rd_kafka_topic_destroy(rkt);
-        if (err) {
-                snprintf(errstr, errstr_size, "metadata for '%s': %s", topic,
-                         rd_kafka_err2str(err));
-                return -1;
-        }
-        if (md->topic_cnt != 1 || md->topics[0].err) {
-                snprintf(errstr, errstr_size, "topic '%s': %s", topic,
-                         md->topic_cnt ? rd_kafka_err2str(md->topics[0].err)
-                                       : "not found");
-        } else {
-                cnt = md->topics[0].partition_cnt;
-        }
-        rd_kafka_metadata_destroy(md);
-        return cnt;
-}

@@ -15,8 +15,4 @@ dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                                 size_t cnt, int partitions, int timeout_ms,
                                 char *errstr, size_t errstr_size);
 
-/* Returns the partition count of topic, or -1 with errstr set. */
-int dq_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms,
-                             char *errstr, size_t errstr_size);
-
 #endif
