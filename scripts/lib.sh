@@ -95,7 +95,12 @@ PROPS
 		-Dlog4j.configuration="file:$DQ_ROOT/scripts/kafka/log4j.properties"
 		-Dkafka.logs.dir="$dir/kafka-logs")
 	if [ ! -f "$dir/kafka-data/meta.properties" ]; then
-		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+		# A URL-safe base64 UUID; one that starts with '-' would be read
+		# as an option, so draw again.
+		cluster_id=-
+		while [ "${cluster_id#-}" != "$cluster_id" ]; do
+			cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+		done
 		java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format \
 			-t "$cluster_id" -c "$dir/server.properties" \
 			>"$dir/kafka-logs/format.out" 2>&1 ||
