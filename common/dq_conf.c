@@ -88,6 +88,11 @@ static const dq_conf_def_t dq_conf_defs[] = {
      DAY, "Redis outage after which the consumer pauses as critical"},
     {"worker.id", DQ_CONF_STR, "", OFF(worker_id), 0, 0, 0,
      "name of this worker in job state (default: host:pid)"},
+    {"commit.interval", DQ_CONF_DURATION, "1s", OFF(commit_interval_ms), 0, 10,
+     DAY, "how often settled offsets are committed"},
+    {"debug.faults", DQ_CONF_BOOL, "false", OFF(debug_faults), 0, 0, 0,
+     "obey fault-injection trace ids (fail-until:N, fail-always, slow:MS); "
+     "for tests only"},
 };
 
 #define DQ_CONF_CNT (sizeof(dq_conf_defs) / sizeof(dq_conf_defs[0]))

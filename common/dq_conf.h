@@ -54,6 +54,8 @@ typedef struct dq_conf_s {
         int64_t summary_interval_ms;
         int64_t critical_after_ms;
         char *worker_id;
+        int64_t commit_interval_ms;
+        bool debug_faults;
 
         dq_conf_kv_t *kafka;
         size_t kafka_cnt;

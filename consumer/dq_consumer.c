@@ -1,0 +1,1854 @@
+/* The decay-consumer engine; see dq_consumer.h.
+ *
+ * One thread runs everything: consume a batch, claim its runnable jobs in
+ * one pipelined Redis round trip, run the handlers, settle in one more round
+ * trip, and hand retries and dead letters to a producer. A message is
+ * settled when its job is terminal in Redis, or when its delay or DLQ copy
+ * has a successful delivery report; only then may its partition's stored
+ * offset move past it (dq_offsets.h). Stored offsets are committed every
+ * commit.interval, on revoke and on shutdown. */
+#define _GNU_SOURCE
+#include "dq_consumer.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <librdkafka/rdkafka.h>
+
+#include "dq_handler.h"
+#include "dq_kafka.h"
+#include "dq_log.h"
+#include "dq_offsets.h"
+#include "dq_retry.h"
+#include "dq_store.h"
+#include "dq_time.h"
+#include "banned.h"
+
+#define MAX_TOPIC         256
+#define ERR_MESSAGE_MAX   1024
+#define REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
+#define REDIS_BACKOFF_MAX 2000
+
+/* One assigned partition. */
+typedef struct part_s {
+        char topic[MAX_TOPIC];
+        int32_t partition;
+        int tier; /* -1: the jobs topic; else the delay tier */
+        uint64_t gen;
+        dq_offsets_t off;
+        bool delay_paused; /* holding a record that is not due yet */
+        bool seek_pending; /* read again from paused_offset on resume */
+        int64_t resume_at; /* wall ms */
+        int64_t paused_offset;
+        struct part_s *next;
+} part_t;
+
+typedef enum copy_e {
+        COPY_NONE,
+        COPY_DELAY,
+        COPY_DLQ,
+} copy_t;
+
+/* One consumed message, from its arrival until it is settled. */
+typedef struct item_s {
+        rd_kafka_message_t *msg;
+        char topic[MAX_TOPIC];
+        int32_t partition;
+        int64_t offset;
+        uint64_t gen;
+        dq_job_t *job; /* NULL for a message that is not a valid job */
+
+        /* Carried over from a delay copy, or this record's own. */
+        char orig_topic[MAX_TOPIC];
+        int32_t orig_partition;
+        int64_t orig_offset;
+        int64_t orig_ts;
+        int64_t first_failed_at; /* 0: never failed */
+        int64_t replay_count;
+        int64_t attempts;
+        int64_t epoch;
+
+        /* The copy to produce, and why. */
+        copy_t copy;
+        int tier;
+        int64_t not_before;
+        const char *err_class;
+        char err_code[64];
+        char err_message[ERR_MESSAGE_MAX + 1];
+        bool dead_after; /* set state dead once the DLQ copy is delivered */
+        const char *outcome;
+
+        dq_claim_t claim;
+        dq_settle_t settle;
+        struct item_s *next;
+} item_t;
+
+struct dq_consumer_s {
+        const dq_conf_t *conf;
+        dq_store_t *store;
+        rd_kafka_t *rk; /* the group consumer */
+        rd_kafka_t *pk; /* producer of delay and DLQ copies */
+        char worker[128];
+        char group[256];
+        char **tier_topics;
+        int tier_cnt;
+
+        part_t *parts;
+        uint64_t gen_seq;
+        unsigned rebalance_seq;
+        bool in_rebalance;
+        bool cooperative;
+
+        volatile sig_atomic_t stop; /* 1: drain, 2: now */
+        int64_t drain_deadline;     /* mono ms; 0 until draining */
+
+        int outstanding;   /* copies awaiting a delivery report */
+        item_t *delivered; /* copies delivered, to finish */
+        item_t *redeliver; /* copies whose delivery failed */
+        item_t **backlog;  /* messages read while paused for Redis */
+        size_t backlog_cnt, backlog_cap;
+
+        bool paused_all;        /* consumption paused: Redis unavailable */
+        int64_t unavailable_at; /* mono ms of the first failed call */
+        bool critical;          /* unavailable past critical.after */
+        bool stored_since_commit;
+        int64_t next_commit, next_summary;
+        uint64_t rnd;
+
+        dq_consumer_stats_t st;
+};
+
+/*
+ * Small helpers
+ */
+
+static uint64_t next_rand(dq_consumer_t *c)
+{
+        /* xorshift64*: only spreads retry times, needs no strength. */
+        c->rnd ^= c->rnd >> 12;
+        c->rnd ^= c->rnd << 25;
+        c->rnd ^= c->rnd >> 27;
+        return c->rnd * 2685821657736338717ULL;
+}
+
+static bool stopping_now(const dq_consumer_t *c)
+{
+        return c->stop >= 2 ||
+               (c->drain_deadline && dq_mono_ms() >= c->drain_deadline);
+}
+
+static void sleep_ms(int64_t ms)
+{
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+                ;
+}
+
+static part_t *part_find(dq_consumer_t *c, const char *topic, int32_t partition)
+{
+        for (part_t *p = c->parts; p; p = p->next)
+                if (p->partition == partition && !strcmp(p->topic, topic))
+                        return p;
+        return NULL;
+}
+
+/* The partition an item came from, when it is still assigned under the same
+ * assignment it was read in. */
+static part_t *item_part(dq_consumer_t *c, const item_t *it)
+{
+        part_t *p = part_find(c, it->topic, it->partition);
+        return p && p->gen == it->gen ? p : NULL;
+}
+
+static int topic_tier(const dq_consumer_t *c, const char *topic)
+{
+        for (int i = 0; i < c->tier_cnt; i++)
+                if (!strcmp(c->tier_topics[i], topic))
+                        return i;
+        return -1;
+}
+
+/* Out of memory where a message would otherwise go unaccounted: stop hard.
+ * Nothing is lost, since nothing unsettled was committed (G1). */
+static void oom(void)
+{
+        dq_error("consume", "out of memory: aborting; uncommitted messages "
+                            "are read again after a restart");
+        abort();
+}
+
+static void item_free(item_t *it)
+{
+        if (!it)
+                return;
+        if (it->msg)
+                rd_kafka_message_destroy(it->msg);
+        dq_job_destroy(it->job);
+        free(it);
+}
+
+static const char *job_id(const item_t *it)
+{
+        return it->job ? it->job->id : "-";
+}
+
+/* The value of header name as a string in buf; false when absent. */
+static bool header_str(const rd_kafka_message_t *m, const char *name, char *buf,
+                       size_t size)
+{
+        rd_kafka_headers_t *hdrs;
+        const void *val;
+        size_t len;
+
+        if (rd_kafka_message_headers(m, &hdrs) ||
+            rd_kafka_header_get_last(hdrs, name, &val, &len) || !val)
+                return false;
+        if (len >= size)
+                len = size - 1;
+        memcpy(buf, val, len);
+        buf[len] = '\0';
+        return true;
+}
+
+static int64_t header_int(const rd_kafka_message_t *m, const char *name,
+                          int64_t def)
+{
+        char buf[32], *end;
+        long long v;
+
+        if (!header_str(m, name, buf, sizeof(buf)))
+                return def;
+        errno = 0;
+        v = strtoll(buf, &end, 10);
+        return errno || end == buf || *end ? def : (int64_t)v;
+}
+
+static int64_t header_time(const rd_kafka_message_t *m, const char *name)
+{
+        char buf[64];
+        int64_t ms;
+
+        if (!header_str(m, name, buf, sizeof(buf)) ||
+            !dq_time_parse_rfc3339(buf, strlen(buf), &ms))
+                return 0;
+        return ms;
+}
+
+/*
+ * Settling and offsets
+ */
+
+static void count_outcome(dq_consumer_t *c, const char *outcome)
+{
+        if (!strcmp(outcome, "completed"))
+                c->st.completed++;
+        else if (!strcmp(outcome, "retried"))
+                c->st.retried++;
+        else if (!strcmp(outcome, "dead"))
+                c->st.dead++;
+        else if (!strcmp(outcome, "duplicate"))
+                c->st.duplicate++;
+        else if (!strcmp(outcome, "deferred"))
+                c->st.deferred++;
+        else
+                c->st.skipped++;
+}
+
+/* The message behind it is settled: log it, let its partition's stored
+ * offset move, and free it. */
+static void settle_item(dq_consumer_t *c, item_t *it, const char *outcome)
+{
+        part_t *p = item_part(c, it);
+        int64_t next;
+
+        if (!p) {
+                /* Revoked meanwhile: the new owner reads it again. */
+                dq_debug("settle",
+                         "topic=%s partition=%d offset=%lld job=%s "
+                         "outcome=%s owned=false",
+                         it->topic, (int)it->partition, (long long)it->offset,
+                         job_id(it), outcome);
+                item_free(it);
+                return;
+        }
+        dq_debug("settle",
+                 "topic=%s partition=%d offset=%lld job=%s outcome=%s "
+                 "attempts=%lld",
+                 it->topic, (int)it->partition, (long long)it->offset,
+                 job_id(it), outcome, (long long)it->attempts);
+        count_outcome(c, outcome);
+        if (dq_offsets_settle(&p->off, it->offset, &next)) {
+                rd_kafka_topic_partition_list_t *l =
+                    rd_kafka_topic_partition_list_new(1);
+                rd_kafka_resp_err_t err;
+
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
+                    ->offset = next;
+                err = rd_kafka_offsets_store(c->rk, l);
+                if (!err)
+                        err = l->elems[0].err;
+                if (err)
+                        /* Not assigned any more (__STATE): expected around
+                         * a rebalance, the new owner reads it again. */
+                        dq_debug("commit",
+                                 "topic=%s partition=%d offset=%lld "
+                                 "store=failed err=%s",
+                                 p->topic, (int)p->partition, (long long)next,
+                                 rd_kafka_err2name(err));
+                else
+                        c->stored_since_commit = true;
+                rd_kafka_topic_partition_list_destroy(l);
+        }
+        item_free(it);
+}
+
+/* Hands an item back unsettled: its offset is never stored, so the message
+ * is read again by whoever owns the partition next. */
+static void abandon_item(dq_consumer_t *c, item_t *it, const char *why)
+{
+        dq_info("settle",
+                "topic=%s partition=%d offset=%lld job=%s outcome=abandoned "
+                "reason=%s",
+                it->topic, (int)it->partition, (long long)it->offset,
+                job_id(it), why);
+        c->st.abandoned++;
+        item_free(it);
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             void *opaque)
+{
+        (void)rk;
+        (void)opaque;
+        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                return;
+        for (int i = 0; offsets && i < offsets->cnt; i++) {
+                const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+                rd_kafka_resp_err_t perr = err ? err : tp->err;
+
+                if (tp->offset < 0)
+                        continue;
+                if (perr)
+                        dq_warn("commit",
+                                "topic=%s partition=%d offset=%lld "
+                                "result=failed err=%s",
+                                tp->topic, (int)tp->partition,
+                                (long long)tp->offset, rd_kafka_err2name(perr));
+                else
+                        dq_debug("commit",
+                                 "topic=%s partition=%d offset=%lld "
+                                 "result=ok",
+                                 tp->topic, (int)tp->partition,
+                                 (long long)tp->offset);
+        }
+}
+
+static void commit(dq_consumer_t *c, bool sync)
+{
+        rd_kafka_resp_err_t err;
+
+        if (!c->stored_since_commit)
+                return;
+        err = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                dq_warn("commit", "result=failed sync=%s err=%s",
+                        sync ? "true" : "false", rd_kafka_err2name(err));
+        else
+                c->stored_since_commit = false;
+}
+
+/*
+ * Pausing
+ */
+
+static rd_kafka_topic_partition_list_t *parts_list(dq_consumer_t *c)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(8);
+        for (part_t *p = c->parts; p; p = p->next)
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        return l;
+}
+
+/* Stops fetching from every partition; messages already fetched and not
+ * yet returned are dropped by librdkafka and fetched again on resume. */
+static void pause_all(dq_consumer_t *c, const char *why)
+{
+        rd_kafka_topic_partition_list_t *l;
+
+        if (c->paused_all)
+                return;
+        l = parts_list(c);
+        rd_kafka_pause_partitions(c->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        c->paused_all = true;
+        dq_info("consume", "paused=all reason=%s", why);
+}
+
+/* Resumes p. After a delay hold, reads again from the held offset: the
+ * messages behind it were returned before the pause and dropped. */
+static void part_resume(dq_consumer_t *c, part_t *p)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_error_t *error;
+
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+            p->paused_offset;
+        rd_kafka_resume_partitions(c->rk, l);
+        if (p->seek_pending) {
+                error = rd_kafka_seek_partitions(c->rk, l, 5000);
+                if (error) {
+                        dq_error("consume",
+                                 "topic=%s partition=%d seek=failed err=%s",
+                                 p->topic, (int)p->partition,
+                                 rd_kafka_error_string(error));
+                        rd_kafka_error_destroy(error);
+                } else {
+                        p->seek_pending = false;
+                        dq_debug("consume",
+                                 "topic=%s partition=%d resumed_at=%lld",
+                                 p->topic, (int)p->partition,
+                                 (long long)p->paused_offset);
+                }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void resume_all(dq_consumer_t *c)
+{
+        if (!c->paused_all)
+                return;
+        for (part_t *p = c->parts; p; p = p->next)
+                if (!p->delay_paused)
+                        part_resume(c, p);
+        c->paused_all = false;
+        dq_info("consume", "resumed=all");
+}
+
+/* Holds a delay-tier partition at offset until due_ms (G6: the tier's
+ * records come due in order, so nothing behind it is due earlier). */
+static void delay_pause(dq_consumer_t *c, part_t *p, int64_t offset,
+                        int64_t due_ms)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        rd_kafka_pause_partitions(c->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        p->delay_paused = true;
+        p->seek_pending = true;
+        p->paused_offset = offset;
+        p->resume_at = due_ms;
+        dq_debug(
+            "consume", "topic=%s partition=%d offset=%lld paused_until=%lld",
+            p->topic, (int)p->partition, (long long)offset, (long long)due_ms);
+}
+
+static void delay_resume_due(dq_consumer_t *c)
+{
+        int64_t now = dq_now_ms();
+
+        for (part_t *p = c->parts; p; p = p->next) {
+                if (!p->delay_paused || p->resume_at > now)
+                        continue;
+                p->delay_paused = false;
+                if (!c->paused_all) /* else resume_all() takes it back */
+                        part_resume(c, p);
+        }
+}
+
+/*
+ * Redis outages
+ */
+
+static void backlog_push(dq_consumer_t *c, item_t *it)
+{
+        if (c->backlog_cnt == c->backlog_cap) {
+                size_t cap = c->backlog_cap ? c->backlog_cap * 2 : 64;
+                item_t **b = realloc(c->backlog, cap * sizeof(*b));
+                if (!b)
+                        oom();
+                c->backlog = b;
+                c->backlog_cap = cap;
+        }
+        c->backlog[c->backlog_cnt++] = it;
+}
+
+static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m);
+
+/* Called after a Redis call whose outcome is unknown. Pauses consumption
+ * (nothing new is claimed and no offset moves), keeps serving the group,
+ * waits with capped backoff, and returns true to try again, or false when
+ * the work must be handed back (shutdown). A job is never dead-lettered
+ * for an outage (it is not the job's fault). */
+static bool redis_wait(dq_consumer_t *c, int *tries)
+{
+        int64_t backoff = 100LL << (*tries < 5 ? *tries : 5);
+        int64_t until;
+
+        if (backoff > REDIS_BACKOFF_MAX)
+                backoff = REDIS_BACKOFF_MAX;
+        (*tries)++;
+        if (!c->unavailable_at) {
+                c->unavailable_at = dq_mono_ms();
+                dq_warn("redis", "state=unavailable action=pause_and_retry");
+        }
+        if (!c->critical &&
+            dq_mono_ms() - c->unavailable_at >= c->conf->critical_after_ms) {
+                c->critical = true;
+                dq_error("redis",
+                         "state=critical unavailable_ms=%lld "
+                         "action=paused_until_redis_returns",
+                         (long long)(dq_mono_ms() - c->unavailable_at));
+        }
+        if (!c->in_rebalance)
+                pause_all(c, "redis_unavailable");
+
+        until = dq_mono_ms() + backoff;
+        while (dq_mono_ms() < until) {
+                if (stopping_now(c))
+                        return false;
+                if (c->in_rebalance) {
+                        sleep_ms(50);
+                        continue;
+                }
+                /* Serves rebalances and keeps the member alive; with every
+                 * partition paused, a message is rare but kept in order. */
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 50);
+                if (m) {
+                        item_t *it = item_new(c, m);
+                        if (it)
+                                backlog_push(c, it);
+                }
+                rd_kafka_poll(c->pk, 0);
+        }
+        return true;
+}
+
+static void redis_ok(dq_consumer_t *c)
+{
+        if (!c->unavailable_at)
+                return;
+        dq_info("redis", "state=available outage_ms=%lld",
+                (long long)(dq_mono_ms() - c->unavailable_at));
+        c->unavailable_at = 0;
+        c->critical = false;
+        if (!c->in_rebalance)
+                resume_all(c);
+}
+
+/*
+ * Copies to the delay tiers and the DLQ
+ */
+
+static void add_hdr(rd_kafka_headers_t *h, const char *name, const char *v)
+{
+        rd_kafka_header_add(h, name, -1, v, -1);
+}
+
+static void add_hdr_int(rd_kafka_headers_t *h, const char *name, int64_t v)
+{
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)v);
+        add_hdr(h, name, buf);
+}
+
+static void add_hdr_time(rd_kafka_headers_t *h, const char *name, int64_t ms)
+{
+        char buf[64];
+        add_hdr(h, name, dq_time_format_rfc3339(ms, buf, sizeof(buf)));
+}
+
+/* The header set of a copy. It replaces the record's earlier headers, so a
+ * record's size stays bounded however often it hops. */
+static rd_kafka_headers_t *copy_headers(dq_consumer_t *c, const item_t *it)
+{
+        rd_kafka_headers_t *h = rd_kafka_headers_new(16);
+        char trace[256];
+
+        if (header_str(it->msg, "decayq-schema", trace, sizeof(trace)))
+                add_hdr(h, "decayq-schema", trace);
+        if (header_str(it->msg, "decayq-trace-id", trace, sizeof(trace)))
+                add_hdr(h, "decayq-trace-id", trace);
+        add_hdr_int(h, "decayq-attempts", it->attempts);
+        add_hdr_time(h, "decayq-not-before",
+                     it->copy == COPY_DELAY ? it->not_before : dq_now_ms());
+        add_hdr(h, "decayq-original-topic", it->orig_topic);
+        add_hdr_int(h, "decayq-original-partition", it->orig_partition);
+        add_hdr_int(h, "decayq-original-offset", it->orig_offset);
+        add_hdr_time(h, "decayq-original-timestamp", it->orig_ts);
+        add_hdr(h, "decayq-consumer-group", c->group);
+        add_hdr(h, "decayq-worker", c->worker);
+        if (it->err_class) {
+                add_hdr(h, "decayq-error-class", it->err_class);
+                add_hdr(h, "decayq-error-code", it->err_code);
+                add_hdr(h, "decayq-error-message", it->err_message);
+        }
+        if (it->first_failed_at)
+                add_hdr_time(h, "decayq-first-failed-at", it->first_failed_at);
+        add_hdr_int(h, "decayq-replay-count", it->replay_count);
+        return h;
+}
+
+/* Produces it's copy; the delivery report finishes it (dr_msg_cb). */
+static void produce_copy(dq_consumer_t *c, item_t *it)
+{
+        const char *topic = it->copy == COPY_DLQ ? c->conf->topic_dlq
+                                                 : c->tier_topics[it->tier];
+        rd_kafka_headers_t *h = copy_headers(c, it);
+        rd_kafka_resp_err_t err;
+
+        for (;;) {
+                err = rd_kafka_producev(
+                    c->pk, RD_KAFKA_V_TOPIC(topic),
+                    RD_KAFKA_V_PARTITION(it->orig_partition),
+                    RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len),
+                    RD_KAFKA_V_VALUE(it->msg->payload, it->msg->len),
+                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        break;
+                rd_kafka_poll(c->pk, 100);
+        }
+        if (err) {
+                /* Not enqueued: the message stays unsettled and is read
+                 * again after the next rebalance or restart. */
+                rd_kafka_headers_destroy(h);
+                dq_error("dispatch", "topic=%s job=%s produce=failed err=%s",
+                         topic, job_id(it), rd_kafka_err2name(err));
+                abandon_item(c, it, "produce_failed");
+                return;
+        }
+        c->outstanding++;
+        dq_debug("dispatch",
+                 "topic=%s partition=%d offset=%lld job=%s to=%s "
+                 "attempts=%lld class=%s code=%s",
+                 it->topic, (int)it->partition, (long long)it->offset,
+                 job_id(it), topic, (long long)it->attempts,
+                 it->err_class ? it->err_class : "-",
+                 it->err_class ? it->err_code : "-");
+}
+
+static void push(item_t **list, item_t *it)
+{
+        it->next = *list;
+        *list = it;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+        dq_consumer_t *c = opaque;
+        item_t *it = m->_private;
+
+        (void)rk;
+        c->outstanding--;
+        if (m->err) {
+                dq_warn("dispatch",
+                        "topic=%s job=%s delivery=failed err=%s action=%s",
+                        rd_kafka_topic_name(m->rkt), job_id(it),
+                        rd_kafka_err2name(m->err),
+                        item_part(c, it) ? "produce_again" : "drop");
+                push(&c->redeliver, it);
+                return;
+        }
+        push(&c->delivered, it);
+}
+
+/* Sets a dead-letter copy up: class, code and message. */
+static void to_dlq(item_t *it, const char *cls, const char *code,
+                   const char *message, bool dead_after)
+{
+        it->copy = COPY_DLQ;
+        it->err_class = cls;
+        if (code != it->err_code)
+                snprintf(it->err_code, sizeof(it->err_code), "%s", code);
+        if (message != it->err_message)
+                snprintf(it->err_message, sizeof(it->err_message), "%s",
+                         message);
+        it->dead_after = dead_after;
+        if (!it->first_failed_at)
+                it->first_failed_at = dq_now_ms();
+        it->outcome = "dead";
+}
+
+/* Sets a delay copy up for a wait until not_before. */
+static void to_delay(dq_consumer_t *c, item_t *it, int64_t not_before,
+                     const char *outcome)
+{
+        it->copy = COPY_DELAY;
+        it->not_before = not_before;
+        it->tier = dq_tier_pick(c->conf->delay_tier_ms, c->conf->delay_tier_cnt,
+                                not_before - dq_now_ms());
+        it->outcome = outcome;
+}
+
+/* Runs the Redis dead settles of delivered DLQ copies, then settles them. */
+static void finish_delivered(dq_consumer_t *c)
+{
+        item_t *list = c->delivered, *it, *next;
+        item_t **dead = NULL;
+        dq_settle_t *ss = NULL;
+        size_t n = 0, cnt = 0;
+        int tries = 0;
+
+        c->delivered = NULL;
+        for (it = list; it; it = it->next)
+                cnt++;
+        if (!cnt)
+                goto redeliver;
+        dead = calloc(cnt, sizeof(*dead));
+        ss = calloc(cnt, sizeof(*ss));
+        if (!dead || !ss) {
+                /* Settle nothing: the messages are read again. */
+                for (it = list; it; it = next) {
+                        next = it->next;
+                        abandon_item(c, it, "out_of_memory");
+                }
+                goto out;
+        }
+
+        for (it = list; it; it = next) {
+                next = it->next;
+                if (it->dead_after && item_part(c, it))
+                        dead[n++] = it;
+                else
+                        settle_item(c, it, it->outcome);
+        }
+
+        /* The DLQ copy exists: now the state may say dead (G9: the payload
+         * is in Kafka until the job is terminal). */
+        while (n > 0) {
+                size_t k = 0;
+
+                for (size_t i = 0; i < n; i++) {
+                        ss[i] = (dq_settle_t){
+                            .job = dead[i]->job,
+                            .op = DQ_SETTLE_DEAD,
+                            .epoch = dead[i]->epoch,
+                            .error_class = dead[i]->err_class,
+                            .error_code = dead[i]->err_code,
+                            .error_message = dead[i]->err_message,
+                        };
+                }
+                dq_store_settle(c->store, ss, n, dq_now_ms());
+                for (size_t i = 0; i < n; i++) {
+                        if (ss[i].err == DQ_ERR_UNAVAILABLE) {
+                                dead[k++] = dead[i];
+                                continue;
+                        }
+                        if (ss[i].err == DQ_OK)
+                                dq_info("dead",
+                                        "job=%s scope=%s class=%s code=%s "
+                                        "attempts=%lld",
+                                        dead[i]->job->id, dead[i]->job->scope,
+                                        dead[i]->err_class, dead[i]->err_code,
+                                        (long long)dead[i]->attempts);
+                        settle_item(c, dead[i],
+                                    ss[i].err == DQ_OK ? "dead" : "superseded");
+                }
+                if (k == 0) {
+                        redis_ok(c);
+                        break;
+                }
+                n = k;
+                if (!redis_wait(c, &tries)) {
+                        for (size_t i = 0; i < n; i++)
+                                abandon_item(c, dead[i], "shutdown");
+                        break;
+                }
+        }
+out:
+        free(dead);
+        free(ss);
+
+redeliver:
+        list = c->redeliver;
+        c->redeliver = NULL;
+        for (it = list; it; it = next) {
+                next = it->next;
+                if (item_part(c, it) && !stopping_now(c))
+                        produce_copy(c, it);
+                else
+                        abandon_item(c, it, "revoked");
+        }
+}
+
+/* Serves delivery reports for up to timeout_ms and finishes them. */
+static void serve_copies(dq_consumer_t *c, int timeout_ms)
+{
+        rd_kafka_poll(c->pk, timeout_ms);
+        if (c->delivered || c->redeliver)
+                finish_delivered(c);
+}
+
+/*
+ * Batches
+ */
+
+/* Builds an item for a consumed message, or returns NULL (and consumes the
+ * message) for an error event. */
+static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m)
+{
+        item_t *it;
+        part_t *p;
+
+        if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        dq_warn("consume", "err=%s detail=\"%s\"",
+                                rd_kafka_err2name(m->err),
+                                rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                return NULL;
+        }
+        c->st.consumed++;
+        it = calloc(1, sizeof(*it));
+        if (!it)
+                oom();
+        it->msg = m;
+        snprintf(it->topic, sizeof(it->topic), "%s",
+                 rd_kafka_topic_name(m->rkt));
+        it->partition = m->partition;
+        it->offset = m->offset;
+        p = part_find(c, it->topic, it->partition);
+        it->gen = p ? p->gen : 0;
+        return it;
+}
+
+/* Reads what a delay copy carries, or this record's own origin. */
+static void item_origin(item_t *it)
+{
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(it->msg, &tstype);
+
+        if (!header_str(it->msg, "decayq-original-topic", it->orig_topic,
+                        sizeof(it->orig_topic))) {
+                snprintf(it->orig_topic, sizeof(it->orig_topic), "%s",
+                         it->topic);
+                it->orig_partition = it->partition;
+                it->orig_offset = it->offset;
+                it->orig_ts = ts > 0 ? ts : dq_now_ms();
+        } else {
+                it->orig_partition = (int32_t)header_int(
+                    it->msg, "decayq-original-partition", it->partition);
+                it->orig_offset =
+                    header_int(it->msg, "decayq-original-offset", it->offset);
+                it->orig_ts = header_time(it->msg, "decayq-original-timestamp");
+        }
+        it->first_failed_at = header_time(it->msg, "decayq-first-failed-at");
+        it->replay_count = header_int(it->msg, "decayq-replay-count", 0);
+        it->attempts = header_int(it->msg, "decayq-attempts", 0);
+}
+
+/* First look at a message: returns true when it must be claimed and run;
+ * otherwise it was held back (delay tier not due), set up for a copy, or
+ * dropped. */
+static bool classify(dq_consumer_t *c, item_t *it, item_t **copies)
+{
+        part_t *p = item_part(c, it);
+        dq_reject_t rej;
+        int64_t now = dq_now_ms();
+
+        if (!p || p->delay_paused) {
+                /* Revoked, or behind a held record (read again from it on
+                 * resume). */
+                item_free(it);
+                return false;
+        }
+
+        if (p->tier >= 0) {
+                rd_kafka_timestamp_type_t tstype;
+                int64_t ts = rd_kafka_message_timestamp(it->msg, &tstype);
+                int64_t due =
+                    (ts > 0 ? ts : now) + c->conf->delay_tier_ms[p->tier];
+
+                if (due > now) {
+                        delay_pause(c, p, it->offset, due);
+                        item_free(it);
+                        return false;
+                }
+        }
+
+        if (dq_offsets_add(&p->off, it->offset) == -1) {
+                abandon_item(c, it, "offset_not_ascending");
+                return false;
+        }
+        item_origin(it);
+
+        it->job = dq_job_parse(it->msg->payload, it->msg->len,
+                               (size_t)c->conf->job_max_bytes, &rej);
+        if (!it->job) {
+                /* G7: contained, with its reason and original bytes. */
+                dq_warn("dispatch",
+                        "topic=%s partition=%d offset=%lld outcome=poison "
+                        "code=%s",
+                        it->topic, (int)it->partition, (long long)it->offset,
+                        rej.code);
+                to_dlq(it, "fatal", rej.code, rej.message, false);
+                push(copies, it);
+                return false;
+        }
+
+        if (p->tier >= 0) {
+                int64_t nb = header_time(it->msg, "decayq-not-before");
+                if (nb > now) {
+                        /* Hop down the tiers towards the exact time. */
+                        to_delay(c, it, nb, "deferred");
+                        push(copies, it);
+                        return false;
+                }
+        }
+        if (it->job->scheduled_for_ms > now) {
+                to_delay(c, it, it->job->scheduled_for_ms, "deferred");
+                push(copies, it);
+                return false;
+        }
+        return true;
+}
+
+typedef struct heartbeat_s {
+        dq_consumer_t *c;
+        item_t **items;
+        size_t cnt;
+        int64_t next_renew;
+} heartbeat_t;
+
+/* Renews the leases of a batch's claimed jobs while a handler runs long,
+ * and tells the handler to give up on shutdown. */
+static bool heartbeat(void *opaque)
+{
+        heartbeat_t *hb = opaque;
+        dq_consumer_t *c = hb->c;
+        int64_t now = dq_mono_ms();
+
+        if (stopping_now(c))
+                return false;
+        if (now < hb->next_renew)
+                return true;
+        hb->next_renew = now + c->conf->lease_ms / 3;
+        for (size_t i = 0; i < hb->cnt; i++) {
+                item_t *it = hb->items[i];
+                dq_err_t err;
+
+                if (!it || !it->job || it->claim.status != DQ_CLAIM_CLAIMED)
+                        continue;
+                err = dq_store_renew(c->store, it->job, it->epoch, dq_now_ms());
+                dq_debug("claim", "job=%s lease=renewed result=%s", it->job->id,
+                         dq_err_name(err));
+        }
+        return true;
+}
+
+/* Claims items[0..n) in one round trip, again while Redis is unavailable.
+ * Returns the number still held (claimed or otherwise answered); the
+ * others were abandoned. */
+static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
+{
+        dq_claim_t *cl = calloc(n, sizeof(*cl));
+        size_t todo = n, done = 0;
+        int tries = 0;
+
+        if (!cl) {
+                for (size_t i = 0; i < n; i++)
+                        abandon_item(c, items[i], "out_of_memory");
+                return 0;
+        }
+        /* items[0..done) are answered; items[done..done+todo) are not. */
+        while (todo > 0) {
+                size_t k = 0;
+
+                for (size_t i = 0; i < todo; i++) {
+                        item_t *it = items[done + i];
+                        if (!item_part(c, it)) {
+                                item_free(it);
+                                continue;
+                        }
+                        items[done + k] = it;
+                        cl[k++] = (dq_claim_t){.job = it->job};
+                }
+                todo = k;
+                if (!todo)
+                        break;
+                dq_store_claim(c->store, cl, todo, dq_now_ms());
+                /* Answered ones move to the front, unknown ones after. */
+                item_t **rest = items + done;
+                size_t unknown = 0;
+                for (size_t i = 0; i < todo; i++)
+                        if (cl[i].err == DQ_ERR_UNAVAILABLE)
+                                unknown++;
+                if (unknown == 0) {
+                        for (size_t i = 0; i < todo; i++)
+                                rest[i]->claim = cl[i];
+                        done += todo;
+                        todo = 0;
+                        redis_ok(c);
+                        break;
+                }
+                /* Partial answers: keep the answered ones, retry the rest
+                 * (a claim that did happen is counted twice, which only
+                 * makes the bound stricter). */
+                item_t **tmp = malloc(todo * sizeof(*tmp));
+                if (!tmp) {
+                        for (size_t i = 0; i < todo; i++)
+                                abandon_item(c, rest[i], "out_of_memory");
+                        todo = 0;
+                        break;
+                }
+                size_t a = 0, u = todo - unknown;
+                for (size_t i = 0; i < todo; i++) {
+                        if (cl[i].err == DQ_ERR_UNAVAILABLE) {
+                                tmp[u++] = rest[i];
+                        } else {
+                                rest[i]->claim = cl[i];
+                                tmp[a++] = rest[i];
+                        }
+                }
+                memcpy(rest, tmp, todo * sizeof(*tmp));
+                free(tmp);
+                done += todo - unknown;
+                todo = unknown;
+                if (!redis_wait(c, &tries)) {
+                        for (size_t i = 0; i < todo; i++)
+                                abandon_item(c, items[done + i], "shutdown");
+                        todo = 0;
+                }
+        }
+        free(cl);
+        return done;
+}
+
+/* Runs the handler of each claimed item and decides its settle. Returns the
+ * number of items left needing a Redis settle, moved to items[0..). */
+static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
+                           item_t **copies)
+{
+        heartbeat_t hb = {c, items, n, dq_mono_ms() + c->conf->lease_ms / 3};
+        dq_handler_ctx_t ctx = {c->conf->debug_faults, heartbeat, &hb};
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                item_t *it = items[i];
+                const dq_claim_t *cl = &it->claim;
+
+                it->attempts = cl->attempts;
+                it->epoch = cl->epoch;
+                switch (cl->status) {
+                case DQ_CLAIM_DUPLICATE:
+                        dq_debug("claim", "job=%s status=duplicate of=%s",
+                                 it->job->id, cl->ref);
+                        settle_item(c, it, "duplicate");
+                        items[i] = NULL;
+                        continue;
+                case DQ_CLAIM_TERMINAL:
+                        dq_debug("claim", "job=%s status=terminal state=%s",
+                                 it->job->id, cl->state);
+                        settle_item(c, it, "skipped");
+                        items[i] = NULL;
+                        continue;
+                case DQ_CLAIM_EXHAUSTED:
+                        /* G4: it already ran max_attempts times; the worker
+                         * died in its last run. */
+                        dq_warn("claim",
+                                "job=%s status=exhausted attempts=%lld "
+                                "action=dead_letter class=crash_loop",
+                                it->job->id, (long long)cl->attempts);
+                        to_dlq(it, "crash_loop", "decay.job.crash_loop",
+                               "attempts exhausted by runs that never "
+                               "settled (worker crashed mid-run)",
+                               true);
+                        push(copies, it);
+                        items[i] = NULL;
+                        continue;
+                case DQ_CLAIM_CLAIMED:
+                        break;
+                }
+                c->st.claimed++;
+                dq_debug("claim",
+                         "job=%s kind=%s scope=%s status=claimed attempt=%lld "
+                         "epoch=%lld scheduled_for=%lld%s",
+                         it->job->id, dq_kind_name(it->job->kind),
+                         it->job->scope, (long long)cl->attempts,
+                         (long long)cl->epoch,
+                         (long long)it->job->scheduled_for_ms,
+                         cl->took_over ? " took_over=true" : "");
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                item_t *it = items[i];
+                dq_handler_result_t res;
+                int64_t now;
+
+                if (!it)
+                        continue;
+                if (!item_part(c, it) || stopping_now(c)) {
+                        abandon_item(c, it,
+                                     item_part(c, it) ? "shutdown" : "revoked");
+                        items[i] = NULL;
+                        continue;
+                }
+                dq_handler_run(&ctx, it->job, it->attempts, &res);
+                if (res.abandoned) {
+                        abandon_item(c, it, "shutdown");
+                        items[i] = NULL;
+                        continue;
+                }
+                now = dq_now_ms();
+                if (res.err == DQ_OK) {
+                        it->settle = (dq_settle_t){.job = it->job,
+                                                   .op = DQ_SETTLE_COMPLETE,
+                                                   .epoch = it->epoch};
+                        items[k++] = it;
+                        continue;
+                }
+                if (!dq_err_is_retryable(res.err)) {
+                        to_dlq(it, "fatal", res.code, res.message, true);
+                        push(copies, it);
+                        continue;
+                }
+                if (!it->first_failed_at)
+                        it->first_failed_at = now;
+                it->err_class =
+                    res.err == DQ_ERR_TIMEOUT ? "timeout" : "retryable";
+                snprintf(it->err_code, sizeof(it->err_code), "%s", res.code);
+                snprintf(it->err_message, sizeof(it->err_message), "%s",
+                         res.message);
+                if (it->attempts >= c->conf->max_attempts) {
+                        /* G4: the last attempt failed. */
+                        to_dlq(it, it->err_class, it->err_code, it->err_message,
+                               true);
+                        push(copies, it);
+                        continue;
+                }
+                it->not_before =
+                    now + dq_backoff_ms(it->attempts, c->conf->backoff_base_ms,
+                                        c->conf->backoff_max_ms, next_rand(c));
+                it->settle = (dq_settle_t){
+                    .job = it->job,
+                    .op = DQ_SETTLE_RETRY,
+                    .epoch = it->epoch,
+                    .not_before_ms = it->not_before,
+                    .error_class = it->err_class,
+                    .error_code = it->err_code,
+                    .error_message = it->err_message,
+                };
+                items[k++] = it;
+        }
+        return k;
+}
+
+/* Settles items[0..n) in one round trip (again while Redis is unavailable)
+ * and routes each by the answer. */
+static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
+                       item_t **copies)
+{
+        dq_settle_t *ss = calloc(n, sizeof(*ss));
+        int tries = 0;
+
+        if (!ss) {
+                for (size_t i = 0; i < n; i++)
+                        abandon_item(c, items[i], "out_of_memory");
+                return;
+        }
+        while (n > 0) {
+                size_t k = 0;
+
+                for (size_t i = 0; i < n; i++) {
+                        if (!item_part(c, items[i])) {
+                                item_free(items[i]);
+                                continue;
+                        }
+                        items[k] = items[i];
+                        ss[k++] = items[i]->settle;
+                }
+                n = k;
+                if (!n)
+                        break;
+                dq_store_settle(c->store, ss, n, dq_now_ms());
+                k = 0;
+                for (size_t i = 0; i < n; i++) {
+                        item_t *it = items[i];
+                        dq_settle_t *s = &ss[i];
+
+                        switch (s->err) {
+                        case DQ_ERR_UNAVAILABLE:
+                                items[k++] = it;
+                                break;
+                        case DQ_OK:
+                                if (s->op == DQ_SETTLE_COMPLETE) {
+                                        dq_debug("settle",
+                                                 "job=%s effect=applied "
+                                                 "result=%s",
+                                                 it->job->id, s->result);
+                                        settle_item(c, it, "completed");
+                                } else {
+                                        dq_info("retry",
+                                                "job=%s attempt=%lld "
+                                                "code=%s backoff_ms=%lld",
+                                                it->job->id,
+                                                (long long)it->attempts,
+                                                it->err_code,
+                                                (long long)(it->not_before -
+                                                            dq_now_ms()));
+                                        to_delay(c, it, it->not_before,
+                                                 "retried");
+                                        push(copies, it);
+                                }
+                                break;
+                        case DQ_ERR_REJECTED:
+                                /* The effect can never apply (a source is
+                                 * missing or inactive): fatal. */
+                                to_dlq(it, "fatal", s->code, s->message, true);
+                                push(copies, it);
+                                break;
+                        case DQ_ERR_FENCED:
+                        case DQ_ERR_TERMINAL:
+                        default:
+                                /* Superseded (G5) or already terminal:
+                                 * another claim owns the outcome. */
+                                dq_debug("settle", "job=%s result=%s",
+                                         it->job->id, dq_err_name(s->err));
+                                settle_item(c, it, "superseded");
+                                break;
+                        }
+                }
+                if (k == 0) {
+                        redis_ok(c);
+                        break;
+                }
+                n = k;
+                if (!redis_wait(c, &tries)) {
+                        for (size_t i = 0; i < n; i++)
+                                abandon_item(c, items[i], "shutdown");
+                        break;
+                }
+        }
+        free(ss);
+}
+
+static void process(dq_consumer_t *c, item_t **batch, size_t n)
+{
+        item_t *copies = NULL, *it, *next;
+        size_t run = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (classify(c, batch[i], &copies))
+                        batch[run++] = batch[i];
+
+        if (run) {
+                run = claim_all(c, batch, run);
+                run = run_handlers(c, batch, run, &copies);
+                if (run)
+                        settle_all(c, batch, run, &copies);
+        }
+
+        /* Copies go out in arrival order per partition. */
+        item_t *rev = NULL;
+        for (it = copies; it; it = next) {
+                next = it->next;
+                it->next = rev;
+                rev = it;
+        }
+        for (it = rev; it; it = next) {
+                next = it->next;
+                if (item_part(c, it))
+                        produce_copy(c, it);
+                else
+                        item_free(it);
+        }
+}
+
+/* Reads up to batch.size messages: waits up to timeout_ms for the first,
+ * then takes what is already there. Messages from before a rebalance that
+ * happened meanwhile are dropped (the new owner reads them). */
+static size_t read_batch(dq_consumer_t *c, item_t **batch, size_t max,
+                         int timeout_ms)
+{
+        size_t n = 0;
+
+        /* Messages read while paused for Redis go first, in order. */
+        if (c->backlog_cnt) {
+                n = c->backlog_cnt < max ? c->backlog_cnt : max;
+                memcpy(batch, c->backlog, n * sizeof(*batch));
+                memmove(c->backlog, c->backlog + n,
+                        (c->backlog_cnt - n) * sizeof(*batch));
+                c->backlog_cnt -= n;
+                if (c->backlog_cnt)
+                        return n;
+        }
+
+        while (n < max) {
+                unsigned seq = c->rebalance_seq;
+                rd_kafka_message_t *m =
+                    rd_kafka_consumer_poll(c->rk, n ? 0 : timeout_ms);
+                if (!m)
+                        break;
+                if (seq != c->rebalance_seq) {
+                        for (size_t i = 0; i < n; i++)
+                                item_free(batch[i]);
+                        n = 0;
+                }
+                item_t *it = item_new(c, m);
+                if (it)
+                        batch[n++] = it;
+        }
+        return n;
+}
+
+/*
+ * Rebalances
+ */
+
+static void log_parts(const char *what,
+                      const rd_kafka_topic_partition_list_t *l)
+{
+        char buf[1024];
+        size_t off = 0;
+
+        buf[0] = '\0';
+        for (int i = 0; i < l->cnt && off < sizeof(buf) - 1; i++) {
+                int w = snprintf(buf + off, sizeof(buf) - off, "%s%s[%d]",
+                                 i ? "," : "", l->elems[i].topic,
+                                 (int)l->elems[i].partition);
+                if (w < 0)
+                        break;
+                off += (size_t)w;
+        }
+        dq_info("rebalance", "event=%s count=%d partitions=%s", what, l->cnt,
+                buf);
+}
+
+static void parts_add(dq_consumer_t *c,
+                      const rd_kafka_topic_partition_list_t *l)
+{
+        for (int i = 0; i < l->cnt; i++) {
+                part_t *p = calloc(1, sizeof(*p));
+                if (!p)
+                        continue; /* item_part() fails: messages dropped */
+                snprintf(p->topic, sizeof(p->topic), "%s", l->elems[i].topic);
+                p->partition = l->elems[i].partition;
+                p->tier = topic_tier(c, p->topic);
+                p->gen = ++c->gen_seq;
+                dq_offsets_init(&p->off);
+                p->next = c->parts;
+                c->parts = p;
+        }
+}
+
+static void part_remove(dq_consumer_t *c, const char *topic, int32_t partition)
+{
+        for (part_t **pp = &c->parts; *pp; pp = &(*pp)->next) {
+                part_t *p = *pp;
+                if (p->partition == partition && !strcmp(p->topic, topic)) {
+                        *pp = p->next;
+                        dq_offsets_release(&p->off);
+                        free(p);
+                        return;
+                }
+        }
+}
+
+/* Before partitions go: wait a bounded time for their pending copies,
+ * finish what was delivered, and commit what is settled. Copies still
+ * pending are dropped: their messages are read again by the new owner. */
+static void revoke_parts(dq_consumer_t *c,
+                         const rd_kafka_topic_partition_list_t *l)
+{
+        int64_t bound = c->conf->drain_timeout_ms < REVOKE_DRAIN_MAX
+                            ? c->conf->drain_timeout_ms
+                            : REVOKE_DRAIN_MAX;
+        int64_t until = dq_mono_ms() + bound;
+
+        if (c->drain_deadline && c->drain_deadline < until)
+                until = c->drain_deadline;
+
+        while (c->outstanding > 0 && dq_mono_ms() < until && c->stop < 2)
+                serve_copies(c, 50);
+        serve_copies(c, 0);
+        c->stored_since_commit = true;
+        commit(c, true);
+        for (int i = 0; i < l->cnt; i++)
+                part_remove(c, l->elems[i].topic, l->elems[i].partition);
+        if (c->outstanding > 0)
+                dq_warn("rebalance", "pending_copies=%d action=drop",
+                        c->outstanding);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions,
+                         void *opaque)
+{
+        dq_consumer_t *c = opaque;
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        c->in_rebalance = true;
+        c->rebalance_seq++;
+        switch (err) {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                log_parts("assigned", partitions);
+                parts_add(c, partitions);
+                if (c->cooperative)
+                        error = rd_kafka_incremental_assign(rk, partitions);
+                else
+                        aerr = rd_kafka_assign(rk, partitions);
+                /* A fresh assignment is not paused, unless Redis is away
+                 * or the consumer is draining. */
+                rd_kafka_resume_partitions(rk, partitions);
+                c->paused_all = false;
+                if (c->unavailable_at)
+                        pause_all(c, "redis_unavailable");
+                else if (c->drain_deadline)
+                        pause_all(c, "shutdown");
+                break;
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+                log_parts("revoked", partitions);
+                revoke_parts(c, partitions);
+                if (c->cooperative)
+                        error = rd_kafka_incremental_unassign(rk, partitions);
+                else
+                        aerr = rd_kafka_assign(rk, NULL);
+                break;
+        default:
+                dq_error("rebalance", "event=error err=%s",
+                         rd_kafka_err2name(err));
+                aerr = rd_kafka_assign(rk, NULL);
+                break;
+        }
+        if (error) {
+                dq_error("rebalance", "assign=failed err=%s",
+                         rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (aerr) {
+                dq_error("rebalance", "assign=failed err=%s",
+                         rd_kafka_err2name(aerr));
+        }
+        c->in_rebalance = false;
+}
+
+/*
+ * Set-up
+ */
+
+static int set(rd_kafka_conf_t *k, const char *name, const char *v,
+               char *errstr, size_t errstr_size)
+{
+        return rd_kafka_conf_set(k, name, v, errstr, errstr_size) ==
+                       RD_KAFKA_CONF_OK
+                   ? 0
+                   : -1;
+}
+
+static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
+                                size_t errstr_size)
+{
+        rd_kafka_conf_t *k = rd_kafka_conf_new();
+        rd_kafka_t *rk;
+
+        /* Defaults a user may override: eager rebalancing (librdkafka 2.0's
+         * cooperative protocol has known bugs) and reading a new group from
+         * the start of the topics. */
+        if (set(k, "group.id", "decayq", errstr, errstr_size) ||
+            set(k, "partition.assignment.strategy", "range", errstr,
+                errstr_size) ||
+            set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+            dq_conf_kafka_apply(c->conf, k, errstr, errstr_size))
+                goto err;
+        /* Guarantees they may not: offsets move only over settled messages
+         * (G3), committed by this code. */
+        if (set(k, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+            set(k, "enable.auto.commit", "false", errstr, errstr_size) ||
+            set(k, "enable.partition.eof", "false", errstr, errstr_size))
+                goto err;
+        rd_kafka_conf_set_rebalance_cb(k, rebalance_cb);
+        rd_kafka_conf_set_offset_commit_cb(k, offset_commit_cb);
+        rd_kafka_conf_set_opaque(k, c);
+        rk = rd_kafka_new(RD_KAFKA_CONSUMER, k, errstr, errstr_size);
+        if (!rk)
+                goto err;
+        return rk;
+err:
+        rd_kafka_conf_destroy(k);
+        return NULL;
+}
+
+static rd_kafka_t *new_producer(dq_consumer_t *c, char *errstr,
+                                size_t errstr_size)
+{
+        rd_kafka_conf_t *k = rd_kafka_conf_new();
+        char tmo[32];
+        rd_kafka_t *pk;
+
+        snprintf(tmo, sizeof(tmo), "%lld",
+                 (long long)c->conf->produce_timeout_ms);
+        if (set(k, "message.timeout.ms", tmo, errstr, errstr_size) ||
+            set(k, "linger.ms", "5", errstr, errstr_size))
+                goto err;
+        /* Only the connection and security settings apply to the producer;
+         * group and fetch settings are consumer-only. */
+        for (size_t i = 0; i < c->conf->kafka_cnt; i++) {
+                const dq_conf_kv_t *kv = &c->conf->kafka[i];
+                if (!strncmp(kv->key, "bootstrap.", 10) ||
+                    !strncmp(kv->key, "security.", 9) ||
+                    !strncmp(kv->key, "sasl.", 5) ||
+                    !strncmp(kv->key, "ssl.", 4) ||
+                    !strcmp(kv->key, "client.id") ||
+                    !strcmp(kv->key, "debug")) {
+                        if (set(k, kv->key, kv->value, errstr, errstr_size))
+                                goto err;
+                }
+        }
+        if (set(k, "enable.idempotence", "true", errstr, errstr_size) ||
+            set(k, "acks", "all", errstr, errstr_size))
+                goto err;
+        rd_kafka_conf_set_dr_msg_cb(k, dr_msg_cb);
+        rd_kafka_conf_set_opaque(k, c);
+        pk = rd_kafka_new(RD_KAFKA_PRODUCER, k, errstr, errstr_size);
+        if (!pk)
+                goto err;
+        return pk;
+err:
+        rd_kafka_conf_destroy(k);
+        return NULL;
+}
+
+/* Checks that every topic exists and that the DLQ and the tiers have at
+ * least the jobs topic's partitions (a copy keeps its partition number);
+ * creates missing ones when asked. */
+static int check_topics(dq_consumer_t *c, int create, char *errstr,
+                        size_t errstr_size)
+{
+        const struct rd_kafka_metadata *md = NULL;
+        const char **names = calloc((size_t)c->tier_cnt + 2, sizeof(*names));
+        int cnt = 0, main_parts = -1, rc = -1;
+        rd_kafka_resp_err_t err;
+
+        if (!names) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+        }
+        names[cnt++] = c->conf->topic_jobs;
+        names[cnt++] = c->conf->topic_dlq;
+        for (int i = 0; i < c->tier_cnt; i++)
+                names[cnt++] = c->tier_topics[i];
+
+        if (create > 0 &&
+            dq_kafka_create_topics(c->pk, names, (size_t)cnt, create, 30000,
+                                   errstr, errstr_size) != DQ_OK)
+                goto out;
+
+        err = rd_kafka_metadata(c->pk, 1, NULL, &md, 15000);
+        if (err) {
+                snprintf(errstr, errstr_size,
+                         "cannot read topic metadata from %s: %s",
+                         dq_conf_kafka_get(c->conf, "bootstrap.servers")
+                             ? dq_conf_kafka_get(c->conf, "bootstrap.servers")
+                             : "(bootstrap.servers unset)",
+                         rd_kafka_err2str(err));
+                goto out;
+        }
+        for (int i = 0; i < cnt; i++) {
+                int parts = -1;
+                for (int t = 0; t < md->topic_cnt; t++)
+                        if (!strcmp(md->topics[t].topic, names[i]) &&
+                            !md->topics[t].err)
+                                parts = md->topics[t].partition_cnt;
+                if (parts <= 0) {
+                        snprintf(errstr, errstr_size,
+                                 "topic %s does not exist (create it, or run "
+                                 "with --create-topics N)",
+                                 names[i]);
+                        goto out;
+                }
+                if (i == 0)
+                        main_parts = parts;
+                else if (parts < main_parts) {
+                        snprintf(errstr, errstr_size,
+                                 "topic %s has %d partitions, fewer than the "
+                                 "%d of %s: a copy keeps its partition number",
+                                 names[i], parts, main_parts, names[0]);
+                        goto out;
+                }
+        }
+        rc = 0;
+out:
+        if (md)
+                rd_kafka_metadata_destroy(md);
+        free(names);
+        return rc;
+}
+
+static int make_tiers(dq_consumer_t *c)
+{
+        c->tier_cnt = c->conf->delay_tier_cnt;
+        c->tier_topics = calloc((size_t)c->tier_cnt + 1, sizeof(char *));
+        if (!c->tier_topics)
+                return -1;
+        for (int i = 0; i < c->tier_cnt; i++) {
+                /* "5s" for 5000 ms: the tier's name is its delay. */
+                int64_t ms = c->conf->delay_tier_ms[i];
+                char name[32];
+
+                if (ms % 3600000 == 0)
+                        snprintf(name, sizeof(name), "%lldh",
+                                 (long long)(ms / 3600000));
+                else if (ms % 60000 == 0)
+                        snprintf(name, sizeof(name), "%lldm",
+                                 (long long)(ms / 60000));
+                else if (ms % 1000 == 0)
+                        snprintf(name, sizeof(name), "%llds",
+                                 (long long)(ms / 1000));
+                else
+                        snprintf(name, sizeof(name), "%lldms", (long long)ms);
+                if (asprintf(&c->tier_topics[i], "%s%s",
+                             c->conf->topic_delay_prefix, name) == -1) {
+                        c->tier_topics[i] = NULL;
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
+                               char *errstr, size_t errstr_size)
+{
+        dq_consumer_t *c = calloc(1, sizeof(*c));
+        const char *gid, *inst;
+        rd_kafka_topic_partition_list_t *sub;
+        rd_kafka_resp_err_t err;
+        char host[64];
+
+        if (!c) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        c->conf = conf;
+        c->rnd = (uint64_t)dq_now_ms() ^ ((uint64_t)getpid() << 32) ^
+                 0x9e3779b97f4a7c15ULL;
+
+        gid = dq_conf_kafka_get(conf, "group.id");
+        snprintf(c->group, sizeof(c->group), "%s", gid ? gid : "decayq");
+        inst = dq_conf_kafka_get(conf, "group.instance.id");
+        if (conf->worker_id && *conf->worker_id)
+                snprintf(c->worker, sizeof(c->worker), "%s", conf->worker_id);
+        else if (inst && *inst)
+                snprintf(c->worker, sizeof(c->worker), "%s", inst);
+        else {
+                if (gethostname(host, sizeof(host)) == -1)
+                        snprintf(host, sizeof(host), "localhost");
+                host[sizeof(host) - 1] = '\0';
+                snprintf(c->worker, sizeof(c->worker), "%s:%d", host,
+                         (int)getpid());
+        }
+
+        if (make_tiers(c) == -1) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto err;
+        }
+        c->store = dq_store_new(conf, c->worker, errstr, errstr_size);
+        if (!c->store)
+                goto err;
+        c->pk = new_producer(c, errstr, errstr_size);
+        if (!c->pk)
+                goto err;
+        if (check_topics(c, create_topics, errstr, errstr_size) == -1)
+                goto err;
+        c->rk = new_consumer(c, errstr, errstr_size);
+        if (!c->rk)
+                goto err;
+        c->cooperative =
+            !strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE");
+        rd_kafka_poll_set_consumer(c->rk);
+
+        sub = rd_kafka_topic_partition_list_new(c->tier_cnt + 1);
+        rd_kafka_topic_partition_list_add(sub, conf->topic_jobs,
+                                          RD_KAFKA_PARTITION_UA);
+        for (int i = 0; i < c->tier_cnt; i++)
+                rd_kafka_topic_partition_list_add(sub, c->tier_topics[i],
+                                                  RD_KAFKA_PARTITION_UA);
+        err = rd_kafka_subscribe(c->rk, sub);
+        rd_kafka_topic_partition_list_destroy(sub);
+        if (err) {
+                snprintf(errstr, errstr_size, "subscribe: %s",
+                         rd_kafka_err2str(err));
+                goto err;
+        }
+        dq_info("start",
+                "worker=%s group=%s topic=%s tiers=%s dlq=%s "
+                "max_attempts=%lld batch=%lld",
+                c->worker, c->group, conf->topic_jobs, conf->delay_tiers,
+                conf->topic_dlq, (long long)conf->max_attempts,
+                (long long)conf->batch_size);
+        return c;
+err:
+        dq_consumer_destroy(c);
+        return NULL;
+}
+
+/*
+ * Running
+ */
+
+static void summary(dq_consumer_t *c, const char *when)
+{
+        dq_info("summary",
+                "when=%s consumed=%lld claimed=%lld completed=%lld "
+                "retried=%lld dead=%lld duplicate=%lld skipped=%lld "
+                "deferred=%lld abandoned=%lld",
+                when, (long long)c->st.consumed, (long long)c->st.claimed,
+                (long long)c->st.completed, (long long)c->st.retried,
+                (long long)c->st.dead, (long long)c->st.duplicate,
+                (long long)c->st.skipped, (long long)c->st.deferred,
+                (long long)c->st.abandoned);
+}
+
+static int next_timeout(dq_consumer_t *c)
+{
+        int64_t now = dq_now_ms(), t = 100;
+
+        for (part_t *p = c->parts; p; p = p->next)
+                if (p->delay_paused && p->resume_at - now < t)
+                        t = p->resume_at - now;
+        return t < 0 ? 0 : (int)t;
+}
+
+int dq_consumer_run(dq_consumer_t *c)
+{
+        size_t max = (size_t)c->conf->batch_size;
+        item_t **batch = calloc(max, sizeof(*batch));
+        int rc = 0;
+
+        if (!batch) {
+                dq_error("start", "out of memory");
+                return 1;
+        }
+        c->next_commit = dq_mono_ms() + c->conf->commit_interval_ms;
+        c->next_summary = dq_mono_ms() + c->conf->summary_interval_ms;
+
+        while (c->stop < 2) {
+                int64_t now;
+
+                if (c->stop == 1 && !c->drain_deadline) {
+                        /* G8: stop fetching, finish what is in flight. */
+                        c->drain_deadline =
+                            dq_mono_ms() + c->conf->drain_timeout_ms;
+                        dq_info("drain",
+                                "state=draining pending_copies=%d "
+                                "timeout_ms=%lld",
+                                c->outstanding,
+                                (long long)c->conf->drain_timeout_ms);
+                        pause_all(c, "shutdown");
+                }
+                if (c->drain_deadline) {
+                        serve_copies(c, 50);
+                        if (c->outstanding == 0 && !c->delivered &&
+                            !c->redeliver)
+                                break;
+                        if (dq_mono_ms() >= c->drain_deadline)
+                                break;
+                        /* Keep serving the group while draining. */
+                        rd_kafka_message_t *m =
+                            rd_kafka_consumer_poll(c->rk, 0);
+                        if (m)
+                                rd_kafka_message_destroy(m);
+                        continue;
+                }
+
+                size_t n = read_batch(c, batch, max, next_timeout(c));
+                if (n)
+                        process(c, batch, n);
+                serve_copies(c, 0);
+                delay_resume_due(c);
+
+                now = dq_mono_ms();
+                if (now >= c->next_commit) {
+                        commit(c, false);
+                        c->next_commit = now + c->conf->commit_interval_ms;
+                }
+                if (c->conf->summary_interval_ms > 0 &&
+                    now >= c->next_summary) {
+                        summary(c, "interval");
+                        c->next_summary = now + c->conf->summary_interval_ms;
+                }
+        }
+
+        if (c->stop >= 2)
+                dq_warn("drain", "state=stopped_at_once pending_copies=%d",
+                        c->outstanding);
+        else if (c->outstanding > 0)
+                dq_warn("drain", "state=timed_out pending_copies=%d",
+                        c->outstanding);
+        if (c->outstanding > 0) {
+                /* Unsettled: read again by the next owner (G1). */
+                c->st.abandoned += c->outstanding;
+                rc = 1;
+        }
+        for (size_t i = 0; i < c->backlog_cnt; i++)
+                abandon_item(c, c->backlog[i], "shutdown");
+        c->backlog_cnt = 0;
+        c->stored_since_commit = true;
+        commit(c, true);
+        dq_info("drain", "state=closing");
+        free(batch);
+        return rc;
+}
+
+void dq_consumer_stop(dq_consumer_t *c)
+{
+        if (c->stop < 2)
+                c->stop++;
+}
+
+void dq_consumer_stats(const dq_consumer_t *c, dq_consumer_stats_t *st)
+{
+        *st = c->st;
+}
+
+void dq_consumer_destroy(dq_consumer_t *c)
+{
+        if (!c)
+                return;
+        if (c->rk) {
+                /* Leaves the group; the revoke commits what is settled. */
+                rd_kafka_consumer_close(c->rk);
+                rd_kafka_destroy(c->rk);
+        }
+        if (c->pk) {
+                /* Copies never confirmed leave their messages unsettled. */
+                int64_t until = dq_mono_ms() + 2000;
+                rd_kafka_purge(c->pk, RD_KAFKA_PURGE_F_QUEUE |
+                                          RD_KAFKA_PURGE_F_INFLIGHT);
+                while (c->outstanding > 0 && dq_mono_ms() < until)
+                        rd_kafka_poll(c->pk, 50);
+                item_t *it, *next;
+                for (it = c->delivered; it; it = next) {
+                        next = it->next;
+                        item_free(it);
+                }
+                for (it = c->redeliver; it; it = next) {
+                        next = it->next;
+                        item_free(it);
+                }
+                rd_kafka_destroy(c->pk);
+        }
+        summary(c, "exit");
+        while (c->parts) {
+                part_t *p = c->parts;
+                c->parts = p->next;
+                dq_offsets_release(&p->off);
+                free(p);
+        }
+        for (size_t i = 0; i < c->backlog_cnt; i++)
+                item_free(c->backlog[i]);
+        free(c->backlog);
+        for (int i = 0; c->tier_topics && i < c->tier_cnt; i++)
+                free(c->tier_topics[i]);
+        free(c->tier_topics);
+        dq_store_destroy(c->store);
+        free(c);
+}
