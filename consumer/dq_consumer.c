@@ -323,8 +323,9 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets,
                              void *opaque)
 {
+        dq_consumer_t *c = opaque;
+
         (void)rk;
-        (void)opaque;
         if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
                 return;
         for (int i = 0; offsets && i < offsets->cnt; i++) {
@@ -333,6 +334,8 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
                 if (tp->offset < 0)
                         continue;
+                if (perr)
+                        c->stored_since_commit = true; /* try again */
                 if (perr)
                         dq_warn("commit",
                                 "topic=%s partition=%d offset=%lld "

@@ -1,0 +1,236 @@
+/* decay-consumer processes for tests; see dq_test_consumer.h. */
+#include "dq_test_consumer.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dq_test.h"
+#include "banned.h"
+
+void dq_tc_arg(dq_tc_t *tc, const char *kv)
+{
+        cr_assert_lt(tc->arg_cnt, DQ_TC_MAX_ARGS - 1);
+        tc->args[tc->arg_cnt++] = strdup(kv);
+}
+
+static void argf(dq_tc_t *tc, const char *k, const char *v)
+{
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%s=%s", k, v);
+        dq_tc_arg(tc, buf);
+}
+
+void dq_tc_init(dq_tc_t *tc, const char *name, int partitions)
+{
+        rd_kafka_t *rk = dq_test_producer();
+        char port[16], tmpl[256];
+
+        memset(tc, 0, sizeof(*tc));
+        tc->partitions = partitions;
+        dq_test_unique(tc->topic, sizeof(tc->topic), name);
+        snprintf(tc->ns, sizeof(tc->ns), "%s", tc->topic);
+        snprintf(tc->group, sizeof(tc->group), "%s-group", tc->topic);
+        snprintf(tc->dlq, sizeof(tc->dlq), "%s.dlq", tc->topic);
+        snprintf(tc->prefix, sizeof(tc->prefix), "%s.delay.", tc->topic);
+        snprintf(tc->tiers, sizeof(tc->tiers), "1s,3s");
+        snprintf(tc->tier_topic[0], sizeof(tc->tier_topic[0]), "%s1s",
+                 tc->prefix);
+        snprintf(tc->tier_topic[1], sizeof(tc->tier_topic[1]), "%s3s",
+                 tc->prefix);
+        dq_test_create_topic(rk, tc->topic, partitions);
+        dq_test_create_topic(rk, tc->dlq, partitions);
+        dq_test_create_topic(rk, tc->tier_topic[0], partitions);
+        dq_test_create_topic(rk, tc->tier_topic[1], partitions);
+        rd_kafka_destroy(rk);
+
+        snprintf(tmpl, sizeof(tmpl), "%s/decayq-%s-XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", name);
+        cr_assert(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
+        snprintf(tc->dir, sizeof(tc->dir), "%s", tmpl);
+
+        snprintf(port, sizeof(port), "%d", dq_test_redis_port());
+        argf(tc, "kafka.bootstrap.servers", dq_test_bootstrap());
+        argf(tc, "redis.host", dq_test_redis_host());
+        argf(tc, "redis.port", port);
+        argf(tc, "redis.namespace", tc->ns);
+        argf(tc, "topic.jobs", tc->topic);
+        argf(tc, "topic.dlq", tc->dlq);
+        argf(tc, "topic.delay.prefix", tc->prefix);
+        argf(tc, "delay.tiers", tc->tiers);
+        argf(tc, "kafka.group.id", tc->group);
+        argf(tc, "kafka.session.timeout.ms", "6000");
+        argf(tc, "kafka.heartbeat.interval.ms", "1000");
+        argf(tc, "log.level", "debug");
+        argf(tc, "debug.faults", "true");
+        argf(tc, "backoff.base", "300ms");
+        argf(tc, "backoff.max", "3s");
+        argf(tc, "commit.interval", "500ms");
+        argf(tc, "summary.interval", "5s");
+}
+
+void dq_tc_log_path(const dq_tc_t *tc, const char *worker, char *buf,
+                    size_t size)
+{
+        snprintf(buf, size, "%s/%s.log", tc->dir, worker);
+}
+
+pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
+{
+        char path[512], wid[160];
+        char *argv[2 * DQ_TC_MAX_ARGS + 4];
+        int argc = 0, fd;
+        pid_t pid;
+
+        dq_tc_log_path(tc, worker, path, sizeof(path));
+        snprintf(wid, sizeof(wid), "worker.id=%s", worker);
+        argv[argc++] = DQ_BINARY_DIR "/consumer/decay-consumer";
+        for (int i = 0; i < tc->arg_cnt; i++) {
+                argv[argc++] = "-X";
+                argv[argc++] = tc->args[i];
+        }
+        argv[argc++] = "-X";
+        argv[argc++] = wid;
+        argv[argc] = NULL;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+        pid = fork();
+        cr_assert(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR);
+                dup2(null, 0);
+                dup2(null, 1);
+                dup2(fd, 2);
+                execv(argv[0], argv);
+                _exit(127);
+        }
+        close(fd);
+        return pid;
+}
+
+int dq_tc_wait(pid_t pid, long timeout_ms)
+{
+        long long deadline = dq_test_now_ms() + timeout_ms;
+        int status;
+
+        for (;;) {
+                pid_t r = waitpid(pid, &status, WNOHANG);
+                if (r == pid)
+                        break;
+                cr_assert(r == 0, "waitpid: %s", strerror(errno));
+                if (dq_test_now_ms() > deadline) {
+                        kill(pid, SIGKILL);
+                        waitpid(pid, &status, 0);
+                        cr_assert_fail("process %d did not exit within %ld ms",
+                                       (int)pid, timeout_ms);
+                }
+                dq_test_sleep_ms(20);
+        }
+        if (WIFSIGNALED(status))
+                return 128 + WTERMSIG(status);
+        return WEXITSTATUS(status);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+        int64_t *out = m->_private;
+
+        (void)rk;
+        (void)opaque;
+        if (out)
+                *out = m->err ? -2 : m->offset;
+}
+
+rd_kafka_t *dq_tc_producer(void)
+{
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        char errstr[256];
+        rd_kafka_t *rk;
+
+        cr_assert_eq(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                       dq_test_bootstrap(), errstr,
+                                       sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true",
+                                       errstr, sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+        cr_assert(rk, "producer: %s", errstr);
+        return rk;
+}
+
+void dq_tc_send(rd_kafka_t *rk, const char *topic, int32_t partition,
+                const char *key, const void *value, size_t len,
+                int64_t *offsetp)
+{
+        rd_kafka_resp_err_t err;
+
+        if (offsetp)
+                *offsetp = -1;
+        for (;;) {
+                err = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(topic),
+                    RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
+                                                       : partition),
+                    RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                    RD_KAFKA_V_VALUE((void *)value, len),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_OPAQUE(offsetp), RD_KAFKA_V_END);
+                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        break;
+                rd_kafka_poll(rk, 50);
+        }
+        cr_assert_eq(err, 0, "produce: %s", rd_kafka_err2str(err));
+}
+
+void dq_tc_flush(rd_kafka_t *rk)
+{
+        cr_assert_eq(rd_kafka_flush(rk, 30000), 0, "flush timed out");
+}
+
+int64_t dq_tc_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
+                      const char *key, const void *value, size_t len)
+{
+        int64_t offset;
+
+        dq_tc_send(rk, topic, partition, key, value, len, &offset);
+        dq_tc_flush(rk);
+        cr_assert_geq(offset, 0, "delivery to %s failed", topic);
+        return offset;
+}
+
+int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(tc->partitions);
+        int ok = 1;
+
+        for (int p = 0; p < tc->partitions; p++)
+                rd_kafka_topic_partition_list_add(l, topic, p);
+        if (rd_kafka_committed(rk, l, 10000)) {
+                rd_kafka_topic_partition_list_destroy(l);
+                return 0;
+        }
+        for (int p = 0; p < tc->partitions && ok; p++) {
+                int64_t lo, hi;
+                if (rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi,
+                                                     5000)) {
+                        ok = 0;
+                        break;
+                }
+                int64_t c = l->elems[p].offset;
+                if (hi > 0 && c != hi)
+                        ok = 0;
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        return ok;
+}

@@ -1,0 +1,65 @@
+/* Running decay-consumer processes from tests: a fresh set of topics, a
+ * Redis namespace and a group per fixture, one log file per process. */
+#ifndef DQ_TEST_CONSUMER_H
+#define DQ_TEST_CONSUMER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <librdkafka/rdkafka.h>
+
+#define DQ_TC_MAX_ARGS 64
+
+typedef struct dq_tc_s {
+        char ns[128];
+        char topic[128];
+        char dlq[160];
+        char prefix[160];
+        char tiers[64];
+        char tier_topic[2][192];
+        char group[160];
+        char dir[256]; /* logs */
+        int partitions;
+        char *args[DQ_TC_MAX_ARGS]; /* -X pairs every process gets */
+        int arg_cnt;
+} dq_tc_t;
+
+/* Creates the topics (jobs, DLQ and two delay tiers "1s,3s", each with
+ * partitions partitions), a namespace, a group and a log folder. */
+void dq_tc_init(dq_tc_t *tc, const char *name, int partitions);
+
+/* Adds "-X kv" to every process started after. */
+void dq_tc_arg(dq_tc_t *tc, const char *kv);
+
+/* Starts decay-consumer as worker; its stderr goes (appended) to
+ * <dir>/<worker>.log. */
+pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker);
+
+/* Waits up to timeout_ms for pid; returns its exit code, or 128 + signal.
+ * Kills it and fails the test on timeout. */
+int dq_tc_wait(pid_t pid, long timeout_ms);
+
+/* Path of worker's log. */
+void dq_tc_log_path(const dq_tc_t *tc, const char *worker, char *buf,
+                    size_t size);
+
+/* An idempotent producer whose delivery reports fill the offsetp given to
+ * dq_tc_send() (-2 on failure). */
+rd_kafka_t *dq_tc_producer(void);
+
+/* Enqueues value with key to topic, partition (-1: by key). */
+void dq_tc_send(rd_kafka_t *rk, const char *topic, int32_t partition,
+                const char *key, const void *value, size_t len,
+                int64_t *offsetp);
+
+/* Waits for every delivery report. */
+void dq_tc_flush(rd_kafka_t *rk);
+
+/* dq_tc_send() and dq_tc_flush(); returns the offset. */
+int64_t dq_tc_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
+                      const char *key, const void *value, size_t len);
+
+/* Sum over partitions of the group's committed offsets equals the high
+ * watermarks of topic. */
+int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic);
+
+#endif

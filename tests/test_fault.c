@@ -1,0 +1,897 @@
+/* The fault-injection suite: thousands of jobs of every sort through three
+ * decay-consumer processes while consumers are killed with SIGKILL and
+ * restarted, one is added and drained away, Redis is killed and restarted,
+ * and the broker restarts. An oracle then checks the guarantees from the
+ * final Redis state, the DLQ and the consumers' settle and commit logs, and
+ * prints its counts; each must be 0. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dq_job.h"
+#include "dq_test.h"
+#include "dq_test_consumer.h"
+#include "dq_time.h"
+#include "banned.h"
+
+#define PARTS        6
+#define SCOPES       24
+#define MAX_ATTEMPTS 5
+#define WORKERS      3
+#define WAVES        6
+
+enum {
+        C_OK,        /* completes */
+        C_EPISODE,   /* episode_compression, completes */
+        C_REVIEW,    /* expired_principle_review, completes */
+        C_FAIL1,     /* fails once, then completes */
+        C_FAIL2,     /* fails twice, then completes */
+        C_SCHED,     /* scheduled 8-18 s ahead, completes */
+        C_DUP_A,     /* first user of an idempotency key, completes */
+        C_DUP_B,     /* second user of the key: duplicate */
+        C_REDELIVER, /* its message is sent twice, completes once */
+        C_ALWAYS,    /* always fails: DLQ after MAX_ATTEMPTS */
+        C_LLM,       /* llm_summary without attestation: DLQ at once */
+        C_MISSING,   /* a source does not exist: DLQ at once */
+        C__CNT
+};
+
+static const int cat_count[C__CNT] = {
+    [C_OK] = 2000,      [C_EPISODE] = 150, [C_REVIEW] = 100, [C_FAIL1] = 60,
+    [C_FAIL2] = 60,     [C_SCHED] = 100,   [C_DUP_A] = 50,   [C_DUP_B] = 50,
+    [C_REDELIVER] = 50, [C_ALWAYS] = 30,   [C_LLM] = 10,     [C_MISSING] = 10,
+};
+
+typedef struct exp_s {
+        char id[DQ_ULID_LEN + 1];
+        char scope[32];
+        int cat;
+        int64_t sched_ms;
+        char *json;
+        size_t len;
+        int64_t offset;
+        /* from the logs */
+        int claims;
+        int64_t first_claim;
+        int applied;
+        int dead_logged;
+        int dlq_copies;
+} exp_t;
+
+typedef struct poison_s {
+        const char *code;
+        char *value;
+        size_t len;
+        int32_t partition;
+        int64_t offset;
+        int dlq_copies;
+} poison_t;
+
+#define POISON 30
+
+static exp_t *exps;
+static size_t exp_cnt;
+static poison_t poison[POISON];
+static dq_tc_t tc;
+
+static int cmp_exp(const void *a, const void *b)
+{
+        return strcmp(((const exp_t *)a)->id, ((const exp_t *)b)->id);
+}
+
+static exp_t *exp_find(const char *id)
+{
+        exp_t key;
+        snprintf(key.id, sizeof(key.id), "%s", id);
+        return bsearch(&key, exps, exp_cnt, sizeof(*exps), cmp_exp);
+}
+
+/*
+ * Load
+ */
+
+static void hset(redisContext *r, int *pending, const char *type,
+                 const char *scope, const char *id, const char *kind,
+                 long long created)
+{
+        if (!strcmp(type, "ep"))
+                redisAppendCommand(r,
+                                   "HSET %s:ep:{%s}:%s status active content "
+                                   "%s created_at %lld",
+                                   tc.ns, scope, id, id, created);
+        else
+                redisAppendCommand(r,
+                                   "HSET %s:mem:{%s}:%s type %s status active "
+                                   "claim %s created_at %lld",
+                                   tc.ns, scope, id, kind, id, created);
+        (*pending)++;
+}
+
+static void drain_replies(redisContext *r, int *pending)
+{
+        while (*pending > 0) {
+                redisReply *reply;
+                cr_assert_eq(redisGetReply(r, (void **)&reply), REDIS_OK);
+                cr_assert_neq(reply->type, REDIS_REPLY_ERROR, "%s", reply->str);
+                freeReplyObject(reply);
+                (*pending)--;
+        }
+}
+
+static void build_jobs(redisContext *r, int64_t t0)
+{
+        size_t n = 0, total = 0;
+        int pending = 0;
+
+        for (int c = 0; c < C__CNT; c++)
+                total += (size_t)cat_count[c];
+        exps = calloc(total, sizeof(*exps));
+        cr_assert(exps);
+
+        for (int c = 0; c < C__CNT; c++) {
+                for (int i = 0; i < cat_count[c]; i++, n++) {
+                        exp_t *e = &exps[n];
+                        dq_job_t *job = dq_job_new();
+                        int nsrc = c == C_REVIEW ? 1 : c == C_EPISODE ? 2 : 3;
+                        char sid[64];
+                        dq_reject_t rej;
+
+                        e->cat = c;
+                        /* A pair shares scope and key: A is sent first. */
+                        if (c == C_DUP_B)
+                                memcpy(
+                                    e->scope,
+                                    exps[n - (size_t)cat_count[C_DUP_A]].scope,
+                                    sizeof(e->scope));
+                        else
+                                snprintf(e->scope, sizeof(e->scope),
+                                         "fault/s%02d", (int)(n % SCOPES));
+                        job->kind = c == C_EPISODE ? DQ_KIND_EPISODE_COMPRESSION
+                                    : c == C_REVIEW
+                                        ? DQ_KIND_EXPIRED_PRINCIPLE_REVIEW
+                                        : DQ_KIND_CANDIDATE_COMPRESSION;
+                        job->method = c == C_LLM
+                                          ? DQ_METHOD_LLM_SUMMARY
+                                          : DQ_METHOD_DETERMINISTIC_CONCATENATE;
+                        job->created_at_ms = dq_now_ms();
+                        dq_ulid_new(job->created_at_ms, job->id);
+                        job->scope = strdup(e->scope);
+                        job->created_by = strdup("test:fault");
+                        job->source_ids = calloc((size_t)nsrc, sizeof(char *));
+                        for (int s = 0; s < nsrc; s++) {
+                                snprintf(sid, sizeof(sid), "m_%s_%d", job->id,
+                                         s);
+                                job->source_ids[job->source_cnt++] =
+                                    strdup(sid);
+                                if (c == C_MISSING && s == 1)
+                                        continue; /* never written */
+                                hset(r, &pending, c == C_EPISODE ? "ep" : "mem",
+                                     e->scope, sid,
+                                     c == C_REVIEW ? "principle" : "candidate",
+                                     (long long)(1000 - s));
+                        }
+                        if (c == C_FAIL1)
+                                job->trace_id = strdup("fail-until:1");
+                        else if (c == C_FAIL2)
+                                job->trace_id = strdup("fail-until:2");
+                        else if (c == C_ALWAYS)
+                                job->trace_id = strdup("fail-always");
+                        if (c == C_SCHED)
+                                job->scheduled_for_ms =
+                                    t0 + 8000 + (int64_t)(rand() % 10000);
+                        if (c == C_DUP_A || c == C_DUP_B) {
+                                char key[32];
+                                snprintf(key, sizeof(key), "idem-%d", i);
+                                job->idempotency_key = strdup(key);
+                        }
+                        cr_assert(dq_job_validate(job, &rej), "%s",
+                                  rej.message);
+                        memcpy(e->id, job->id, sizeof(e->id));
+                        e->sched_ms = job->scheduled_for_ms;
+                        e->json = dq_job_serialize(job, &e->len);
+                        dq_job_destroy(job);
+                        if (pending > 1000)
+                                drain_replies(r, &pending);
+                }
+        }
+        /* DUP pairs: B[i] shares A[i]'s scope. */
+        size_t a0 = 0, b0 = 0;
+        for (int c = 0; c < C_DUP_A; c++)
+                a0 += (size_t)cat_count[c];
+        b0 = a0 + (size_t)cat_count[C_DUP_A];
+        for (int i = 0; i < cat_count[C_DUP_B]; i++)
+                cr_assert_str_eq(exps[a0 + i].scope, exps[b0 + i].scope);
+        drain_replies(r, &pending);
+        exp_cnt = n;
+}
+
+static void build_poison(void)
+{
+        static const char *bad_utf8 = "{\"schema\":1,\"id\":\"\xff\xfe\"}";
+        for (int i = 0; i < POISON; i++) {
+                poison_t *p = &poison[i];
+                p->partition = i % PARTS;
+                switch (i % 5) {
+                case 0:
+                        p->code = "decay.job.malformed_json";
+                        p->value = strdup("{\"schema\":1,\"id\":");
+                        break;
+                case 1:
+                        p->code = "decay.job.too_large";
+                        p->len = 20000;
+                        p->value = malloc(p->len + 1);
+                        memset(p->value, ' ', p->len);
+                        p->value[0] = '{';
+                        p->value[p->len - 1] = '}';
+                        p->value[p->len] = '\0';
+                        break;
+                case 2:
+                        p->code = "decay.job.invalid_utf8";
+                        p->value = strdup(bad_utf8);
+                        break;
+                case 3:
+                        p->code = "decay.job.unsupported_schema";
+                        p->value = strdup("{\"schema\":2}");
+                        break;
+                default:
+                        p->code = "decay.job.malformed_json";
+                        p->value = strdup("not json at all");
+                        break;
+                }
+                if (!p->len)
+                        p->len = strlen(p->value);
+        }
+}
+
+/* Sends the jobs in [from, to) of a shuffled order, plus a share of the
+ * poison; redelivered jobs go twice, back to back. */
+static void send_wave(rd_kafka_t *rk, size_t *order, size_t from, size_t to,
+                      int poison_from, int poison_to)
+{
+        for (size_t k = from; k < to; k++) {
+                exp_t *e = &exps[order[k]];
+                dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
+                           &e->offset);
+                if (e->cat == C_REDELIVER)
+                        dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
+                                   NULL);
+        }
+        for (int i = poison_from; i < poison_to; i++)
+                dq_tc_send(rk, tc.topic, poison[i].partition, "poison",
+                           poison[i].value, poison[i].len, &poison[i].offset);
+        dq_tc_flush(rk);
+}
+
+/*
+ * The oracle
+ */
+
+/* The value of " key=" in line into buf (up to a space). */
+static bool kv(const char *line, const char *key, char *buf, size_t size)
+{
+        char pat[64];
+        const char *p;
+        size_t n = 0;
+
+        snprintf(pat, sizeof(pat), " %s=", key);
+        p = strstr(line, pat);
+        if (!p)
+                return false;
+        p += strlen(pat);
+        while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < size) {
+                buf[n] = p[n];
+                n++;
+        }
+        buf[n] = '\0';
+        return true;
+}
+
+typedef struct commit_s {
+        int topic;
+        int32_t partition;
+        int64_t offset;
+        int64_t ts;
+} commit_t;
+
+typedef struct logs_s {
+        int64_t *settled[3][PARTS]; /* earliest settle time, by offset */
+        int64_t high[3][PARTS];
+        commit_t *commits;
+        size_t commit_cnt, commit_cap;
+        int abandoned;
+} logs_t;
+
+static int topic_index(const char *t)
+{
+        if (!strcmp(t, tc.topic))
+                return 0;
+        if (!strcmp(t, tc.tier_topic[0]))
+                return 1;
+        if (!strcmp(t, tc.tier_topic[1]))
+                return 2;
+        return -1;
+}
+
+static void parse_line(logs_t *lg, const char *line)
+{
+        char stage[32], v[128], topic[256], job[64];
+        int64_t ts;
+        exp_t *e;
+
+        if (!dq_time_parse_rfc3339(line, 24, &ts) ||
+            !kv(line, "stage", stage, sizeof(stage)))
+                return;
+        if (!strcmp(stage, "claim") && kv(line, "status", v, sizeof(v)) &&
+            !strcmp(v, "claimed") && kv(line, "job", job, sizeof(job)) &&
+            (e = exp_find(job))) {
+                e->claims++;
+                if (!e->first_claim || ts < e->first_claim)
+                        e->first_claim = ts;
+        } else if (!strcmp(stage, "dead") &&
+                   kv(line, "job", job, sizeof(job)) && (e = exp_find(job))) {
+                e->dead_logged++;
+        } else if (!strcmp(stage, "settle") &&
+                   kv(line, "effect", v, sizeof(v)) &&
+                   kv(line, "job", job, sizeof(job)) && (e = exp_find(job))) {
+                e->applied++;
+        } else if (!strcmp(stage, "settle") &&
+                   kv(line, "topic", topic, sizeof(topic)) &&
+                   kv(line, "outcome", v, sizeof(v))) {
+                char ps[16], os[32];
+                int ti = topic_index(topic);
+                if (!strcmp(v, "abandoned")) {
+                        lg->abandoned++;
+                        return;
+                }
+                if (ti < 0 || !kv(line, "partition", ps, sizeof(ps)) ||
+                    !kv(line, "offset", os, sizeof(os)))
+                        return;
+                int p = atoi(ps);
+                int64_t o = atoll(os);
+                if (p < 0 || p >= PARTS || o < 0 || o >= lg->high[ti][p])
+                        return;
+                if (!lg->settled[ti][p][o] || ts < lg->settled[ti][p][o])
+                        lg->settled[ti][p][o] = ts;
+        } else if (!strcmp(stage, "commit") &&
+                   kv(line, "result", v, sizeof(v)) && !strcmp(v, "ok") &&
+                   kv(line, "topic", topic, sizeof(topic))) {
+                char ps[16], os[32];
+                int ti = topic_index(topic);
+                if (ti < 0 || !kv(line, "partition", ps, sizeof(ps)) ||
+                    !kv(line, "offset", os, sizeof(os)))
+                        return;
+                if (lg->commit_cnt == lg->commit_cap) {
+                        lg->commit_cap =
+                            lg->commit_cap ? lg->commit_cap * 2 : 1024;
+                        lg->commits = realloc(
+                            lg->commits, lg->commit_cap * sizeof(commit_t));
+                        cr_assert(lg->commits);
+                }
+                lg->commits[lg->commit_cnt++] =
+                    (commit_t){ti, atoi(ps), atoll(os), ts};
+        }
+}
+
+static void read_logs(logs_t *lg)
+{
+        DIR *d = opendir(tc.dir);
+        struct dirent *de;
+        char path[1024], *line = NULL;
+        size_t cap = 0;
+
+        cr_assert(d);
+        while ((de = readdir(d))) {
+                FILE *fp;
+                if (!strstr(de->d_name, ".log"))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", tc.dir, de->d_name);
+                fp = fopen(path, "r");
+                cr_assert(fp, "%s", path);
+                while (getline(&line, &cap, fp) > 0)
+                        parse_line(lg, line);
+                fclose(fp);
+        }
+        free(line);
+        closedir(d);
+}
+
+static const char *hdr(rd_kafka_headers_t *h, const char *name, char *buf,
+                       size_t size)
+{
+        const void *v;
+        size_t len;
+
+        if (!h || rd_kafka_header_get_last(h, name, &v, &len) || !v)
+                return "";
+        if (len >= size)
+                len = size - 1;
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        return buf;
+}
+
+typedef struct dlq_counts_s {
+        int records, missing, unexpected, bad_headers, extra_copies;
+} dlq_counts_t;
+
+/* Reads the whole DLQ; checks that it holds exactly the poison messages and
+ * the failing jobs, each with the right headers. */
+static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(PARTS);
+        int64_t high[PARTS], left = 0;
+        char b1[256], b2[256];
+
+        for (int p = 0; p < PARTS; p++) {
+                int64_t lo;
+                cr_assert_eq(rd_kafka_query_watermark_offsets(
+                                 rk, tc.dlq, p, &lo, &high[p], 10000),
+                             0);
+                left += high[p];
+                rd_kafka_topic_partition_list_add(l, tc.dlq, p)->offset = 0;
+        }
+        cr_assert_eq(rd_kafka_assign(rk, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+
+        long long deadline = dq_test_now_ms() + 30000;
+        while (left > 0 && dq_test_now_ms() < deadline) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+                rd_kafka_headers_t *h = NULL;
+                dq_reject_t rej;
+                dq_job_t *job;
+                bool bad = false;
+
+                if (!m)
+                        continue;
+                if (m->err) {
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                left--;
+                dc->records++;
+                rd_kafka_message_headers(m, &h);
+                const char *cls = hdr(h, "decayq-error-class", b1, sizeof(b1));
+                char code[128], att[32];
+                snprintf(code, sizeof(code), "%s",
+                         hdr(h, "decayq-error-code", b2, sizeof(b2)));
+                snprintf(att, sizeof(att), "%s",
+                         hdr(h, "decayq-attempts", b2, sizeof(b2)));
+                if (strcmp(hdr(h, "decayq-original-topic", b2, sizeof(b2)),
+                           tc.topic) ||
+                    atoi(hdr(h, "decayq-original-partition", b2, sizeof(b2))) !=
+                        m->partition ||
+                    strcmp(hdr(h, "decayq-consumer-group", b2, sizeof(b2)),
+                           tc.group) ||
+                    strcmp(hdr(h, "decayq-replay-count", b2, sizeof(b2)),
+                           "0") ||
+                    !*hdr(h, "decayq-worker", b2, sizeof(b2)) ||
+                    !*hdr(h, "decayq-first-failed-at", b2, sizeof(b2)) ||
+                    !*hdr(h, "decayq-original-timestamp", b2, sizeof(b2)) ||
+                    !*hdr(h, "decayq-error-message", b2, sizeof(b2)))
+                        bad = true;
+
+                job = dq_job_parse(m->payload, m->len, 16384, &rej);
+                if (!job) {
+                        int64_t oo = atoll(
+                            hdr(h, "decayq-original-offset", b2, sizeof(b2)));
+                        poison_t *p = NULL;
+                        for (int i = 0; i < POISON; i++)
+                                if (poison[i].partition == m->partition &&
+                                    poison[i].offset == oo)
+                                        p = &poison[i];
+                        if (!p) {
+                                dc->unexpected++;
+                        } else {
+                                if (p->dlq_copies++)
+                                        dc->extra_copies++;
+                                if (strcmp(cls, "fatal") ||
+                                    strcmp(code, p->code) || m->len != p->len ||
+                                    memcmp(m->payload, p->value, p->len))
+                                        bad = true;
+                        }
+                } else {
+                        exp_t *e = exp_find(job->id);
+                        if (!e || (e->cat != C_ALWAYS && e->cat != C_LLM &&
+                                   e->cat != C_MISSING)) {
+                                dc->unexpected++;
+                                cr_log_warn("unexpected DLQ job %s (%s %s)",
+                                            job->id, cls, code);
+                        } else {
+                                if (e->dlq_copies++)
+                                        dc->extra_copies++;
+                                if (m->len != e->len ||
+                                    memcmp(m->payload, e->json, e->len))
+                                        bad = true;
+                                if (e->cat == C_ALWAYS &&
+                                    !(!strcmp(cls, "retryable") &&
+                                      !strcmp(
+                                          code,
+                                          "decay.debug.injected_failure")) &&
+                                    !(!strcmp(cls, "crash_loop") &&
+                                      !strcmp(code, "decay.job.crash_loop")))
+                                        bad = true;
+                                if (e->cat == C_ALWAYS &&
+                                    atoi(att) != MAX_ATTEMPTS)
+                                        bad = true;
+                                if (e->cat == C_LLM &&
+                                    (strcmp(cls, "fatal") ||
+                                     strcmp(code, "decay.llm_summary."
+                                                  "requires_operator_"
+                                                  "attestation")))
+                                        bad = true;
+                                if (e->cat == C_MISSING &&
+                                    (strcmp(cls, "fatal") ||
+                                     strcmp(code,
+                                            "decay.compress.source_missing")))
+                                        bad = true;
+                        }
+                        dq_job_destroy(job);
+                }
+                if (bad) {
+                        dc->bad_headers++;
+                        cr_log_warn("DLQ record %d:%lld has wrong headers "
+                                    "(class %s, code %s)",
+                                    (int)m->partition, (long long)m->offset,
+                                    cls, code);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        cr_assert_eq(left, 0, "could not read the whole DLQ");
+        for (int i = 0; i < POISON; i++)
+                if (!poison[i].dlq_copies)
+                        dc->missing++;
+        for (size_t i = 0; i < exp_cnt; i++)
+                if ((exps[i].cat == C_ALWAYS || exps[i].cat == C_LLM ||
+                     exps[i].cat == C_MISSING) &&
+                    !exps[i].dlq_copies)
+                        dc->missing++;
+}
+
+/* The expected terminal state of a category. */
+static const char *want_state(int cat)
+{
+        switch (cat) {
+        case C_ALWAYS:
+        case C_LLM:
+        case C_MISSING:
+                return "dead";
+        case C_DUP_B:
+                return "duplicate";
+        default:
+                return "completed";
+        }
+}
+
+static bool terminal(const char *s)
+{
+        return !strcmp(s, "completed") || !strcmp(s, "dead") ||
+               !strcmp(s, "duplicate") || !strcmp(s, "cancelled");
+}
+
+/* Reads each job's state, attempts and result; returns how many are
+ * terminal. */
+static size_t redis_states(redisContext *r, char (*states)[16],
+                           int64_t *attempts)
+{
+        size_t done = 0;
+
+        for (size_t i = 0; i < exp_cnt; i++)
+                redisAppendCommand(r, "HMGET %s:job:{%s}:%s state attempts",
+                                   tc.ns, exps[i].scope, exps[i].id);
+        for (size_t i = 0; i < exp_cnt; i++) {
+                redisReply *rep;
+                if (redisGetReply(r, (void **)&rep) != REDIS_OK)
+                        cr_assert_fail("redis: %s", r->errstr);
+                snprintf(states[i], 16, "%s",
+                         rep->element[0]->str ? rep->element[0]->str : "");
+                attempts[i] =
+                    rep->element[1]->str ? atoll(rep->element[1]->str) : 0;
+                if (terminal(states[i]))
+                        done++;
+                freeReplyObject(rep);
+        }
+        return done;
+}
+
+/* Effects: each completed compression's summary exists and its sources
+ * point at it; each completed review opened exactly one review entry. */
+static int check_effects(redisContext *r, char (*states)[16])
+{
+        int bad = 0;
+
+        for (size_t i = 0; i < exp_cnt; i++) {
+                exp_t *e = &exps[i];
+                redisReply *rep;
+
+                if (strcmp(states[i], "completed"))
+                        continue;
+                if (e->cat == C_REVIEW) {
+                        rep = redisCommand(r, "XRANGE %s:reviews:{%s} - +",
+                                           tc.ns, e->scope);
+                        int n = 0;
+                        for (size_t k = 0; k < rep->elements; k++) {
+                                redisReply *f = rep->element[k]->element[1];
+                                for (size_t j = 0; j + 1 < f->elements; j += 2)
+                                        if (!strcmp(f->element[j]->str,
+                                                    "job_id") &&
+                                            !strcmp(f->element[j + 1]->str,
+                                                    e->id))
+                                                n++;
+                        }
+                        freeReplyObject(rep);
+                        if (n != 1)
+                                bad++;
+                        continue;
+                }
+                rep = redisCommand(r, "HGET %s:mem:{%s}:sum_%s job_id", tc.ns,
+                                   e->scope, e->id);
+                if (!rep->str || strcmp(rep->str, e->id))
+                        bad++;
+                freeReplyObject(rep);
+                rep = redisCommand(r, "HGET %s:%s:{%s}:m_%s_0 compressed_into",
+                                   tc.ns, e->cat == C_EPISODE ? "ep" : "mem",
+                                   e->scope, e->id);
+                if (!rep->str || strncmp(rep->str, "sum_", 4) ||
+                    strcmp(rep->str + 4, e->id))
+                        bad++;
+                freeReplyObject(rep);
+        }
+        return bad;
+}
+
+/*
+ * The run
+ */
+
+static pid_t workers[WORKERS];
+static int incarnation[WORKERS];
+
+static void spawn(int w)
+{
+        char name[32];
+        snprintf(name, sizeof(name), "c%d-%d", w, incarnation[w]++);
+        workers[w] = dq_tc_spawn(&tc, name);
+}
+
+static void kill9_random(const char *when)
+{
+        int w = rand() % WORKERS;
+        cr_log_info("fault: kill -9 of worker %d (%s)", w, when);
+        kill(workers[w], SIGKILL);
+        cr_assert_eq(dq_tc_wait(workers[w], 5000), 128 + SIGKILL);
+        dq_test_sleep_ms(500 + rand() % 1000);
+        spawn(w);
+}
+
+static void sleep_rand(long lo, long hi)
+{
+        dq_test_sleep_ms(lo + rand() % (hi - lo + 1));
+}
+
+Test(fault, guarantees_hold_under_faults, .timeout = 400)
+{
+        long long start = dq_test_now_ms();
+        unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+        redisContext *r = dq_test_redis();
+        rd_kafka_t *pk, *ck;
+        size_t *order;
+        char(*states)[16];
+        int64_t *attempts;
+        logs_t lg = {0};
+        dlq_counts_t dc = {0};
+        char buf[64];
+
+        srand(seed);
+        cr_log_info("fault suite: seed %u", seed);
+        dq_tc_init(&tc, "fault", PARTS);
+        snprintf(buf, sizeof(buf), "max.attempts=%d", MAX_ATTEMPTS);
+        dq_tc_arg(&tc, buf);
+        dq_tc_arg(&tc, "job.max.bytes=16384");
+        dq_tc_arg(&tc, "batch.size=50");
+        dq_tc_arg(&tc, "redis.timeout=1s");
+        dq_tc_arg(&tc, "critical.after=2s");
+        dq_tc_arg(&tc, "drain.timeout=10s");
+        dq_tc_arg(&tc, "lease=5s");
+
+        build_jobs(r, dq_now_ms());
+        build_poison();
+        order = malloc(exp_cnt * sizeof(*order));
+        for (size_t i = 0; i < exp_cnt; i++)
+                order[i] = i;
+        /* Shuffle, then put the DUP jobs back in category order, so that
+         * each DUP_A goes out ahead of its DUP_B. */
+        for (size_t i = exp_cnt - 1; i > 0; i--) {
+                size_t j = (size_t)rand() % (i + 1);
+                size_t t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+        }
+        for (size_t i = 0, k = 0; i < exp_cnt; i++)
+                if (exps[i].cat == C_DUP_A || exps[i].cat == C_DUP_B)
+                        for (; k < exp_cnt; k++)
+                                if (exps[order[k]].cat == C_DUP_A ||
+                                    exps[order[k]].cat == C_DUP_B) {
+                                        order[k++] = i;
+                                        break;
+                                }
+
+        /* The jobs go out in waves, one before each fault, so that every
+         * fault hits consumers with work in flight. */
+        pk = dq_tc_producer();
+#define WAVE(k)                                                      \
+        send_wave(pk, order, exp_cnt *(k) / WAVES,                   \
+                  exp_cnt * ((k) + 1) / WAVES, POISON * (k) / WAVES, \
+                  POISON * ((k) + 1) / WAVES)
+        WAVE(0);
+        for (int w = 0; w < WORKERS; w++)
+                spawn(w);
+        dq_test_sleep_ms(1500);
+
+        WAVE(1);
+        sleep_rand(100, 800);
+        kill9_random("while busy");
+
+        /* Scale up, then drain the extra consumer away. */
+        WAVE(2);
+        pid_t extra = dq_tc_spawn(&tc, "extra");
+        sleep_rand(2500, 4000);
+        cr_log_info("fault: SIGTERM of the extra consumer");
+        kill(extra, SIGTERM);
+        cr_assert_eq(dq_tc_wait(extra, 30000), 0,
+                     "the drained consumer must exit 0 (all settled)");
+
+        WAVE(3);
+        sleep_rand(100, 800);
+        kill9_random("after rebalance");
+
+        WAVE(4);
+        sleep_rand(100, 500);
+        cr_log_info("fault: kill -9 of Redis");
+        dq_test_services("redis-kill");
+        dq_test_sleep_ms(2500);
+        dq_test_services("redis-start");
+        redisFree(r);
+        r = dq_test_redis();
+
+        WAVE(5);
+        sleep_rand(100, 1000);
+        cr_log_info("fault: broker restart");
+        dq_test_services("kafka-restart");
+
+        sleep_rand(500, 2000);
+        kill9_random("after broker restart");
+
+        /* Wait for every job to be terminal and every offset committed. */
+        states = calloc(exp_cnt, sizeof(*states));
+        attempts = calloc(exp_cnt, sizeof(*attempts));
+        ck = dq_test_consumer(tc.group);
+        long long deadline = dq_test_now_ms() + 150000;
+        size_t done = 0;
+        for (;;) {
+                done = redis_states(r, states, attempts);
+                if (done == exp_cnt && dq_tc_caught_up(ck, &tc, tc.topic) &&
+                    dq_tc_caught_up(ck, &tc, tc.tier_topic[0]) &&
+                    dq_tc_caught_up(ck, &tc, tc.tier_topic[1]))
+                        break;
+                if (dq_test_now_ms() > deadline)
+                        break;
+                dq_test_sleep_ms(1000);
+        }
+        rd_kafka_destroy(ck);
+        cr_log_info("settled: %zu of %zu jobs terminal", done, exp_cnt);
+
+        for (int w = 0; w < WORKERS; w++)
+                kill(workers[w], SIGTERM);
+        for (int w = 0; w < WORKERS; w++)
+                cr_expect_eq(dq_tc_wait(workers[w], 30000), 0,
+                             "worker %d did not drain cleanly", w);
+
+        /* The oracle. */
+        for (int t = 0; t < 3; t++) {
+                const char *topic = t == 0 ? tc.topic : tc.tier_topic[t - 1];
+                for (int p = 0; p < PARTS; p++) {
+                        int64_t lo;
+                        cr_assert_eq(
+                            rd_kafka_query_watermark_offsets(
+                                pk, topic, p, &lo, &lg.high[t][p], 10000),
+                            0);
+                        lg.settled[t][p] =
+                            calloc((size_t)lg.high[t][p] + 1, sizeof(int64_t));
+                }
+        }
+        qsort(exps, exp_cnt, sizeof(*exps), cmp_exp);
+        done = redis_states(r, states, attempts);
+        read_logs(&lg);
+
+        int lost = 0, wrong = 0, over = 0, early = 0, twice = 0;
+        int committed_early = 0, unsettled_at_end = 0;
+        for (size_t i = 0; i < exp_cnt; i++) {
+                exp_t *e = &exps[i];
+                if (!terminal(states[i])) {
+                        lost++;
+                        cr_log_warn("lost: job %s (cat %d) state '%s'", e->id,
+                                    e->cat, states[i]);
+                } else if (strcmp(states[i], want_state(e->cat))) {
+                        wrong++;
+                        cr_log_warn("job %s (cat %d) is %s, expected %s", e->id,
+                                    e->cat, states[i], want_state(e->cat));
+                }
+                if (attempts[i] > MAX_ATTEMPTS || e->claims > MAX_ATTEMPTS)
+                        over++;
+                if (e->sched_ms && e->first_claim &&
+                    e->first_claim < e->sched_ms)
+                        early++;
+                if (e->applied > 1 || (e->applied && e->dead_logged))
+                        twice++;
+        }
+        twice += check_effects(r, states);
+
+        for (size_t i = 0; i < lg.commit_cnt; i++) {
+                commit_t *c = &lg.commits[i];
+                for (int64_t o = 0;
+                     o < c->offset && o < lg.high[c->topic][c->partition];
+                     o++) {
+                        int64_t s = lg.settled[c->topic][c->partition][o];
+                        if (!s || s > c->ts) {
+                                committed_early++;
+                                lg.settled[c->topic][c->partition][o] = -1;
+                        }
+                }
+        }
+        for (int t = 0; t < 3; t++)
+                for (int p = 0; p < PARTS; p++)
+                        for (int64_t o = 0; o < lg.high[t][p]; o++)
+                                if (!lg.settled[t][p][o])
+                                        unsettled_at_end++;
+
+        ck = dq_test_consumer("fault-dlq-reader");
+        check_dlq(ck, &dc);
+        rd_kafka_consumer_close(ck);
+        rd_kafka_destroy(ck);
+
+        printf("fault suite oracle (seed %u, %.1f s): jobs=%zu poison=%d "
+               "commits=%zu\n"
+               "  lost=%d duplicated_effects=%d committed_early=%d "
+               "over_attempts=%d ran_early=%d wrong_outcome=%d\n"
+               "  dlq_records=%d dlq_missing=%d dlq_unexpected=%d "
+               "dlq_bad_headers=%d (extra DLQ copies after crashes: %d)\n"
+               "  messages never settled=%d, handed back unsettled=%d\n",
+               seed, (double)(dq_test_now_ms() - start) / 1000.0, exp_cnt,
+               POISON, lg.commit_cnt, lost, twice, committed_early, over, early,
+               wrong, dc.records, dc.missing, dc.unexpected, dc.bad_headers,
+               dc.extra_copies, unsettled_at_end, lg.abandoned);
+        fflush(stdout);
+
+        cr_expect_eq(lost, 0, "lost jobs");
+        cr_expect_eq(twice, 0, "effects applied twice");
+        cr_expect_eq(committed_early, 0, "offsets committed past unsettled");
+        cr_expect_eq(over, 0, "runs over max_attempts");
+        cr_expect_eq(early, 0, "jobs run before scheduled_for");
+        cr_expect_eq(wrong, 0, "jobs with a wrong terminal state");
+        cr_expect_eq(dc.missing, 0, "DLQ records missing");
+        cr_expect_eq(dc.unexpected, 0, "unexpected DLQ records");
+        cr_expect_eq(dc.bad_headers, 0, "DLQ records with wrong headers");
+        cr_expect_eq(unsettled_at_end, 0, "messages never settled");
+        cr_expect_gt(lg.commit_cnt, 0);
+
+        rd_kafka_destroy(pk);
+        redisFree(r);
+        for (size_t i = 0; i < exp_cnt; i++)
+                free(exps[i].json);
+        for (int i = 0; i < POISON; i++)
+                free(poison[i].value);
+        for (int t = 0; t < 3; t++)
+                for (int p = 0; p < PARTS; p++)
+                        free(lg.settled[t][p]);
+        free(lg.commits);
+        free(exps);
+        free(order);
+        free(states);
+        free(attempts);
+}
