@@ -105,6 +105,8 @@ struct dq_consumer_s {
 
         volatile sig_atomic_t stop; /* 1: drain, 2: now */
         int64_t drain_deadline;     /* mono ms; 0 until draining */
+        bool draining;
+        bool handed_back; /* work given back unsettled at shutdown */
 
         int outstanding;   /* copies awaiting a delivery report */
         item_t *delivered; /* copies delivered, to finish */
@@ -135,8 +137,13 @@ static uint64_t next_rand(dq_consumer_t *c)
         return c->rnd * 2685821657736338717ULL;
 }
 
-static bool stopping_now(const dq_consumer_t *c)
+/* True when in-flight work must be given up: a second signal, or the
+ * drain ran out of time. The drain's clock starts at the first signal,
+ * even while a handler is still running. */
+static bool stopping_now(dq_consumer_t *c)
 {
+        if (c->stop == 1 && !c->drain_deadline)
+                c->drain_deadline = dq_mono_ms() + c->conf->drain_timeout_ms;
         return c->stop >= 2 ||
                (c->drain_deadline && dq_mono_ms() >= c->drain_deadline);
 }
@@ -316,6 +323,8 @@ static void abandon_item(dq_consumer_t *c, item_t *it, const char *why)
                 it->topic, (int)it->partition, (long long)it->offset,
                 job_id(it), why);
         c->st.abandoned++;
+        if (c->stop)
+                c->handed_back = true;
         item_free(it);
 }
 
@@ -1724,7 +1733,6 @@ int dq_consumer_run(dq_consumer_t *c)
 {
         size_t max = (size_t)c->conf->batch_size;
         item_t **batch = calloc(max, sizeof(*batch));
-        int rc = 0;
 
         if (!batch) {
                 dq_error("start", "out of memory");
@@ -1736,10 +1744,10 @@ int dq_consumer_run(dq_consumer_t *c)
         while (c->stop < 2) {
                 int64_t now;
 
-                if (c->stop == 1 && !c->drain_deadline) {
+                if (c->stop == 1 && !c->draining) {
                         /* G8: stop fetching, finish what is in flight. */
-                        c->drain_deadline =
-                            dq_mono_ms() + c->conf->drain_timeout_ms;
+                        stopping_now(c); /* starts the drain's clock */
+                        c->draining = true;
                         dq_info("drain",
                                 "state=draining pending_copies=%d "
                                 "timeout_ms=%lld",
@@ -1747,7 +1755,7 @@ int dq_consumer_run(dq_consumer_t *c)
                                 (long long)c->conf->drain_timeout_ms);
                         pause_all(c, "shutdown");
                 }
-                if (c->drain_deadline) {
+                if (c->draining) {
                         serve_copies(c, 50);
                         if (c->outstanding == 0 && !c->delivered &&
                             !c->redeliver)
@@ -1789,16 +1797,17 @@ int dq_consumer_run(dq_consumer_t *c)
         if (c->outstanding > 0) {
                 /* Unsettled: read again by the next owner (G1). */
                 c->st.abandoned += c->outstanding;
-                rc = 1;
+                c->handed_back = true;
         }
         for (size_t i = 0; i < c->backlog_cnt; i++)
                 abandon_item(c, c->backlog[i], "shutdown");
         c->backlog_cnt = 0;
         c->stored_since_commit = true;
         commit(c, true);
-        dq_info("drain", "state=closing");
+        dq_info("drain", "state=closing handed_back=%s",
+                c->handed_back ? "true" : "false");
         free(batch);
-        return rc;
+        return c->handed_back ? 1 : 0;
 }
 
 void dq_consumer_stop(dq_consumer_t *c)

@@ -1,0 +1,339 @@
+/* decay-consumer behaviour, one guarantee at a time: retry timing, delay
+ * tiers that never block a partition, lease renewal, cancel, and the
+ * SIGTERM drain with its second-signal escape. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq_offsets.h"
+#include "dq_retry.h"
+#include "dq_test.h"
+#include "dq_test_consumer.h"
+#include "dq_test_store.h"
+#include "dq_time.h"
+#include "banned.h"
+
+/*
+ * Pure parts
+ */
+
+Test(consumer_unit, settled_prefix_waits_for_the_oldest)
+{
+        dq_offsets_t t;
+        int64_t next = -1;
+
+        dq_offsets_init(&t);
+        for (int64_t o = 10; o < 15; o++)
+                cr_assert_eq(dq_offsets_add(&t, o), 0);
+        cr_assert_eq(dq_offsets_add(&t, 12), -1, "offsets must ascend");
+        cr_assert_not(dq_offsets_settle(&t, 12, &next));
+        cr_assert_not(dq_offsets_settle(&t, 11, &next));
+        cr_assert(dq_offsets_settle(&t, 10, &next));
+        cr_assert_eq(next, 13, "10..12 settled: store 13");
+        cr_assert_not(dq_offsets_settle(&t, 99, &next), "untracked");
+        cr_assert(dq_offsets_settle(&t, 13, &next));
+        cr_assert_eq(next, 14);
+        cr_assert_eq(dq_offsets_pending(&t), 1);
+        /* Wrap the ring a few times. */
+        for (int64_t o = 15; o < 1000; o++) {
+                cr_assert_eq(dq_offsets_add(&t, o), 0);
+                if (o % 7 == 0)
+                        dq_offsets_settle(&t, o - 3, &next);
+        }
+        for (int64_t o = 14; o < 1000; o++)
+                dq_offsets_settle(&t, o, &next);
+        cr_assert_eq(next, 1000);
+        cr_assert_eq(dq_offsets_pending(&t), 0);
+        dq_offsets_release(&t);
+}
+
+Test(consumer_unit, backoff_is_capped_exponential_with_full_jitter)
+{
+        /* The cap doubles per attempt up to max; the value is in [0, cap]. */
+        cr_assert_eq(dq_backoff_ms(1, 1000, 300000, 1000), 1000);
+        cr_assert_eq(dq_backoff_ms(1, 1000, 300000, 1001), 0);
+        cr_assert_eq(dq_backoff_ms(2, 1000, 300000, 2000), 2000);
+        cr_assert_eq(dq_backoff_ms(3, 1000, 300000, 4000), 4000);
+        cr_assert_eq(dq_backoff_ms(3, 1000, 300000, 4001), 0);
+        cr_assert_eq(dq_backoff_ms(30, 1000, 300000, 300000), 300000);
+        cr_assert_eq(dq_backoff_ms(1000, 1000, 300000, 300001), 0);
+        for (uint64_t r = 0; r < 100000; r += 7)
+                cr_assert_leq(dq_backoff_ms(4, 1000, 300000, r * 2654435761u),
+                              8000);
+}
+
+Test(consumer_unit, a_wait_goes_to_the_largest_tier_that_fits)
+{
+        const int64_t tiers[] = {5000, 30000, 300000, 3600000};
+
+        cr_assert_eq(dq_tier_pick(tiers, 4, 100), 0, "shorter: smallest");
+        cr_assert_eq(dq_tier_pick(tiers, 4, 5000), 0);
+        cr_assert_eq(dq_tier_pick(tiers, 4, 29999), 0);
+        cr_assert_eq(dq_tier_pick(tiers, 4, 30000), 1);
+        cr_assert_eq(dq_tier_pick(tiers, 4, 299999), 1);
+        cr_assert_eq(dq_tier_pick(tiers, 4, 86400000), 3);
+}
+
+/*
+ * Against the broker and Redis
+ */
+
+static dq_store_t *store;
+static dq_conf_t *conf;
+
+static void memory(dq_tc_t *tc, const char *scope, const char *id)
+{
+        (void)tc;
+        dq_test_memory(store, scope, id, "candidate", "active", id, 1);
+}
+
+/* A store on the fixture's namespace. */
+static void open_store(dq_tc_t *tc)
+{
+        char ns[200];
+        const char *x[] = {ns};
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc->ns);
+        dq_conf_destroy(conf);
+        dq_store_destroy(store);
+        store = dq_test_store("test", x, 1, &conf);
+}
+
+static void teardown(void)
+{
+        dq_store_destroy(store);
+        dq_conf_destroy(conf);
+        store = NULL;
+        conf = NULL;
+}
+
+/* Sends a one-source job; returns it (caller destroys). */
+static dq_job_t *send_job(rd_kafka_t *pk, dq_tc_t *tc, const char *scope,
+                          const char *src, const char *trace,
+                          int64_t scheduled_for)
+{
+        const char *srcs[] = {src};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, scope, srcs, 1);
+        size_t len;
+        char *json;
+
+        memory(tc, scope, src);
+        if (trace)
+                job->trace_id = strdup(trace);
+        job->scheduled_for_ms = scheduled_for;
+        json = dq_job_serialize(job, &len);
+        dq_tc_produce(pk, tc->topic, 0, scope, json, len);
+        free(json);
+        return job;
+}
+
+/* Waits up to ms for job's state to become want; returns the job hash's
+ * field (a copy) or fails. */
+static void wait_state(const dq_job_t *job, const char *want, long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        char last[32] = "";
+
+        while (dq_test_now_ms() < deadline) {
+                dq_record_t rec = {0};
+                if (dq_store_job_get(store, job->scope, job->id, &rec) ==
+                    DQ_OK) {
+                        const char *s = dq_record_get(&rec, "state");
+                        snprintf(last, sizeof(last), "%s", s ? s : "");
+                        dq_record_release(&rec);
+                        if (!strcmp(last, want))
+                                return;
+                }
+                dq_test_sleep_ms(50);
+        }
+        cr_assert_fail("job %s: state '%s', expected '%s' within %ld ms",
+                       job->id, last, want, ms);
+}
+
+static int64_t job_field(const dq_job_t *job, const char *field)
+{
+        dq_record_t rec = {0};
+        int64_t v = 0;
+
+        if (dq_store_job_get(store, job->scope, job->id, &rec) == DQ_OK) {
+                const char *s = dq_record_get(&rec, field);
+                v = s ? atoll(s) : 0;
+                dq_record_release(&rec);
+        }
+        return v;
+}
+
+/* Waits up to ms for job's attempts to reach want (a new claim). */
+static void wait_attempts(const dq_job_t *job, int64_t want, long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+
+        while (job_field(job, "attempts") < want) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "job %s: attempts %lld, expected %lld", job->id,
+                             (long long)job_field(job, "attempts"),
+                             (long long)want);
+                dq_test_sleep_ms(50);
+        }
+}
+
+Test(consumer, a_waiting_job_never_blocks_its_partition, .fini = teardown,
+     .timeout = 90)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        int64_t due = dq_now_ms() + 6000;
+        dq_job_t *later, *retried, *now;
+        pid_t pid;
+
+        dq_tc_init(&tc, "blocking", 1);
+        open_store(&tc);
+        pid = dq_tc_spawn(&tc, "w");
+
+        /* All on partition 0, in this order. */
+        later = send_job(pk, &tc, "s/1", "a", NULL, due);
+        retried = send_job(pk, &tc, "s/1", "b", "fail-until:1", 0);
+        now = send_job(pk, &tc, "s/1", "c", NULL, 0);
+
+        /* G6: the job behind a scheduled one and a retried one runs at
+         * once... */
+        wait_state(now, "completed", 15000);
+        cr_assert_lt(job_field(now, "completed_at"), due - 2000);
+        /* ...the retried one after its backoff, through the 1s tier... */
+        wait_state(retried, "completed", 15000);
+        cr_assert_eq(job_field(retried, "attempts"), 2);
+        /* ...and the scheduled one never before its time. */
+        wait_state(later, "completed", 20000);
+        cr_assert_geq(job_field(later, "completed_at"), due);
+        cr_assert_eq(job_field(later, "attempts"), 1,
+                     "deferring a job does not count an attempt");
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(later);
+        dq_job_destroy(retried);
+        dq_job_destroy(now);
+        rd_kafka_destroy(pk);
+}
+
+Test(consumer, lease_is_renewed_while_a_job_runs_long, .fini = teardown,
+     .timeout = 90)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        dq_job_t *job;
+        pid_t pid;
+        int64_t first, later;
+
+        dq_tc_init(&tc, "lease", 1);
+        dq_tc_arg(&tc, "lease=1500ms");
+        open_store(&tc);
+        pid = dq_tc_spawn(&tc, "w");
+        job = send_job(pk, &tc, "s/1", "a", "slow:5000", 0);
+
+        wait_state(job, "in_progress", 15000);
+        first = job_field(job, "lease_until");
+        dq_test_sleep_ms(2500);
+        later = job_field(job, "lease_until");
+        cr_assert_gt(later, first, "the lease was not renewed");
+        cr_assert_gt(later, dq_now_ms(), "the lease ran out mid-run");
+        wait_state(job, "completed", 15000);
+        cr_assert_eq(job_field(job, "attempts"), 1);
+        cr_assert_eq(job_field(job, "epoch"), 1);
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}
+
+Test(consumer, a_cancelled_job_is_skipped, .fini = teardown, .timeout = 90)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        dq_job_t *job, *next;
+        char state[16];
+        dq_record_t rec = {0};
+        pid_t pid;
+
+        dq_tc_init(&tc, "cancel", 1);
+        open_store(&tc);
+        const char *srcs[] = {"a"};
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        memory(&tc, "s/1", "a");
+        cr_assert_eq(dq_store_cancel(store, "s/1", job->id, "operator",
+                                     dq_now_ms(), state, sizeof(state)),
+                     DQ_OK);
+        size_t len;
+        char *json = dq_job_serialize(job, &len);
+        dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
+        free(json);
+        next = send_job(pk, &tc, "s/1", "b", NULL, 0);
+
+        pid = dq_tc_spawn(&tc, "w");
+        wait_state(next, "completed", 15000);
+        wait_state(job, "cancelled", 1000);
+        cr_assert_eq(
+            dq_store_record_get(store, DQ_REC_MEMORY, "s/1", "a", &rec), DQ_OK);
+        cr_assert_str_eq(dq_record_get(&rec, "status"), "active",
+                         "a cancelled job must have no effect");
+        dq_record_release(&rec);
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(job);
+        dq_job_destroy(next);
+        rd_kafka_destroy(pk);
+}
+
+Test(consumer, sigterm_hands_back_what_cannot_finish_in_time, .fini = teardown,
+     .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        rd_kafka_t *ck;
+        dq_job_t *job;
+        pid_t pid;
+        long long t;
+
+        dq_tc_init(&tc, "drain", 1);
+        dq_tc_arg(&tc, "drain.timeout=1s");
+        open_store(&tc);
+        pid = dq_tc_spawn(&tc, "w1");
+        job = send_job(pk, &tc, "s/1", "a", "slow:30000", 0);
+        wait_state(job, "in_progress", 15000);
+
+        /* G8: the drain gives up after drain.timeout and exits 1; the job
+         * stays unsettled and its offset uncommitted. */
+        t = dq_test_now_ms();
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 20000), 1);
+        cr_assert_lt(dq_test_now_ms() - t, 10000);
+        ck = dq_test_consumer(tc.group);
+        cr_assert_not(dq_tc_caught_up(ck, &tc, tc.topic));
+
+        /* A second signal stops at once, also mid-drain. */
+        pid = dq_tc_spawn(&tc, "w2");
+        wait_attempts(job, 2, 20000);
+        dq_test_sleep_ms(300);
+        t = dq_test_now_ms();
+        kill(pid, SIGTERM);
+        dq_test_sleep_ms(100);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 20000), 1);
+        cr_assert_lt(dq_test_now_ms() - t, 8000);
+        cr_assert_eq(job_field(job, "attempts"), 2);
+
+        /* Nothing was lost: the next owner reads the job again. */
+        pid = dq_tc_spawn(&tc, "w3");
+        wait_attempts(job, 3, 20000);
+        cr_assert_eq(job_field(job, "attempts"), 3);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 20000), 1);
+
+        rd_kafka_destroy(ck);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}
