@@ -1,0 +1,262 @@
+/* Broker faults a single real node cannot produce, injected with
+ * librdkafka's mock cluster: the DLQ partitions' leader is down while jobs
+ * are dead-lettered (deliveries time out and must be sent again), and the
+ * group coordinator is down while offsets are committed. The consumer runs
+ * as its own process against the mock cluster and the real Redis. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "dq_test.h"
+#include "dq_test_consumer.h"
+#include "dq_test_store.h"
+#include "dq_time.h"
+#include "banned.h"
+
+#define PARTS 2
+#define JOBS  150
+#define FATAL 20 /* llm_summary without attestation: DLQ */
+
+static int64_t offsets[2 * JOBS];
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+        (void)rk;
+        (void)opaque;
+        *(int64_t *)m->_private = m->err ? -2 : m->offset;
+}
+
+static int count_lines(const char *path, const char *a, const char *b)
+{
+        FILE *fp = fopen(path, "r");
+        char line[4096];
+        int n = 0;
+
+        cr_assert(fp, "%s", path);
+        while (fgets(line, sizeof(line), fp))
+                if (strstr(line, a) && strstr(line, b))
+                        n++;
+        fclose(fp);
+        return n;
+}
+
+static void send_jobs(rd_kafka_t *rk, dq_store_t *st, const char *topic,
+                      dq_job_t **jobs, int from, int to)
+{
+        for (int i = from; i < to; i++) {
+                char scope[32], src[64];
+                const char *srcs[] = {src};
+                size_t len;
+                char *json;
+
+                snprintf(scope, sizeof(scope), "mock/s%d", i % 8);
+                snprintf(src, sizeof(src), "m%d", i);
+                dq_test_memory(st, scope, src, "candidate", "active", src, 1);
+                jobs[i] =
+                    dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, scope, srcs, 1);
+                if (i % (JOBS / FATAL) == 0)
+                        jobs[i]->method = DQ_METHOD_LLM_SUMMARY;
+                json = dq_job_serialize(jobs[i], &len);
+                offsets[i] = -1;
+                cr_assert_eq(
+                    rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                      RD_KAFKA_V_KEY(scope, strlen(scope)),
+                                      RD_KAFKA_V_VALUE(json, len),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                      RD_KAFKA_V_OPAQUE(&offsets[i]),
+                                      RD_KAFKA_V_END),
+                    0);
+                free(json);
+        }
+        cr_assert_eq(rd_kafka_flush(rk, 30000), 0);
+        for (int i = from; i < to; i++)
+                cr_assert_geq(offsets[i], 0, "job %d not delivered", i);
+}
+
+/* Waits until every job is terminal in Redis. */
+static void wait_terminal(dq_store_t *st, dq_job_t **jobs, int n, long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        int done = 0;
+
+        while (dq_test_now_ms() < deadline) {
+                done = 0;
+                for (int i = 0; i < n; i++) {
+                        dq_record_t rec = {0};
+                        if (dq_store_job_get(st, jobs[i]->scope, jobs[i]->id,
+                                             &rec) != DQ_OK)
+                                continue;
+                        const char *s = dq_record_get(&rec, "state");
+                        if (s &&
+                            (!strcmp(s, "completed") || !strcmp(s, "dead")))
+                                done++;
+                        dq_record_release(&rec);
+                }
+                if (done == n)
+                        return;
+                dq_test_sleep_ms(200);
+        }
+        cr_assert_fail("%d of %d jobs terminal after %ld ms", done, n, ms);
+}
+
+Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
+{
+        rd_kafka_conf_t *kc = rd_kafka_conf_new();
+        rd_kafka_mock_cluster_t *mc;
+        rd_kafka_t *rk, *ck;
+        dq_job_t *jobs[2 * JOBS];
+        dq_conf_t *conf;
+        dq_store_t *st;
+        dq_tc_t tc;
+        char errstr[256], ns[200], log[512];
+        const char *x[] = {ns};
+        const char *bootstraps;
+        pid_t pid;
+
+        cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", "3", errstr,
+                                       sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+        rd_kafka_conf_set_dr_msg_cb(kc, dr_cb);
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
+        cr_assert(rk, "%s", errstr);
+        mc = rd_kafka_handle_mock_cluster(rk);
+        bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+
+        /* The fixture's names and arguments, pointed at the mock cluster:
+         * jobs and tiers led by broker 1, the DLQ by broker 3, the group
+         * coordinator on broker 2. */
+        memset(&tc, 0, sizeof(tc));
+        dq_test_unique(tc.topic, sizeof(tc.topic), "mock");
+        snprintf(tc.group, sizeof(tc.group), "%s-group", tc.topic);
+        const char *suffix[] = {"", ".dlq", ".delay.1s", ".delay.3s"};
+        for (int t = 0; t < 4; t++) {
+                char name[200];
+                snprintf(name, sizeof(name), "%s%s", tc.topic, suffix[t]);
+                cr_assert_eq(rd_kafka_mock_topic_create(mc, name, PARTS, 1), 0);
+                for (int p = 0; p < PARTS; p++)
+                        rd_kafka_mock_partition_set_leader(mc, name, p,
+                                                           t == 1 ? 3 : 1);
+        }
+        rd_kafka_mock_coordinator_set(mc, "group", tc.group, 2);
+
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.topic);
+        st = dq_test_store("test", x, 1, &conf);
+
+        /* dq_tc_init() would create topics on the real broker; build the
+         * arguments by hand instead. */
+        char kv[512], port[16], tmpl[256];
+        snprintf(port, sizeof(port), "%d", dq_test_redis_port());
+        snprintf(tmpl, sizeof(tmpl), "%s/decayq-mock-XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        cr_assert(mkdtemp(tmpl));
+        snprintf(tc.dir, sizeof(tc.dir), "%s", tmpl);
+        tc.partitions = PARTS;
+#define ARG(...)                                       \
+        do {                                           \
+                snprintf(kv, sizeof(kv), __VA_ARGS__); \
+                dq_tc_arg(&tc, kv);                    \
+        } while (0)
+        ARG("kafka.bootstrap.servers=%s", bootstraps);
+        ARG("redis.host=%s", dq_test_redis_host());
+        ARG("redis.port=%s", port);
+        ARG("redis.namespace=%s", tc.topic);
+        ARG("topic.jobs=%s", tc.topic);
+        ARG("topic.dlq=%s.dlq", tc.topic);
+        ARG("topic.delay.prefix=%s.delay.", tc.topic);
+        ARG("delay.tiers=1s,3s");
+        ARG("kafka.group.id=%s", tc.group);
+        ARG("kafka.session.timeout.ms=10000");
+        ARG("produce.timeout=2s");
+        ARG("commit.interval=200ms");
+        ARG("log.level=debug");
+
+        /* 1. The DLQ leader is down while the fatal jobs are dead-lettered:
+         * their deliveries time out and are sent again; nothing settles
+         * before a copy is acknowledged. */
+        rd_kafka_mock_broker_set_down(mc, 3);
+        send_jobs(rk, st, tc.topic, jobs, 0, JOBS);
+        pid = dq_tc_spawn(&tc, "w");
+        dq_tc_log_path(&tc, "w", log, sizeof(log));
+        long long deadline = dq_test_now_ms() + 30000;
+        while (!count_lines(log, "delivery=failed", "action=produce_again")) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "no DLQ delivery failed while its leader was "
+                             "down");
+                dq_test_sleep_ms(200);
+        }
+        cr_assert_eq(count_lines(log, "stage=dead", "class=fatal"), 0,
+                     "a job was marked dead before its DLQ copy existed");
+        rd_kafka_mock_broker_set_up(mc, 3);
+        wait_terminal(st, jobs, JOBS, 60000);
+
+        /* 2. The coordinator is down while offsets are committed. */
+        rd_kafka_mock_broker_set_down(mc, 2);
+        send_jobs(rk, st, tc.topic, jobs, JOBS, 2 * JOBS);
+        deadline = dq_test_now_ms() + 30000;
+        while (!count_lines(log, "stage=commit", "result=failed")) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "no commit failed while the coordinator was "
+                             "down");
+                dq_test_sleep_ms(200);
+        }
+        rd_kafka_mock_broker_set_up(mc, 2);
+        wait_terminal(st, jobs + JOBS, JOBS, 60000);
+
+        /* Every offset ends committed, and the DLQ holds each fatal job. */
+        rd_kafka_conf_t *cc = rd_kafka_conf_new();
+        rd_kafka_conf_set(cc, "bootstrap.servers", bootstraps, errstr,
+                          sizeof(errstr));
+        rd_kafka_conf_set(cc, "group.id", tc.group, errstr, sizeof(errstr));
+        ck = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof(errstr));
+        cr_assert(ck, "%s", errstr);
+        deadline = dq_test_now_ms() + 30000;
+        while (!dq_tc_caught_up(ck, &tc, tc.topic)) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "offsets not committed after the coordinator "
+                             "came back");
+                dq_test_sleep_ms(300);
+        }
+        int dead = 0;
+        for (int i = 0; i < 2 * JOBS; i++) {
+                dq_record_t rec = {0};
+                cr_assert_eq(
+                    dq_store_job_get(st, jobs[i]->scope, jobs[i]->id, &rec),
+                    DQ_OK);
+                const char *s = dq_record_get(&rec, "state");
+                cr_assert_str_eq(s, jobs[i]->method == DQ_METHOD_LLM_SUMMARY
+                                        ? "dead"
+                                        : "completed");
+                dead += !strcmp(s, "dead");
+                dq_record_release(&rec);
+        }
+        char dlq[200];
+        int64_t lo, hi, total = 0;
+        snprintf(dlq, sizeof(dlq), "%s.dlq", tc.topic);
+        for (int p = 0; p < PARTS; p++) {
+                cr_assert_eq(rd_kafka_query_watermark_offsets(ck, dlq, p, &lo,
+                                                              &hi, 10000),
+                             0);
+                total += hi;
+        }
+        cr_assert_geq(total, dead, "DLQ holds %lld, %d jobs are dead",
+                      (long long)total, dead);
+        printf("fault_mock: jobs=%d dead=%d dlq_records=%lld "
+               "dlq_delivery_failures=%d commit_failures=%d\n",
+               2 * JOBS, dead, (long long)total,
+               count_lines(log, "delivery=failed", "produce_again"),
+               count_lines(log, "stage=commit", "result=failed"));
+        fflush(stdout);
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        rd_kafka_destroy(ck);
+        for (int i = 0; i < 2 * JOBS; i++)
+                dq_job_destroy(jobs[i]);
+        dq_store_destroy(st);
+        dq_conf_destroy(conf);
+        rd_kafka_destroy(rk);
+}
