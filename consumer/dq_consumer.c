@@ -701,86 +701,44 @@ static void to_delay(dq_consumer_t *c, item_t *it, int64_t not_before,
         it->outcome = outcome;
 }
 
-/* Runs the Redis dead settles of delivered DLQ copies, then settles them. */
+static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
+                       item_t **copies);
+
+/* Finishes delivered copies: a dead-lettered job's state becomes dead now
+ * that its DLQ copy exists (G9: the payload stays in Kafka until the job is
+ * terminal); every other copy settles its message at once. Then sends again
+ * the copies whose delivery failed. */
 static void finish_delivered(dq_consumer_t *c)
 {
         item_t *list = c->delivered, *it, *next;
         item_t **dead = NULL;
-        dq_settle_t *ss = NULL;
         size_t n = 0, cnt = 0;
-        int tries = 0;
 
         c->delivered = NULL;
         for (it = list; it; it = it->next)
                 cnt++;
-        if (!cnt)
-                goto redeliver;
-        dead = calloc(cnt, sizeof(*dead));
-        ss = calloc(cnt, sizeof(*ss));
-        if (!dead || !ss) {
-                /* Settle nothing: the messages are read again. */
-                for (it = list; it; it = next) {
-                        next = it->next;
-                        abandon_item(c, it, "out_of_memory");
-                }
-                goto out;
-        }
-
+        if (cnt && !(dead = calloc(cnt, sizeof(*dead))))
+                oom();
         for (it = list; it; it = next) {
                 next = it->next;
-                if (it->dead_after && item_part(c, it))
-                        dead[n++] = it;
-                else
-                        settle_item(c, it, it->outcome);
-        }
-
-        /* The DLQ copy exists: now the state may say dead (G9: the payload
-         * is in Kafka until the job is terminal). */
-        while (n > 0) {
-                size_t k = 0;
-
-                for (size_t i = 0; i < n; i++) {
-                        ss[i] = (dq_settle_t){
-                            .job = dead[i]->job,
+                if (it->dead_after && item_part(c, it)) {
+                        it->settle = (dq_settle_t){
+                            .job = it->job,
                             .op = DQ_SETTLE_DEAD,
-                            .epoch = dead[i]->epoch,
-                            .error_class = dead[i]->err_class,
-                            .error_code = dead[i]->err_code,
-                            .error_message = dead[i]->err_message,
+                            .epoch = it->epoch,
+                            .error_class = it->err_class,
+                            .error_code = it->err_code,
+                            .error_message = it->err_message,
                         };
-                }
-                dq_store_settle(c->store, ss, n, dq_now_ms());
-                for (size_t i = 0; i < n; i++) {
-                        if (ss[i].err == DQ_ERR_UNAVAILABLE) {
-                                dead[k++] = dead[i];
-                                continue;
-                        }
-                        if (ss[i].err == DQ_OK)
-                                dq_info("dead",
-                                        "job=%s scope=%s class=%s code=%s "
-                                        "attempts=%lld",
-                                        dead[i]->job->id, dead[i]->job->scope,
-                                        dead[i]->err_class, dead[i]->err_code,
-                                        (long long)dead[i]->attempts);
-                        settle_item(c, dead[i],
-                                    ss[i].err == DQ_OK ? "dead" : "superseded");
-                }
-                if (k == 0) {
-                        redis_ok(c);
-                        break;
-                }
-                n = k;
-                if (!redis_wait(c, &tries)) {
-                        for (size_t i = 0; i < n; i++)
-                                abandon_item(c, dead[i], "shutdown");
-                        break;
+                        dead[n++] = it;
+                } else {
+                        settle_item(c, it, it->outcome);
                 }
         }
-out:
+        if (n)
+                settle_all(c, dead, n, NULL);
         free(dead);
-        free(ss);
 
-redeliver:
         list = c->redeliver;
         c->redeliver = NULL;
         for (it = list; it; it = next) {
@@ -1154,6 +1112,24 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
         return k;
 }
 
+/* After a round trip in which items[0..k) got no answer: returns true to
+ * send them again after a wait, false when all were answered or the rest
+ * was handed back (shutdown). */
+static bool again(dq_consumer_t *c, item_t **items, size_t k, size_t *n,
+                  int *tries)
+{
+        if (k == 0) {
+                redis_ok(c);
+                return false;
+        }
+        *n = k;
+        if (redis_wait(c, tries))
+                return true;
+        for (size_t i = 0; i < k; i++)
+                abandon_item(c, items[i], "shutdown");
+        return false;
+}
+
 /* Settles items[0..n) in one round trip (again while Redis is unavailable)
  * and routes each by the answer. */
 static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
@@ -1192,7 +1168,15 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                                 items[k++] = it;
                                 break;
                         case DQ_OK:
-                                if (s->op == DQ_SETTLE_COMPLETE) {
+                                if (s->op == DQ_SETTLE_DEAD) {
+                                        dq_info("dead",
+                                                "job=%s scope=%s class=%s "
+                                                "code=%s attempts=%lld",
+                                                it->job->id, it->job->scope,
+                                                it->err_class, it->err_code,
+                                                (long long)it->attempts);
+                                        settle_item(c, it, "dead");
+                                } else if (s->op == DQ_SETTLE_COMPLETE) {
                                         dq_debug("settle",
                                                  "job=%s effect=applied "
                                                  "result=%s",
@@ -1229,16 +1213,8 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                                 break;
                         }
                 }
-                if (k == 0) {
-                        redis_ok(c);
+                if (!again(c, items, k, &n, &tries))
                         break;
-                }
-                n = k;
-                if (!redis_wait(c, &tries)) {
-                        for (size_t i = 0; i < n; i++)
-                                abandon_item(c, items[i], "shutdown");
-                        break;
-                }
         }
         free(ss);
 }
