@@ -337,3 +337,70 @@ Test(consumer, sigterm_hands_back_what_cannot_finish_in_time, .fini = teardown,
         dq_job_destroy(job);
         rd_kafka_destroy(pk);
 }
+
+Test(consumer, a_job_that_keeps_killing_its_worker_is_dead_lettered,
+     .fini = teardown, .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        rd_kafka_t *ck;
+        dq_job_t *job;
+        dq_record_t rec = {0};
+        pid_t pid;
+
+        dq_tc_init(&tc, "crashloop", 1);
+        dq_tc_arg(&tc, "max.attempts=2");
+        open_store(&tc);
+        job = send_job(pk, &tc, "s/1", "a", "slow:60000", 0);
+
+        /* Each run is killed mid-job: both attempts are spent. */
+        for (int run = 1; run <= 2; run++) {
+                pid = dq_tc_spawn(&tc, run == 1 ? "w1" : "w2");
+                wait_attempts(job, run, 30000);
+                kill(pid, SIGKILL);
+                cr_assert_eq(dq_tc_wait(pid, 10000), 128 + SIGKILL);
+        }
+
+        /* G4: the next worker does not run it a third time. */
+        pid = dq_tc_spawn(&tc, "w3");
+        wait_state(job, "dead", 30000);
+        cr_assert_eq(job_field(job, "attempts"), 2);
+        cr_assert_eq(dq_store_job_get(store, "s/1", job->id, &rec), DQ_OK);
+        cr_assert_str_eq(dq_record_get(&rec, "error_class"), "crash_loop");
+        dq_record_release(&rec);
+
+        /* Its DLQ copy says why. */
+        ck = dq_test_consumer("crashloop-reader");
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, tc.dlq, 0)->offset = 0;
+        cr_assert_eq(rd_kafka_assign(ck, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_message_t *m = NULL;
+        for (int i = 0; i < 100 && !m; i++) {
+                m = rd_kafka_consumer_poll(ck, 200);
+                if (m && m->err) {
+                        rd_kafka_message_destroy(m);
+                        m = NULL;
+                }
+        }
+        cr_assert(m, "no DLQ record");
+        rd_kafka_headers_t *h;
+        const void *v;
+        size_t len;
+        cr_assert_eq(rd_kafka_message_headers(m, &h), 0);
+        cr_assert_eq(
+            rd_kafka_header_get_last(h, "decayq-error-class", &v, &len), 0);
+        cr_assert(len == 10 && !memcmp(v, "crash_loop", 10));
+        cr_assert_eq(rd_kafka_header_get_last(h, "decayq-attempts", &v, &len),
+                     0);
+        cr_assert(len == 1 && !memcmp(v, "2", 1));
+        rd_kafka_message_destroy(m);
+        rd_kafka_consumer_close(ck);
+        rd_kafka_destroy(ck);
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}
