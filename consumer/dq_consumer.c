@@ -33,6 +33,19 @@
 #define REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
 #define REDIS_BACKOFF_MAX 2000
 
+/* Counts of the run summary (logged by summary()). */
+typedef struct dq_consumer_stats_s {
+        int64_t consumed;  /* messages read */
+        int64_t claimed;   /* runs started (attempts counted) */
+        int64_t completed; /* effect applied, state completed */
+        int64_t retried;   /* sent to a delay tier after a failure */
+        int64_t dead;      /* sent to the DLQ */
+        int64_t duplicate; /* idempotency key already used */
+        int64_t skipped;   /* already terminal, cancelled or superseded */
+        int64_t deferred;  /* sent to a delay tier before its time */
+        int64_t abandoned; /* handed back unsettled (shutdown, revoke) */
+} dq_consumer_stats_t;
+
 /* One assigned partition. */
 typedef struct part_s {
         char topic[MAX_TOPIC];
@@ -679,11 +692,8 @@ static void to_dlq(item_t *it, const char *cls, const char *code,
 {
         it->copy = COPY_DLQ;
         it->err_class = cls;
-        if (code != it->err_code)
-                snprintf(it->err_code, sizeof(it->err_code), "%s", code);
-        if (message != it->err_message)
-                snprintf(it->err_message, sizeof(it->err_message), "%s",
-                         message);
+        snprintf(it->err_code, sizeof(it->err_code), "%s", code);
+        snprintf(it->err_message, sizeof(it->err_message), "%s", message);
         it->dead_after = dead_after;
         if (!it->first_failed_at)
                 it->first_failed_at = dq_now_ms();
@@ -915,81 +925,68 @@ static bool heartbeat(void *opaque)
         return true;
 }
 
+/* After a round trip in which items[0..k) got no answer: returns true to
+ * send them again after a wait, false when all were answered or the rest
+ * was handed back (shutdown). */
+static bool again(dq_consumer_t *c, item_t **items, size_t k, size_t *n,
+                  int *tries)
+{
+        if (k == 0) {
+                redis_ok(c);
+                return false;
+        }
+        *n = k;
+        if (redis_wait(c, tries))
+                return true;
+        for (size_t i = 0; i < k; i++)
+                abandon_item(c, items[i], "shutdown");
+        return false;
+}
+
 /* Claims items[0..n) in one round trip, again while Redis is unavailable.
  * Returns the number still held (claimed or otherwise answered); the
  * others were abandoned. */
 static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
 {
         dq_claim_t *cl = calloc(n, sizeof(*cl));
-        size_t todo = n, done = 0;
+        item_t **left = malloc(n * sizeof(*left));
+        size_t k = n, done = 0;
         int tries = 0;
 
-        if (!cl) {
-                for (size_t i = 0; i < n; i++)
-                        abandon_item(c, items[i], "out_of_memory");
-                return 0;
-        }
-        /* items[0..done) are answered; items[done..done+todo) are not. */
-        while (todo > 0) {
-                size_t k = 0;
+        if (!cl || !left)
+                oom();
+        memcpy(left, items, n * sizeof(*left));
+        /* Answered claims go to items[0..done); unanswered ones stay in
+         * left[0..k) and are sent again (a claim that did happen is then
+         * counted twice, which only makes the bound stricter). */
+        while (k > 0) {
+                size_t m = 0;
 
-                for (size_t i = 0; i < todo; i++) {
-                        item_t *it = items[done + i];
-                        if (!item_part(c, it)) {
-                                item_free(it);
+                for (size_t i = 0; i < k; i++) {
+                        if (!item_part(c, left[i])) {
+                                item_free(left[i]);
                                 continue;
                         }
-                        items[done + k] = it;
-                        cl[k++] = (dq_claim_t){.job = it->job};
+                        left[m] = left[i];
+                        cl[m++] = (dq_claim_t){.job = left[i]->job};
                 }
-                todo = k;
-                if (!todo)
+                if (!m)
                         break;
-                dq_store_claim(c->store, cl, todo, dq_now_ms());
-                /* Answered ones move to the front, unknown ones after. */
-                item_t **rest = items + done;
-                size_t unknown = 0;
-                for (size_t i = 0; i < todo; i++)
-                        if (cl[i].err == DQ_ERR_UNAVAILABLE)
-                                unknown++;
-                if (unknown == 0) {
-                        for (size_t i = 0; i < todo; i++)
-                                rest[i]->claim = cl[i];
-                        done += todo;
-                        todo = 0;
-                        redis_ok(c);
-                        break;
-                }
-                /* Partial answers: keep the answered ones, retry the rest
-                 * (a claim that did happen is counted twice, which only
-                 * makes the bound stricter). */
-                item_t **tmp = malloc(todo * sizeof(*tmp));
-                if (!tmp) {
-                        for (size_t i = 0; i < todo; i++)
-                                abandon_item(c, rest[i], "out_of_memory");
-                        todo = 0;
-                        break;
-                }
-                size_t a = 0, u = todo - unknown;
-                for (size_t i = 0; i < todo; i++) {
+                dq_store_claim(c->store, cl, m, dq_now_ms());
+                k = 0;
+                for (size_t i = 0; i < m; i++) {
                         if (cl[i].err == DQ_ERR_UNAVAILABLE) {
-                                tmp[u++] = rest[i];
+                                left[k++] = left[i];
                         } else {
-                                rest[i]->claim = cl[i];
-                                tmp[a++] = rest[i];
+                                left[i]->claim = cl[i];
+                                items[done++] = left[i];
                         }
                 }
-                memcpy(rest, tmp, todo * sizeof(*tmp));
-                free(tmp);
-                done += todo - unknown;
-                todo = unknown;
-                if (!redis_wait(c, &tries)) {
-                        for (size_t i = 0; i < todo; i++)
-                                abandon_item(c, items[done + i], "shutdown");
-                        todo = 0;
-                }
+                if (!again(c, left, k, &k, &tries))
+                        break;
         }
         free(cl);
+        free(left);
         return done;
 }
 
@@ -1081,20 +1078,20 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                         push(copies, it);
                         continue;
                 }
-                if (!it->first_failed_at)
-                        it->first_failed_at = now;
-                it->err_class =
+                const char *cls =
                     res.err == DQ_ERR_TIMEOUT ? "timeout" : "retryable";
-                snprintf(it->err_code, sizeof(it->err_code), "%s", res.code);
-                snprintf(it->err_message, sizeof(it->err_message), "%s",
-                         res.message);
                 if (it->attempts >= c->conf->max_attempts) {
                         /* G4: the last attempt failed. */
-                        to_dlq(it, it->err_class, it->err_code, it->err_message,
-                               true);
+                        to_dlq(it, cls, res.code, res.message, true);
                         push(copies, it);
                         continue;
                 }
+                if (!it->first_failed_at)
+                        it->first_failed_at = now;
+                it->err_class = cls;
+                snprintf(it->err_code, sizeof(it->err_code), "%s", res.code);
+                snprintf(it->err_message, sizeof(it->err_message), "%s",
+                         res.message);
                 it->not_before =
                     now + dq_backoff_ms(it->attempts, c->conf->backoff_base_ms,
                                         c->conf->backoff_max_ms, next_rand(c));
@@ -1110,24 +1107,6 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                 items[k++] = it;
         }
         return k;
-}
-
-/* After a round trip in which items[0..k) got no answer: returns true to
- * send them again after a wait, false when all were answered or the rest
- * was handed back (shutdown). */
-static bool again(dq_consumer_t *c, item_t **items, size_t k, size_t *n,
-                  int *tries)
-{
-        if (k == 0) {
-                redis_ok(c);
-                return false;
-        }
-        *n = k;
-        if (redis_wait(c, tries))
-                return true;
-        for (size_t i = 0; i < k; i++)
-                abandon_item(c, items[i], "shutdown");
-        return false;
 }
 
 /* Settles items[0..n) in one round trip (again while Redis is unavailable)
@@ -1790,11 +1769,6 @@ void dq_consumer_stop(dq_consumer_t *c)
 {
         if (c->stop < 2)
                 c->stop++;
-}
-
-void dq_consumer_stats(const dq_consumer_t *c, dq_consumer_stats_t *st)
-{
-        *st = c->st;
 }
 
 void dq_consumer_destroy(dq_consumer_t *c)

@@ -5,26 +5,11 @@
 #ifndef DQ_CONSUMER_H
 #define DQ_CONSUMER_H
 
-#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #include "dq_conf.h"
 
 typedef struct dq_consumer_s dq_consumer_t;
-
-/* Counts of the run summary. */
-typedef struct dq_consumer_stats_s {
-        int64_t consumed;  /* messages read */
-        int64_t claimed;   /* runs started (attempts counted) */
-        int64_t completed; /* effect applied, state completed */
-        int64_t retried;   /* sent to a delay tier after a failure */
-        int64_t dead;      /* sent to the DLQ */
-        int64_t duplicate; /* idempotency key already used */
-        int64_t skipped;   /* already terminal, cancelled or superseded */
-        int64_t deferred;  /* sent to a delay tier before its time */
-        int64_t abandoned; /* handed back unsettled (shutdown, revoke) */
-} dq_consumer_stats_t;
 
 /* Connects to Redis and Kafka and subscribes. conf must outlive the
  * consumer. With create_topics > 0, missing topics are created with that
@@ -39,9 +24,6 @@ int dq_consumer_run(dq_consumer_t *c);
 /* Asks the run to stop: gracefully (drain, commit, leave) the first time,
  * at once the second. Async-signal-safe. */
 void dq_consumer_stop(dq_consumer_t *c);
-
-/* The counts so far. */
-void dq_consumer_stats(const dq_consumer_t *c, dq_consumer_stats_t *st);
 
 /* Closes the consumer; NULL is a no-op. */
 void dq_consumer_destroy(dq_consumer_t *c);
