@@ -53,9 +53,10 @@ typedef struct part_s {
         int tier; /* -1: the jobs topic; else the delay tier */
         uint64_t gen;
         dq_offsets_t off;
-        bool delay_paused; /* holding a record that is not due yet */
-        bool seek_pending; /* read again from paused_offset on resume */
-        int64_t resume_at; /* wall ms */
+        int64_t store_next; /* offset to store at the next commit; -1 */
+        bool delay_paused;  /* holding a record that is not due yet */
+        bool seek_pending;  /* read again from paused_offset on resume */
+        int64_t resume_at;  /* wall ms */
         int64_t paused_offset;
         struct part_s *next;
 } part_t;
@@ -301,28 +302,8 @@ static void settle_item(dq_consumer_t *c, item_t *it, const char *outcome)
                  it->topic, (int)it->partition, (long long)it->offset,
                  job_id(it), outcome, (long long)it->attempts);
         count_outcome(c, outcome);
-        if (dq_offsets_settle(&p->off, it->offset, &next)) {
-                rd_kafka_topic_partition_list_t *l =
-                    rd_kafka_topic_partition_list_new(1);
-                rd_kafka_resp_err_t err;
-
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
-                    ->offset = next;
-                err = rd_kafka_offsets_store(c->rk, l);
-                if (!err)
-                        err = l->elems[0].err;
-                if (err)
-                        /* Not assigned any more (__STATE): expected around
-                         * a rebalance, the new owner reads it again. */
-                        dq_debug("commit",
-                                 "topic=%s partition=%d offset=%lld "
-                                 "store=failed err=%s",
-                                 p->topic, (int)p->partition, (long long)next,
-                                 rd_kafka_err2name(err));
-                else
-                        c->stored_since_commit = true;
-                rd_kafka_topic_partition_list_destroy(l);
-        }
+        if (dq_offsets_settle(&p->off, it->offset, &next))
+                p->store_next = next; /* stored by the next commit() */
         item_free(it);
 }
 
@@ -373,10 +354,49 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
+/* Stores each partition's settled prefix that moved since the last call,
+ * in one call for all of them. */
+static void store_offsets(dq_consumer_t *c)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(8);
+        rd_kafka_resp_err_t err;
+
+        for (part_t *p = c->parts; p; p = p->next) {
+                if (p->store_next < 0)
+                        continue;
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
+                    ->offset = p->store_next;
+                p->store_next = -1;
+        }
+        if (l->cnt == 0) {
+                rd_kafka_topic_partition_list_destroy(l);
+                return;
+        }
+        err = rd_kafka_offsets_store(c->rk, l);
+        for (int i = 0; i < l->cnt; i++) {
+                rd_kafka_resp_err_t perr = err ? err : l->elems[i].err;
+                if (perr)
+                        /* Not assigned any more (__STATE): expected around
+                         * a rebalance, the new owner reads it again. */
+                        dq_debug("commit",
+                                 "topic=%s partition=%d offset=%lld "
+                                 "store=failed err=%s",
+                                 l->elems[i].topic, (int)l->elems[i].partition,
+                                 (long long)l->elems[i].offset,
+                                 rd_kafka_err2name(perr));
+                else
+                        c->stored_since_commit = true;
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commits the stored offsets, after storing what settled since. */
 static void commit(dq_consumer_t *c, bool sync)
 {
         rd_kafka_resp_err_t err;
 
+        store_offsets(c);
         if (!c->stored_since_commit)
                 return;
         err = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
@@ -1301,6 +1321,7 @@ static void parts_add(dq_consumer_t *c,
                 p->partition = l->elems[i].partition;
                 p->tier = topic_tier(c, p->topic);
                 p->gen = ++c->gen_seq;
+                p->store_next = -1;
                 dq_offsets_init(&p->off);
                 p->next = c->parts;
                 c->parts = p;
