@@ -618,6 +618,19 @@ static redisReply *one(dq_store_t *st, args_t *a, dq_err_t *err)
         return r;
 }
 
+dq_err_t dq_store_ping(dq_store_t *st)
+{
+        args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+
+        arg(&a, "PING");
+        r = one(st, &a, &err);
+        if (r)
+                freeReplyObject(r);
+        return err;
+}
+
 dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
                         int64_t now_ms)
 {

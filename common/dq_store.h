@@ -86,6 +86,10 @@ dq_err_t dq_store_claim(dq_store_t *store, dq_claim_t *claims, size_t n,
 dq_err_t dq_store_settle(dq_store_t *store, dq_settle_t *settles, size_t n,
                          int64_t now_ms);
 
+/* DQ_OK when Redis answers (reconnecting if need be), else
+ * DQ_ERR_UNAVAILABLE. */
+dq_err_t dq_store_ping(dq_store_t *store);
+
 /* Extends the lease of a claimed job. DQ_ERR_FENCED when superseded. */
 dq_err_t dq_store_renew(dq_store_t *store, const dq_job_t *job, int64_t epoch,
                         int64_t now_ms);

@@ -589,6 +589,20 @@ static void redis_ok(dq_consumer_t *c)
                 resume_all(c);
 }
 
+/* An outage is over only when Redis answers. A batch that saw it may end
+ * without an answer (its partitions were revoked meanwhile), so before
+ * reading more the consumer asks Redis itself. Returns false on shutdown. */
+static bool redis_recovered(dq_consumer_t *c)
+{
+        int tries = 0;
+
+        while (dq_store_ping(c->store) != DQ_OK)
+                if (!redis_wait(c, &tries))
+                        return false;
+        redis_ok(c);
+        return true;
+}
+
 /*
  * Copies to the delay tiers and the DLQ
  */
@@ -1746,6 +1760,8 @@ int dq_consumer_run(dq_consumer_t *c)
                         continue;
                 }
 
+                if (c->unavailable_at && !redis_recovered(c))
+                        continue;
                 size_t n = read_batch(c, batch, max, next_timeout(c));
                 if (n)
                         process(c, batch, n);

@@ -65,6 +65,13 @@ static char *mem_field(dq_store_t *st, const char *id, const char *f)
         return buf;
 }
 
+Test(store, ping_answers_while_redis_is_up)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        cr_assert_eq(dq_store_ping(st), DQ_OK);
+        dq_store_destroy(st);
+}
+
 Test(store, complete_writes_summary_and_marks_sources_at_once)
 {
         dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
