@@ -31,6 +31,18 @@ static void argf(dq_tc_t *tc, const char *k, const char *v)
 void dq_tc_init(dq_tc_t *tc, const char *name, int partitions)
 {
         rd_kafka_t *rk = dq_test_producer();
+
+        dq_tc_setup(tc, name, partitions, dq_test_bootstrap());
+        dq_test_create_topic(rk, tc->topic, partitions);
+        dq_test_create_topic(rk, tc->dlq, partitions);
+        dq_test_create_topic(rk, tc->tier_topic[0], partitions);
+        dq_test_create_topic(rk, tc->tier_topic[1], partitions);
+        rd_kafka_destroy(rk);
+}
+
+void dq_tc_setup(dq_tc_t *tc, const char *name, int partitions,
+                 const char *bootstrap)
+{
         char port[16], tmpl[256];
 
         memset(tc, 0, sizeof(*tc));
@@ -45,19 +57,13 @@ void dq_tc_init(dq_tc_t *tc, const char *name, int partitions)
                  tc->prefix);
         snprintf(tc->tier_topic[1], sizeof(tc->tier_topic[1]), "%s3s",
                  tc->prefix);
-        dq_test_create_topic(rk, tc->topic, partitions);
-        dq_test_create_topic(rk, tc->dlq, partitions);
-        dq_test_create_topic(rk, tc->tier_topic[0], partitions);
-        dq_test_create_topic(rk, tc->tier_topic[1], partitions);
-        rd_kafka_destroy(rk);
-
         snprintf(tmpl, sizeof(tmpl), "%s/decayq-%s-XXXXXX",
                  getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", name);
         cr_assert(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
         snprintf(tc->dir, sizeof(tc->dir), "%s", tmpl);
 
         snprintf(port, sizeof(port), "%d", dq_test_redis_port());
-        argf(tc, "kafka.bootstrap.servers", dq_test_bootstrap());
+        argf(tc, "kafka.bootstrap.servers", bootstrap);
         argf(tc, "redis.host", dq_test_redis_host());
         argf(tc, "redis.port", port);
         argf(tc, "redis.namespace", tc->ns);
@@ -139,7 +145,7 @@ int dq_tc_wait(pid_t pid, long timeout_ms)
         return WEXITSTATUS(status);
 }
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+void dq_tc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
         int64_t *out = m->_private;
 
@@ -162,7 +168,7 @@ rd_kafka_t *dq_tc_producer(void)
         cr_assert_eq(rd_kafka_conf_set(conf, "enable.idempotence", "true",
                                        errstr, sizeof(errstr)),
                      RD_KAFKA_CONF_OK);
-        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+        rd_kafka_conf_set_dr_msg_cb(conf, dq_tc_dr_cb);
         rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
         cr_assert(rk, "producer: %s", errstr);
         return rk;

@@ -27,6 +27,11 @@ typedef struct dq_tc_s {
  * partitions partitions), a namespace, a group and a log folder. */
 void dq_tc_init(dq_tc_t *tc, const char *name, int partitions);
 
+/* The names, log folder and arguments of dq_tc_init() for the cluster at
+ * bootstrap, without creating topics (a mock cluster makes its own). */
+void dq_tc_setup(dq_tc_t *tc, const char *name, int partitions,
+                 const char *bootstrap);
+
 /* Adds "-X kv" to every process started after. */
 void dq_tc_arg(dq_tc_t *tc, const char *kv);
 
@@ -41,6 +46,10 @@ int dq_tc_wait(pid_t pid, long timeout_ms);
 /* Path of worker's log. */
 void dq_tc_log_path(const dq_tc_t *tc, const char *worker, char *buf,
                     size_t size);
+
+/* The delivery report callback of dq_tc_producer(), for producers made
+ * elsewhere: fills the offsetp given to dq_tc_send(). */
+void dq_tc_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 
 /* An idempotent producer whose delivery reports fill the offsetp given to
  * dq_tc_send() (-2 on failure). */

@@ -23,13 +23,6 @@
 
 static int64_t offsets[2 * JOBS];
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-        (void)rk;
-        (void)opaque;
-        *(int64_t *)m->_private = m->err ? -2 : m->offset;
-}
-
 static int count_lines(const char *path, const char *a, const char *b)
 {
         FILE *fp = fopen(path, "r");
@@ -61,18 +54,10 @@ static void send_jobs(rd_kafka_t *rk, dq_store_t *st, const char *topic,
                 if (i % (JOBS / FATAL) == 0)
                         jobs[i]->method = DQ_METHOD_LLM_SUMMARY;
                 json = dq_job_serialize(jobs[i], &len);
-                offsets[i] = -1;
-                cr_assert_eq(
-                    rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                                      RD_KAFKA_V_KEY(scope, strlen(scope)),
-                                      RD_KAFKA_V_VALUE(json, len),
-                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                      RD_KAFKA_V_OPAQUE(&offsets[i]),
-                                      RD_KAFKA_V_END),
-                    0);
+                dq_tc_send(rk, topic, -1, scope, json, len, &offsets[i]);
                 free(json);
         }
-        cr_assert_eq(rd_kafka_flush(rk, 30000), 0);
+        dq_tc_flush(rk);
         for (int i = from; i < to; i++)
                 cr_assert_geq(offsets[i], 0, "job %d not delivered", i);
 }
@@ -120,59 +105,31 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
         cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", "3", errstr,
                                        sizeof(errstr)),
                      RD_KAFKA_CONF_OK);
-        rd_kafka_conf_set_dr_msg_cb(kc, dr_cb);
+        rd_kafka_conf_set_dr_msg_cb(kc, dq_tc_dr_cb);
         rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
         cr_assert(rk, "%s", errstr);
         mc = rd_kafka_handle_mock_cluster(rk);
         bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
 
-        /* The fixture's names and arguments, pointed at the mock cluster:
-         * jobs and tiers led by broker 1, the DLQ by broker 3, the group
-         * coordinator on broker 2. */
-        memset(&tc, 0, sizeof(tc));
-        dq_test_unique(tc.topic, sizeof(tc.topic), "mock");
-        snprintf(tc.group, sizeof(tc.group), "%s-group", tc.topic);
-        const char *suffix[] = {"", ".dlq", ".delay.1s", ".delay.3s"};
+        /* The fixture, pointed at the mock cluster: jobs and tiers led by
+         * broker 1, the DLQ by broker 3, the group coordinator on 2. */
+        dq_tc_setup(&tc, "mock", PARTS, bootstraps);
+        const char *topics[] = {tc.topic, tc.dlq, tc.tier_topic[0],
+                                tc.tier_topic[1]};
         for (int t = 0; t < 4; t++) {
-                char name[200];
-                snprintf(name, sizeof(name), "%s%s", tc.topic, suffix[t]);
-                cr_assert_eq(rd_kafka_mock_topic_create(mc, name, PARTS, 1), 0);
+                cr_assert_eq(
+                    rd_kafka_mock_topic_create(mc, topics[t], PARTS, 1), 0);
                 for (int p = 0; p < PARTS; p++)
-                        rd_kafka_mock_partition_set_leader(mc, name, p,
-                                                           t == 1 ? 3 : 1);
+                        rd_kafka_mock_partition_set_leader(
+                            mc, topics[t], p, topics[t] == tc.dlq ? 3 : 1);
         }
         rd_kafka_mock_coordinator_set(mc, "group", tc.group, 2);
+        dq_tc_arg(&tc, "kafka.session.timeout.ms=10000");
+        dq_tc_arg(&tc, "produce.timeout=2s");
+        dq_tc_arg(&tc, "commit.interval=200ms");
 
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.topic);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
         st = dq_test_store("test", x, 1, &conf);
-
-        /* dq_tc_init() would create topics on the real broker; build the
-         * arguments by hand instead. */
-        char kv[512], port[16], tmpl[256];
-        snprintf(port, sizeof(port), "%d", dq_test_redis_port());
-        snprintf(tmpl, sizeof(tmpl), "%s/decayq-mock-XXXXXX",
-                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        cr_assert(mkdtemp(tmpl));
-        snprintf(tc.dir, sizeof(tc.dir), "%s", tmpl);
-        tc.partitions = PARTS;
-#define ARG(...)                                       \
-        do {                                           \
-                snprintf(kv, sizeof(kv), __VA_ARGS__); \
-                dq_tc_arg(&tc, kv);                    \
-        } while (0)
-        ARG("kafka.bootstrap.servers=%s", bootstraps);
-        ARG("redis.host=%s", dq_test_redis_host());
-        ARG("redis.port=%s", port);
-        ARG("redis.namespace=%s", tc.topic);
-        ARG("topic.jobs=%s", tc.topic);
-        ARG("topic.dlq=%s.dlq", tc.topic);
-        ARG("topic.delay.prefix=%s.delay.", tc.topic);
-        ARG("delay.tiers=1s,3s");
-        ARG("kafka.group.id=%s", tc.group);
-        ARG("kafka.session.timeout.ms=10000");
-        ARG("produce.timeout=2s");
-        ARG("commit.interval=200ms");
-        ARG("log.level=debug");
 
         /* 1. The DLQ leader is down while the fatal jobs are dead-lettered:
          * their deliveries time out and are sent again; nothing settles
@@ -233,12 +190,10 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
                 dead += !strcmp(s, "dead");
                 dq_record_release(&rec);
         }
-        char dlq[200];
         int64_t lo, hi, total = 0;
-        snprintf(dlq, sizeof(dlq), "%s.dlq", tc.topic);
         for (int p = 0; p < PARTS; p++) {
-                cr_assert_eq(rd_kafka_query_watermark_offsets(ck, dlq, p, &lo,
-                                                              &hi, 10000),
+                cr_assert_eq(rd_kafka_query_watermark_offsets(ck, tc.dlq, p,
+                                                              &lo, &hi, 10000),
                              0);
                 total += hi;
         }
