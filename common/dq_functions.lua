@@ -8,7 +8,7 @@
 --   claimed | duplicate | terminal | exhausted   (claim)
 --   ok | fenced | terminal | rejected            (settles, cancel, renew)
 
-local LIB_VERSION = '1'
+local LIB_VERSION = '2'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true}
 
@@ -224,6 +224,37 @@ local function renew(keys, args)
   return {'ok', 'in_progress'}
 end
 
+-- replay(KEYS: job; ARGV: now, from, replay_count, dry)
+-- For decayctl dlq replay: puts a dead job (or one with no state left) back
+-- to pending with its attempts reset and a new epoch, which fences anything
+-- still holding an old claim. `from` names the DLQ record replayed; a second
+-- call with the same `from` finds the job already reset by it and answers
+-- ok again, so an interrupted replay can resume. Any other live or terminal
+-- state is refused with its name. With dry = '1' it answers the same and
+-- writes nothing.
+local function replay(keys, args)
+  local now, from = tonumber(args[1]), args[2]
+  local st = redis.call('HMGET', keys[1], 'state', 'replayed_from')
+  local state = st[1]
+  if state and state ~= 'dead' then
+    if state == 'pending' and st[2] == from then
+      return {'ok', 'resumed'}
+    end
+    if not TERMINAL[state] and st[2] then
+      return {'skip', 'replayed'}
+    end
+    return {'skip', state}
+  end
+  if args[4] == '1' then return {'ok', s(state)} end
+  redis.call('HINCRBY', keys[1], 'epoch', 1)
+  redis.call('HSET', keys[1], 'state', 'pending', 'attempts', 0,
+             'lease_until', 0, 'replayed_from', from, 'replayed_at', now,
+             'replay_count', args[3], 'updated_at', now)
+  redis.call('HSETNX', keys[1], 'created_at', now)
+  redis.call('PERSIST', keys[1])
+  return {'ok', s(state)}
+end
+
 local function version()
   return LIB_VERSION
 end
@@ -234,5 +265,6 @@ redis.register_function('decayq_retry', retry)
 redis.register_function('decayq_dead', dead)
 redis.register_function('decayq_cancel', cancel)
 redis.register_function('decayq_renew', renew)
+redis.register_function('decayq_replay', replay)
 redis.register_function{function_name = 'decayq_version', callback = version,
                         flags = {'no-writes'}}

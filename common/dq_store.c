@@ -16,7 +16,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "1"
+#define DQ_FUNCTIONS_VERSION "2"
 
 struct dq_store_s {
         redisContext *c;
@@ -679,6 +679,57 @@ dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
                 if (strcmp(status, "ok"))
                         err = DQ_ERR_TERMINAL;
         }
+        freeReplyObject(r);
+        return err;
+}
+
+dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,
+                         const char *from, int64_t replay_count,
+                         bool dry_run, int64_t now_ms, char *state_out,
+                         size_t state_size)
+{
+        args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+        const char *status;
+
+        arg(&a, "FCALL");
+        arg(&a, "decayq_replay");
+        arg(&a, "1");
+        key_arg(st, &a, "job", scope, id);
+        argf(&a, "%lld", (long long)now_ms);
+        arg(&a, from);
+        argf(&a, "%lld", (long long)replay_count);
+        arg(&a, dry_run ? "1" : "0");
+        r = one(st, &a, &err);
+        status = reply_status(r, st, &err);
+        if (status) {
+                if (state_out)
+                        snprintf(state_out, state_size, "%s", elem(r, 1));
+                if (strcmp(status, "ok"))
+                        err = DQ_ERR_TERMINAL;
+        }
+        freeReplyObject(r);
+        return err;
+}
+
+dq_err_t dq_store_audit(dq_store_t *st, const char *const *kv, size_t pairs,
+                        char *id_out, size_t id_size)
+{
+        args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+
+        arg(&a, "XADD");
+        argf(&a, "%s:audit", st->ns);
+        arg(&a, "*");
+        for (size_t i = 0; i < 2 * pairs; i++)
+                arg(&a, kv[i]);
+        r = one(st, &a, &err);
+        if (r && r->type != REDIS_REPLY_STRING)
+                err = DQ_ERR_UNAVAILABLE;
+        if (!err && id_out)
+                snprintf(id_out, id_size, "%s", r->str);
         freeReplyObject(r);
         return err;
 }

@@ -100,6 +100,23 @@ dq_err_t dq_store_cancel(dq_store_t *store, const char *scope, const char *id,
                          const char *reason, int64_t now_ms, char *state_out,
                          size_t state_size);
 
+/* For DLQ replay: puts a dead job (or one with no state left) back to
+ * pending, attempts 0, with a new epoch, and records from (the DLQ record,
+ * "topic/partition/offset") and replay_count. DQ_OK when reset (state_out:
+ * the state before, "" when none, or "resumed" when from had already reset
+ * it); DQ_ERR_TERMINAL when refused, with the job's state in state_out
+ * ("completed", "cancelled", "in_progress", or "replayed" when another
+ * record already replayed it). With dry_run it answers the same and
+ * writes nothing. */
+dq_err_t dq_store_replay(dq_store_t *store, const char *scope, const char *id,
+                         const char *from, int64_t replay_count, bool dry_run,
+                         int64_t now_ms, char *state_out, size_t state_size);
+
+/* Appends an entry of field, value pairs (2 * pairs strings) to the audit
+ * stream "<ns>:audit"; id_out (may be NULL) gets the entry id. */
+dq_err_t dq_store_audit(dq_store_t *store, const char *const *kv, size_t pairs,
+                        char *id_out, size_t id_size);
+
 /* Reads a job's state hash. DQ_ERR_NOT_FOUND when it has none. */
 dq_err_t dq_store_job_get(dq_store_t *store, const char *scope, const char *id,
                           dq_record_t *rec);
@@ -131,7 +148,7 @@ void dq_record_release(dq_record_t *rec);
 int dq_store_key(const dq_store_t *store, char *buf, size_t size,
                  const char *type, const char *scope, const char *id);
 
-/* The functions library version the store loaded ("1"). */
+/* The functions library version the store loaded ("2"). */
 const char *dq_store_functions_version(void);
 
 #endif

@@ -1,0 +1,117 @@
+/* decayctl's shared parts: the context every subcommand gets, its common
+ * options, exit codes and output helpers. */
+#ifndef CTL_H
+#define CTL_H
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dq_conf.h"
+#include "dq_store.h"
+
+/* Stable exit codes; documented in --help. */
+enum {
+        CTL_EXIT_OK = 0,
+        CTL_EXIT_NOT_FOUND = 1, /* no such job, record or memory; or refused */
+        CTL_EXIT_USAGE = 2,
+        CTL_EXIT_UNAVAILABLE = 3, /* Kafka or Redis failed; safe to re-run */
+        CTL_EXIT_CANARY = 4,      /* replay stopped: the canary failed */
+        CTL_EXIT_INPUT = 5,       /* some input lines were rejected */
+};
+
+/* Options every subcommand takes, by getopt_long value. */
+enum {
+        CTL_OPT_JSON = 1000,
+        CTL_OPT_DUMP,
+        CTL_OPT__FIRST_OWN, /* first value free for a command's own options */
+};
+
+#define CTL_COMMON_SHORTOPTS "c:X:h"
+#define CTL_COMMON_LONGOPTS                                                    \
+        {"config", required_argument, NULL, 'c'},                              \
+            {"json", no_argument, NULL, CTL_OPT_JSON},                         \
+            {"dump-config", no_argument, NULL, CTL_OPT_DUMP},                  \
+        {                                                                      \
+                "help", no_argument, NULL, 'h'                                 \
+        }
+
+typedef struct ctl_cmd_s ctl_cmd_t;
+
+typedef struct ctl_s {
+        const ctl_cmd_t *cmd;
+        const char *config;
+        char **overrides;
+        int override_cnt;
+        bool json;
+        bool dump;
+        dq_conf_t *conf; /* loaded by ctl_load() */
+} ctl_t;
+
+struct ctl_cmd_s {
+        const char *group; /* "dlq" */
+        const char *name;  /* "list" */
+        int (*run)(ctl_t *ctl, int argc, char **argv);
+        const char *summary;
+        const char *usage; /* options, for --help and errors */
+};
+
+#define CTL_GO_ON (-2)
+
+/* Handles an option every command takes. Returns CTL_GO_ON when it was
+ * one, -1 when it was not, or an exit code to return now: after --help,
+ * or CTL_EXIT_USAGE for an unknown option (getopt's '?'). */
+int ctl_common(ctl_t *ctl, int opt, const char *arg);
+
+/* Reports a usage error for the command: "error: <msg>" then its usage,
+ * and returns CTL_EXIT_USAGE. */
+int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Checks that no operand is left over past nargs expected ones. */
+int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs);
+
+/* Loads the configuration (file, environment, -X). Returns CTL_GO_ON when
+ * loaded; else an exit code: CTL_EXIT_OK after --dump-config printed it,
+ * CTL_EXIT_USAGE for a bad configuration. */
+int ctl_load(ctl_t *ctl);
+
+/* Opens the Redis store, or prints why not. */
+dq_store_t *ctl_store(const ctl_t *ctl);
+
+/* Prints a JSON value on one line to stdout and frees it. */
+void ctl_json_print(json_t *v);
+
+/* Who runs this ("alice@host"), for audit entries and cancel reasons. */
+const char *ctl_who(void);
+
+/* Counts per string key (codes, kinds, scopes), in first-seen order. */
+typedef struct ctl_counts_s {
+        size_t cnt, cap;
+        char **keys;
+        int64_t *vals;
+        size_t *slots; /* open addressing: index + 1, 0 empty */
+        size_t slot_cap;
+} ctl_counts_t;
+
+/* Adds n to key's count; returns the new count. */
+int64_t ctl_counts_add(ctl_counts_t *c, const char *key, int64_t n);
+void ctl_counts_release(ctl_counts_t *c);
+/* A JSON object of the counts. */
+json_t *ctl_counts_json(const ctl_counts_t *c);
+/* Prints "  title:" then up to max lines "    key  count", biggest first. */
+void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max);
+
+/* The subcommands. */
+int ctl_dlq_list(ctl_t *ctl, int argc, char **argv);
+int ctl_dlq_inspect(ctl_t *ctl, int argc, char **argv);
+int ctl_dlq_stats(ctl_t *ctl, int argc, char **argv);
+int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv);
+int ctl_job_status(ctl_t *ctl, int argc, char **argv);
+int ctl_job_cancel(ctl_t *ctl, int argc, char **argv);
+int ctl_memory_load(ctl_t *ctl, int argc, char **argv);
+int ctl_memory_get(ctl_t *ctl, int argc, char **argv);
+
+#endif

@@ -1,0 +1,887 @@
+/* decayctl: the operator's tool. git-style subcommands from one table:
+ * `dlq list|inspect|stats|replay`, `job status|cancel` and
+ * `memory load|get`. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "dq_log.h"
+#include "dq_time.h"
+#include "dq_ulid.h"
+#include "banned.h"
+
+#define FILTER_HELP                                                            \
+        "Filters (all must hold):\n"                                           \
+        "      --since WHEN      dead-lettered at or after WHEN: RFC 3339 "   \
+        "UTC\n"                                                                \
+        "                        (2026-11-23T12:00:00Z) or a duration back "   \
+        "(90m, 7d)\n"                                                          \
+        "      --until WHEN      dead-lettered before WHEN\n"                  \
+        "      --code CODE       reason code (decay.compress.source_missing)\n" \
+        "      --class CLASS     retryable, fatal, crash_loop or timeout\n"    \
+        "      --kind KIND       candidate_compression, episode_compression,\n" \
+        "                        expired_principle_review\n"                   \
+        "      --scope SCOPE     one memory store\n"                           \
+        "      --job ID          one job\n"
+
+static const ctl_cmd_t cmds[] = {
+    {"dlq", "list", ctl_dlq_list, "list dead letters, oldest first",
+     "[filters] [--limit N]\n"
+     "\n" FILTER_HELP "      --limit N         show at most N records\n"
+     "\n"
+     "Prints time, partition:offset, scope, job, kind, error class and code,\n"
+     "attempts and replays, one record a line (--json: one object a line).\n"
+     "The records read are those present when the command started.\n"},
+    {"dlq", "inspect", ctl_dlq_inspect,
+     "show dead letters' headers and payload",
+     "<JOB-ID | PARTITION:OFFSET>\n"
+     "\n"
+     "Shows every DLQ record of the job (a job can have more than one), or\n"
+     "the one record at PARTITION:OFFSET: its headers and its original\n"
+     "payload. Bytes that are not printable UTF-8 show as \\xNN (--json:\n"
+     "payload_hex instead of payload).\n"},
+    {"dlq", "stats", ctl_dlq_stats, "summarize the dead letters",
+     "[filters]\n"
+     "\n" FILTER_HELP "\n"
+     "Prints counts by error code, class, kind and scope, the oldest and\n"
+     "newest record, a histogram of age, and how many records are extra\n"
+     "copies of one original message.\n"},
+    {"dlq", "replay", ctl_dlq_replay,
+     "republish dead letters to the jobs topic (dry run by default)",
+     "[filters] [--limit N] [--execute] [--rate N/s] [--canary N]\n"
+     "       [--max-replays N] [--group NAME]\n"
+     "\n" FILTER_HELP
+     "      --limit N         replay at most N records this run\n"
+     "\n"
+     "Replay:\n"
+     "      --dry-run         show what would be replayed (the default)\n"
+     "      --execute         replay\n"
+     "      --rate N/s        at most N records a second (e.g. 50/s)\n"
+     "      --canary N        replay N first, wait for them to settle, and\n"
+     "                        stop (exit 4) if any failed again\n"
+     "      --canary-timeout D  how long to wait for the canary (2m)\n"
+     "      --max-replays N   refuse records already replayed N times (3)\n"
+     "      --group NAME      progress group (default: one per filter set)\n"
+     "\n"
+     "A replay reads the records present when it started. A record is\n"
+     "replayed when its payload is a valid job, it has been replayed fewer\n"
+     "than --max-replays times, it is not a second copy of an original\n"
+     "message already seen, and the job's state in Redis is dead (or gone):\n"
+     "completed, cancelled and live jobs are skipped and counted. The job\n"
+     "goes back to the jobs topic, on its original partition, with\n"
+     "decayq-replay-count raised by one; in Redis it becomes pending with\n"
+     "attempts reset and a new epoch.\n"
+     "\n"
+     "Progress is committed to the group in the same Kafka transaction as\n"
+     "the republished records, so an interrupted replay, run again with the\n"
+     "same command, resumes where it stopped and republishes nothing twice.\n"
+     "Each run appends its start and its outcome to the Redis stream\n"
+     "<namespace>:audit: who, when, filters and counts.\n"},
+    {"job", "status", ctl_job_status, "show a job's state",
+     "<JOB-ID> --scope SCOPE\n"
+     "\n"
+     "Shows the state, attempts, epoch, lease, last error and timestamps of\n"
+     "a job, and the memory it wrote. Exit 1 when Redis has no state for it\n"
+     "(never run, or past its retention).\n"},
+    {"job", "cancel", ctl_job_cancel, "cancel a job that is not terminal",
+     "<JOB-ID> --scope SCOPE [--reason TEXT]\n"
+     "\n"
+     "Marks the job cancelled; a consumer then skips it (outcome cancelled)\n"
+     "and a worker running it is fenced: it cannot settle. A job with no\n"
+     "state yet is cancelled before it runs. Exit 1 when the job is already\n"
+     "terminal (completed, dead, cancelled, duplicate); its state is shown.\n"},
+    {"memory", "load", ctl_memory_load, "write memories and episodes from NDJSON",
+     "[--file FILE | -]\n"
+     "\n"
+     "Reads one record a line from FILE or stdin:\n"
+     "  {\"scope\": \"acme/bot\", \"id\": \"cand-1\", \"type\": \"candidate\",\n"
+     "   \"status\": \"active\", \"claim\": \"...\", \"created_at\": "
+     "1732363200000}\n"
+     "scope and id are required. \"store\": \"episode\" writes an episode\n"
+     "(default: \"memory\"). Every other field is stored as text; strings,\n"
+     "numbers and booleans only. A record replaces one with the same id.\n"
+     "Each rejected line is reported with its number and reason; the rest\n"
+     "are written (exit 5 when any was rejected).\n"},
+    {"memory", "get", ctl_memory_get, "show one memory or episode",
+     "<ID> --scope SCOPE [--episode]\n"},
+};
+
+#define CMD_CNT (sizeof(cmds) / sizeof(*cmds))
+
+static const char common_help[] =
+    "\n"
+    "Common options:\n"
+    "  -c, --config FILE   properties file (see configs/decayctl.properties)\n"
+    "  -X KEY=VALUE        set a key, e.g. -X "
+    "kafka.bootstrap.servers=h:9092\n"
+    "      --json          output for scripts\n"
+    "      --dump-config   print the effective configuration, secrets "
+    "masked\n"
+    "  -h, --help          this help\n"
+    "DECAYQ_* environment variables override the file; -X overrides both.\n";
+
+static const char exit_help[] =
+    "\n"
+    "Exit codes:\n"
+    "  0  done\n"
+    "  1  not found, or refused (the job is terminal)\n"
+    "  2  usage error: bad option, filter, id or configuration\n"
+    "  3  Kafka or Redis failed; nothing is half done, re-run the command\n"
+    "  4  replay stopped because the canary failed\n"
+    "  5  some input lines were rejected\n";
+
+static void print_overview(FILE *fp)
+{
+        const char *group = "";
+
+        fputs("usage: decayctl <group> <command> [options]\n"
+              "\n"
+              "Inspects and replays decayq's dead letters, and reads and\n"
+              "changes job state and the memory store.\n",
+              fp);
+        for (size_t i = 0; i < CMD_CNT; i++) {
+                if (strcmp(group, cmds[i].group)) {
+                        group = cmds[i].group;
+                        fprintf(fp, "\n%s:\n", group);
+                }
+                fprintf(fp, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+        }
+        fputs("\n'decayctl <group> <command> --help' tells more.\n", fp);
+        fputs(common_help, fp);
+        fputs(exit_help, fp);
+}
+
+static void print_cmd_usage(const ctl_cmd_t *cmd, FILE *fp)
+{
+        fprintf(fp, "usage: decayctl %s %s %s", cmd->group, cmd->name,
+                cmd->usage);
+}
+
+int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
+{
+        va_list ap;
+
+        fputs("error: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        if (ctl->cmd)
+                print_cmd_usage(ctl->cmd, stderr);
+        else
+                print_overview(stderr);
+        return CTL_EXIT_USAGE;
+}
+
+int ctl_common(ctl_t *ctl, int opt, const char *arg)
+{
+        switch (opt) {
+        case 'c':
+                ctl->config = arg;
+                return CTL_GO_ON;
+        case 'X':
+                ctl->overrides[ctl->override_cnt++] = (char *)arg;
+                return CTL_GO_ON;
+        case CTL_OPT_JSON:
+                ctl->json = true;
+                return CTL_GO_ON;
+        case CTL_OPT_DUMP:
+                ctl->dump = true;
+                return CTL_GO_ON;
+        case 'h':
+                print_cmd_usage(ctl->cmd, stdout);
+                fputs(common_help, stdout);
+                fputs(exit_help, stdout);
+                return CTL_EXIT_OK;
+        case '?':
+        case ':':
+                /* getopt printed what was wrong. */
+                print_cmd_usage(ctl->cmd, stderr);
+                return CTL_EXIT_USAGE;
+        default:
+                return -1;
+        }
+}
+
+int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs)
+{
+        if (argc - optind < nargs)
+                return ctl_usage_error(ctl, "missing operand");
+        if (argc - optind > nargs)
+                return ctl_usage_error(ctl, "unexpected argument '%s'",
+                                       argv[optind + nargs]);
+        return CTL_GO_ON;
+}
+
+int ctl_load(ctl_t *ctl)
+{
+        char errstr[512];
+        int level;
+
+        ctl->conf = dq_conf_load(ctl->config, ctl->overrides,
+                                 ctl->override_cnt, errstr, sizeof(errstr));
+        if (!ctl->conf) {
+                fprintf(stderr, "error: %s\n", errstr);
+                return CTL_EXIT_USAGE;
+        }
+        if (ctl->dump) {
+                dq_conf_dump(ctl->conf, stdout);
+                return CTL_EXIT_OK;
+        }
+        level = dq_log_level_parse(ctl->conf->log_level);
+        /* A tool's stderr is for the user: library chatter only at warn. */
+        if (level >= 0 && level < (int)DQ_LOG_WARN)
+                level = DQ_LOG_WARN;
+        if (level >= 0)
+                dq_log_level = (dq_log_level_t)level;
+        return CTL_GO_ON;
+}
+
+dq_store_t *ctl_store(const ctl_t *ctl)
+{
+        char errstr[512];
+        dq_store_t *st;
+
+        /* decayctl only reads and fences; it never needs the server's
+         * durability settings to be safe to run. */
+        st = dq_store_new(ctl->conf, ctl_who(), errstr, sizeof(errstr));
+        if (!st)
+                fprintf(stderr, "error: redis: %s\n", errstr);
+        return st;
+}
+
+void ctl_json_print(json_t *v)
+{
+        json_dumpf(v, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+        fputc('\n', stdout);
+        json_decref(v);
+}
+
+const char *ctl_who(void)
+{
+        static char who[160];
+        char host[64] = "";
+        const char *user = getenv("USER");
+        struct passwd *pw;
+
+        if (who[0])
+                return who;
+        if (!user || !*user) {
+                pw = getpwuid(geteuid());
+                user = pw ? pw->pw_name : "unknown";
+        }
+        if (gethostname(host, sizeof(host) - 1))
+                snprintf(host, sizeof(host), "unknown");
+        snprintf(who, sizeof(who), "%s@%s", user, host);
+        return who;
+}
+
+/*
+ * Counts
+ */
+
+static uint64_t fnv1a(const char *s)
+{
+        uint64_t h = 1469598103934665603ULL;
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+        return h;
+}
+
+static void counts_rehash(ctl_counts_t *c, size_t cap)
+{
+        size_t *slots = calloc(cap, sizeof(*slots));
+        if (!slots)
+                abort();
+        for (size_t i = 0; i < c->cnt; i++) {
+                size_t j = (size_t)(fnv1a(c->keys[i]) & (cap - 1));
+                while (slots[j])
+                        j = (j + 1) & (cap - 1);
+                slots[j] = i + 1;
+        }
+        free(c->slots);
+        c->slots = slots;
+        c->slot_cap = cap;
+}
+
+int64_t ctl_counts_add(ctl_counts_t *c, const char *key, int64_t n)
+{
+        size_t j;
+
+        if (2 * (c->cnt + 1) > c->slot_cap)
+                counts_rehash(c, c->slot_cap ? 2 * c->slot_cap : 16);
+        j = (size_t)(fnv1a(key) & (c->slot_cap - 1));
+        while (c->slots[j]) {
+                size_t i = c->slots[j] - 1;
+                if (!strcmp(c->keys[i], key))
+                        return c->vals[i] += n;
+                j = (j + 1) & (c->slot_cap - 1);
+        }
+        if (c->cnt == c->cap) {
+                size_t cap = c->cap ? 2 * c->cap : 16;
+                char **keys = realloc(c->keys, cap * sizeof(*keys));
+                int64_t *vals;
+                if (!keys)
+                        abort();
+                c->keys = keys;
+                vals = realloc(c->vals, cap * sizeof(*vals));
+                if (!vals)
+                        abort();
+                c->vals = vals;
+                c->cap = cap;
+        }
+        c->keys[c->cnt] = strdup(key);
+        if (!c->keys[c->cnt])
+                abort();
+        c->vals[c->cnt] = n;
+        c->slots[j] = ++c->cnt;
+        return n;
+}
+
+void ctl_counts_release(ctl_counts_t *c)
+{
+        for (size_t i = 0; i < c->cnt; i++)
+                free(c->keys[i]);
+        free(c->keys);
+        free(c->vals);
+        free(c->slots);
+        memset(c, 0, sizeof(*c));
+}
+
+json_t *ctl_counts_json(const ctl_counts_t *c)
+{
+        json_t *o = json_object();
+        for (size_t i = 0; i < c->cnt; i++)
+                json_object_set_new(o, c->keys[i], json_integer(c->vals[i]));
+        return o;
+}
+
+static const ctl_counts_t *sort_counts;
+
+static int by_count(const void *a, const void *b)
+{
+        size_t i = *(const size_t *)a, j = *(const size_t *)b;
+        int64_t x = sort_counts->vals[i], y = sort_counts->vals[j];
+        if (x != y)
+                return x > y ? -1 : 1;
+        return strcmp(sort_counts->keys[i], sort_counts->keys[j]);
+}
+
+void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max)
+{
+        size_t *idx;
+
+        printf("  %s:\n", title);
+        if (!c->cnt) {
+                printf("    (none)\n");
+                return;
+        }
+        idx = malloc(c->cnt * sizeof(*idx));
+        if (!idx)
+                abort();
+        for (size_t i = 0; i < c->cnt; i++)
+                idx[i] = i;
+        sort_counts = c;
+        qsort(idx, c->cnt, sizeof(*idx), by_count);
+        for (size_t i = 0; i < c->cnt && i < max; i++)
+                printf("    %-48s %8lld\n", c->keys[idx[i]],
+                       (long long)c->vals[idx[i]]);
+        if (c->cnt > max)
+                printf("    ... and %zu more\n", c->cnt - max);
+        free(idx);
+}
+
+/*
+ * job status | cancel
+ */
+
+enum { OPT_SCOPE = CTL_OPT__FIRST_OWN, OPT_REASON, OPT_FILE, OPT_EPISODE };
+
+/* Parses "<ID> --scope S" commands; returns CTL_GO_ON with *id and *scope
+ * set, or an exit code. */
+static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
+                          const char **id, const char **scope,
+                          const char **reason, bool *episode)
+{
+        static const struct option longopts[] = {
+            CTL_COMMON_LONGOPTS,
+            {"scope", required_argument, NULL, OPT_SCOPE},
+            {"reason", required_argument, NULL, OPT_REASON},
+            {"episode", no_argument, NULL, OPT_EPISODE},
+            {NULL, 0, NULL, 0},
+        };
+        int opt, rc;
+
+        *scope = NULL;
+        while ((opt = getopt_long(argc, argv, CTL_COMMON_SHORTOPTS, longopts,
+                                  NULL)) != -1) {
+                if ((rc = ctl_common(ctl, opt, optarg)) != -1) {
+                        if (rc != CTL_GO_ON)
+                                return rc;
+                        continue;
+                }
+                if (opt == OPT_SCOPE)
+                        *scope = optarg;
+                else if (opt == OPT_REASON && reason)
+                        *reason = optarg;
+                else if (opt == OPT_EPISODE && episode)
+                        *episode = true;
+                else
+                        return ctl_usage_error(ctl, "option '%s' does not "
+                                                    "apply here",
+                                               argv[optind - 1]);
+        }
+        if ((rc = ctl_check_operands(ctl, argc, argv, 1)) != CTL_GO_ON)
+                return rc;
+        *id = argv[optind];
+        if (want_ulid && !dq_ulid_valid(*id, strlen(*id)))
+                return ctl_usage_error(ctl,
+                                       "'%s' is not a job id (a ULID such as "
+                                       "01JD3Q6V2R8YB6K3ZKQ9T1M4XH)",
+                                       *id);
+        if (!want_ulid && (!**id || strlen(*id) > DQ_JOB_MAX_SOURCE_ID))
+                return ctl_usage_error(ctl, "an id has 1 to %d bytes",
+                                       DQ_JOB_MAX_SOURCE_ID);
+        if (!*scope)
+                return ctl_usage_error(ctl, "--scope is required");
+        if (!**scope || strlen(*scope) > DQ_JOB_MAX_SCOPE)
+                return ctl_usage_error(ctl, "--scope: expected 1 to %d bytes",
+                                       DQ_JOB_MAX_SCOPE);
+        return ctl_load(ctl);
+}
+
+static bool is_time_field(const char *f)
+{
+        size_t n = strlen(f);
+        return (n > 3 && !strcmp(f + n - 3, "_at")) ||
+               !strcmp(f, "lease_until") || !strcmp(f, "not_before");
+}
+
+static json_t *record_json(const dq_record_t *rec)
+{
+        json_t *o = json_object();
+        for (size_t i = 0; i < rec->cnt; i++) {
+                /* NULL (not UTF-8) becomes null. */
+                json_t *v = json_string(rec->values[i]);
+                json_object_set_new(o, rec->fields[i], v ? v : json_null());
+        }
+        return o;
+}
+
+/* Prints "  field  value" lines; times as RFC 3339 too. */
+static void record_print(const dq_record_t *rec, const char *indent)
+{
+        for (size_t i = 0; i < rec->cnt; i++) {
+                const char *f = rec->fields[i], *v = rec->values[i];
+                char t[32], *end;
+                long long ms = strtoll(v, &end, 10);
+
+                if (is_time_field(f) && !*end && end != v && ms > 0)
+                        printf("%s%-20s %s (%s)\n", indent, f, v,
+                               dq_time_format_rfc3339(ms, t, sizeof(t)));
+                else
+                        printf("%s%-20s %s\n", indent, f, v);
+        }
+}
+
+int ctl_job_status(ctl_t *ctl, int argc, char **argv)
+{
+        const char *id, *scope, *res;
+        dq_record_t rec, mem = {0};
+        dq_store_t *st;
+        dq_err_t err;
+        int rc = parse_id_scope(ctl, argc, argv, true, &id, &scope, NULL, NULL);
+
+        if (rc != CTL_GO_ON)
+                return rc;
+        if (!(st = ctl_store(ctl)))
+                return CTL_EXIT_UNAVAILABLE;
+        err = dq_store_job_get(st, scope, id, &rec);
+        if (err == DQ_ERR_NOT_FOUND) {
+                fprintf(stderr,
+                        "error: job %s has no state in scope '%s' (never "
+                        "run, or past its retention)\n",
+                        id, scope);
+                dq_store_destroy(st);
+                return CTL_EXIT_NOT_FOUND;
+        }
+        if (err) {
+                fprintf(stderr, "error: redis: %s\n", dq_err_str(err));
+                dq_store_destroy(st);
+                return CTL_EXIT_UNAVAILABLE;
+        }
+        res = dq_record_get(&rec, "result_memory_id");
+        if (res && *res &&
+            dq_store_record_get(st, DQ_REC_MEMORY, scope, res, &mem) !=
+                DQ_OK)
+                memset(&mem, 0, sizeof(mem));
+        if (ctl->json) {
+                json_t *o = json_pack("{s:s, s:s}", "job", id, "scope", scope);
+                const char *v = dq_record_get(&rec, "state");
+                json_object_set_new(o, "state", json_string(v ? v : ""));
+                v = dq_record_get(&rec, "attempts");
+                json_object_set_new(o, "attempts",
+                                    json_integer(v ? atoll(v) : 0));
+                v = dq_record_get(&rec, "epoch");
+                json_object_set_new(o, "epoch",
+                                    json_integer(v ? atoll(v) : 0));
+                json_object_set_new(o, "fields", record_json(&rec));
+                json_object_set_new(o, "result_memory",
+                                    mem.cnt ? record_json(&mem) : json_null());
+                ctl_json_print(o);
+        } else {
+                printf("job                  %s\nscope                %s\n", id,
+                       scope);
+                record_print(&rec, "");
+                if (mem.cnt) {
+                        printf("result memory:\n");
+                        record_print(&mem, "  ");
+                }
+        }
+        dq_record_release(&rec);
+        dq_record_release(&mem);
+        dq_store_destroy(st);
+        return CTL_EXIT_OK;
+}
+
+int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
+{
+        const char *id, *scope, *reason = NULL;
+        char state[32], why[300];
+        dq_store_t *st;
+        dq_err_t err;
+        int rc =
+            parse_id_scope(ctl, argc, argv, true, &id, &scope, &reason, NULL);
+
+        if (rc != CTL_GO_ON)
+                return rc;
+        if (!(st = ctl_store(ctl)))
+                return CTL_EXIT_UNAVAILABLE;
+        if (!reason) {
+                snprintf(why, sizeof(why), "cancelled by %s", ctl_who());
+                reason = why;
+        }
+        err = dq_store_cancel(st, scope, id, reason, dq_now_ms(), state,
+                              sizeof(state));
+        dq_store_destroy(st);
+        if (err == DQ_ERR_TERMINAL) {
+                if (ctl->json)
+                        ctl_json_print(json_pack("{s:s, s:b, s:s}", "job", id,
+                                                 "cancelled", 0, "state",
+                                                 state));
+                else
+                        fprintf(stderr,
+                                "error: job %s is already %s; nothing "
+                                "changed\n",
+                                id, state);
+                return CTL_EXIT_NOT_FOUND;
+        }
+        if (err) {
+                fprintf(stderr, "error: redis: %s\n", dq_err_str(err));
+                return CTL_EXIT_UNAVAILABLE;
+        }
+        if (ctl->json)
+                ctl_json_print(json_pack("{s:s, s:b, s:s}", "job", id,
+                                         "cancelled", 1, "was",
+                                         *state ? state : "none"));
+        else
+                printf("job %s cancelled (was %s)\n", id,
+                       *state ? state : "not yet seen");
+        return CTL_EXIT_OK;
+}
+
+/*
+ * memory load | get
+ */
+
+int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
+{
+        const char *id, *scope;
+        bool episode = false;
+        dq_record_t rec;
+        dq_store_t *st;
+        dq_err_t err;
+        int rc =
+            parse_id_scope(ctl, argc, argv, false, &id, &scope, NULL, &episode);
+
+        if (rc != CTL_GO_ON)
+                return rc;
+        if (!(st = ctl_store(ctl)))
+                return CTL_EXIT_UNAVAILABLE;
+        err = dq_store_record_get(st, episode ? DQ_REC_EPISODE : DQ_REC_MEMORY,
+                                  scope, id, &rec);
+        dq_store_destroy(st);
+        if (err == DQ_ERR_NOT_FOUND) {
+                fprintf(stderr, "error: no %s '%s' in scope '%s'\n",
+                        episode ? "episode" : "memory", id, scope);
+                return CTL_EXIT_NOT_FOUND;
+        }
+        if (err) {
+                fprintf(stderr, "error: redis: %s\n", dq_err_str(err));
+                return CTL_EXIT_UNAVAILABLE;
+        }
+        if (ctl->json)
+                ctl_json_print(record_json(&rec));
+        else
+                record_print(&rec, "");
+        dq_record_release(&rec);
+        return CTL_EXIT_OK;
+}
+
+/* Checks one NDJSON record and turns it into field, value pairs. Returns
+ * NULL (reason in *code, *msg) or the kv array (2 * *pairs strings, owned
+ * by the caller: free each, then the array). */
+static char **memory_line(json_t *o, const char **scope, const char **id,
+                          dq_rec_kind_t *kind, size_t *pairs,
+                          const char **code, char *msg, size_t msg_size)
+{
+        const char *key;
+        json_t *v;
+        char **kv;
+        size_t n = 0;
+
+        *code = "decay.memory.invalid";
+        if (!json_is_object(o)) {
+                snprintf(msg, msg_size, "a line must hold one JSON object");
+                return NULL;
+        }
+        *scope = json_string_value(json_object_get(o, "scope"));
+        *id = json_string_value(json_object_get(o, "id"));
+        if (!*scope || !**scope || strlen(*scope) > DQ_JOB_MAX_SCOPE) {
+                *code = "decay.memory.bad_scope";
+                snprintf(msg, msg_size, "\"scope\" must be a string of 1 to "
+                                        "255 bytes");
+                return NULL;
+        }
+        if (!*id || !**id || strlen(*id) > DQ_JOB_MAX_SOURCE_ID) {
+                *code = "decay.memory.bad_id";
+                snprintf(msg, msg_size,
+                         "\"id\" must be a string of 1 to 255 bytes");
+                return NULL;
+        }
+        *kind = DQ_REC_MEMORY;
+        v = json_object_get(o, "store");
+        if (v) {
+                const char *s = json_string_value(v);
+                if (s && !strcmp(s, "episode")) {
+                        *kind = DQ_REC_EPISODE;
+                } else if (!s || strcmp(s, "memory")) {
+                        *code = "decay.memory.bad_store";
+                        snprintf(msg, msg_size,
+                                 "\"store\" must be \"memory\" or "
+                                 "\"episode\"");
+                        return NULL;
+                }
+        }
+        kv = calloc(2 * json_object_size(o) + 1, sizeof(*kv));
+        if (!kv)
+                abort();
+        json_object_foreach(o, key, v)
+        {
+                char *text = NULL;
+
+                if (!strcmp(key, "scope") || !strcmp(key, "id") ||
+                    !strcmp(key, "store"))
+                        continue;
+                if (json_is_string(v))
+                        text = strdup(json_string_value(v));
+                else if (json_is_integer(v))
+                        (void)!asprintf(&text, "%" JSON_INTEGER_FORMAT,
+                                        json_integer_value(v));
+                else if (json_is_real(v))
+                        (void)!asprintf(&text, "%.17g", json_real_value(v));
+                else if (json_is_boolean(v))
+                        text = strdup(json_is_true(v) ? "true" : "false");
+                if (!text) {
+                        *code = "decay.memory.bad_field";
+                        snprintf(msg, msg_size,
+                                 "field \"%s\": only strings, numbers and "
+                                 "booleans can be stored",
+                                 key);
+                        for (size_t i = 0; i < 2 * n; i++)
+                                free(kv[i]);
+                        free(kv);
+                        return NULL;
+                }
+                kv[2 * n] = strdup(key);
+                kv[2 * n + 1] = text;
+                if (!kv[2 * n])
+                        abort();
+                n++;
+        }
+        *pairs = n;
+        return kv;
+}
+
+int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
+{
+        static const struct option longopts[] = {
+            CTL_COMMON_LONGOPTS,
+            {"file", required_argument, NULL, 'f'},
+            {NULL, 0, NULL, 0},
+        };
+        const char *file = NULL;
+        long lineno = 0, loaded = 0, rejected = 0;
+        int opt, rc;
+        FILE *in;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        dq_store_t *st;
+        int64_t last = dq_mono_ms();
+
+        while ((opt = getopt_long(argc, argv, CTL_COMMON_SHORTOPTS "f:",
+                                  longopts, NULL)) != -1) {
+                if ((rc = ctl_common(ctl, opt, optarg)) != -1) {
+                        if (rc != CTL_GO_ON)
+                                return rc;
+                        continue;
+                }
+                file = optarg; /* 'f' */
+        }
+        if (optind == argc - 1 && !file)
+                file = argv[optind++];
+        if ((rc = ctl_check_operands(ctl, argc, argv, 0)) != CTL_GO_ON)
+                return rc;
+        if ((rc = ctl_load(ctl)) != CTL_GO_ON)
+                return rc;
+        in = !file || !strcmp(file, "-") ? stdin : fopen(file, "r");
+        if (!in) {
+                fprintf(stderr, "error: cannot open '%s': %s\n", file,
+                        strerror(errno));
+                return CTL_EXIT_INPUT;
+        }
+        if (!(st = ctl_store(ctl))) {
+                if (in != stdin)
+                        fclose(in);
+                return CTL_EXIT_UNAVAILABLE;
+        }
+        rc = CTL_EXIT_OK;
+        while ((n = getline(&line, &cap, in)) >= 0) {
+                json_error_t jerr;
+                json_t *o;
+                const char *scope, *id, *code;
+                char msg[300];
+                dq_rec_kind_t kind;
+                size_t pairs = 0;
+                char **kv;
+                dq_err_t err;
+
+                lineno++;
+                if (strspn(line, " \t\r\n") == (size_t)n)
+                        continue;
+                o = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+                if (!o) {
+                        rejected++;
+                        fprintf(stderr,
+                                "error: line %ld: decay.memory.malformed_json: "
+                                "%s\n",
+                                lineno, jerr.text);
+                        continue;
+                }
+                kv = memory_line(o, &scope, &id, &kind, &pairs, &code, msg,
+                                 sizeof(msg));
+                if (!kv) {
+                        rejected++;
+                        fprintf(stderr, "error: line %ld: %s: %s\n", lineno,
+                                code, msg);
+                        json_decref(o);
+                        continue;
+                }
+                err = dq_store_record_put(st, kind, scope, id,
+                                          (const char *const *)kv, pairs);
+                for (size_t i = 0; i < 2 * pairs; i++)
+                        free(kv[i]);
+                free(kv);
+                json_decref(o);
+                if (err) {
+                        fprintf(stderr,
+                                "error: line %ld: redis: %s; stopped, lines "
+                                "before it are loaded\n",
+                                lineno, dq_err_str(err));
+                        rc = CTL_EXIT_UNAVAILABLE;
+                        break;
+                }
+                loaded++;
+                if (!ctl->json && dq_mono_ms() - last >= 1000) {
+                        last = dq_mono_ms();
+                        fprintf(stderr, "memory load: %ld loaded\n", loaded);
+                }
+        }
+        if (rc == CTL_EXIT_OK && ferror(in)) {
+                fprintf(stderr, "error: cannot read '%s': %s\n",
+                        file ? file : "-", strerror(errno));
+                rc = CTL_EXIT_INPUT;
+        }
+        free(line);
+        if (in != stdin)
+                fclose(in);
+        dq_store_destroy(st);
+        if (ctl->json)
+                ctl_json_print(json_pack("{s:i, s:i, s:i}", "lines",
+                                         (int)lineno, "loaded", (int)loaded,
+                                         "rejected", (int)rejected));
+        else
+                fprintf(stderr,
+                        "memory load: lines=%ld loaded=%ld rejected=%ld\n",
+                        lineno, loaded, rejected);
+        if (rc == CTL_EXIT_OK && rejected)
+                rc = CTL_EXIT_INPUT;
+        return rc;
+}
+
+/*
+ * main
+ */
+
+int main(int argc, char **argv)
+{
+        ctl_t ctl = {0};
+        const char *group, *name;
+        int rc;
+
+        dq_log_set_program("decayctl");
+        signal(SIGPIPE, SIG_IGN);
+        if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+            !strcmp(argv[1], "help")) {
+                print_overview(argc < 2 ? stderr : stdout);
+                return argc < 2 ? CTL_EXIT_USAGE : CTL_EXIT_OK;
+        }
+        group = argv[1];
+        name = argc > 2 ? argv[2] : NULL;
+        for (size_t i = 0; i < CMD_CNT; i++) {
+                if (strcmp(cmds[i].group, group))
+                        continue;
+                if (name && !strcmp(cmds[i].name, name)) {
+                        ctl.cmd = &cmds[i];
+                        ctl.overrides = calloc((size_t)argc, sizeof(char *));
+                        if (!ctl.overrides) {
+                                fprintf(stderr, "error: out of memory\n");
+                                return CTL_EXIT_UNAVAILABLE;
+                        }
+                        /* argv[0] of the command is its name. */
+                        rc = cmds[i].run(&ctl, argc - 2, argv + 2);
+                        if (rc == CTL_GO_ON)
+                                rc = CTL_EXIT_OK;
+                        dq_conf_destroy(ctl.conf);
+                        free(ctl.overrides);
+                        return rc;
+                }
+        }
+        if (name && (!strcmp(name, "-h") || !strcmp(name, "--help"))) {
+                print_overview(stdout);
+                return CTL_EXIT_OK;
+        }
+        if (!name)
+                return ctl_usage_error(&ctl, "'%s' needs a command", group);
+        return ctl_usage_error(&ctl, "unknown command '%s%s%s'", group,
+                               name ? " " : "", name ? name : "");
+}
