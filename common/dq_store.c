@@ -684,9 +684,8 @@ dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
 }
 
 dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,
-                         const char *from, int64_t replay_count,
-                         bool dry_run, int64_t now_ms, char *state_out,
-                         size_t state_size)
+                         const char *from, int64_t replay_count, bool dry_run,
+                         int64_t now_ms, char *state_out, size_t state_size)
 {
         args_t a = {0};
         dq_err_t err;

@@ -30,18 +30,19 @@ enum {
 };
 
 #define CTL_COMMON_SHORTOPTS "c:X:h"
-#define CTL_COMMON_LONGOPTS                                                    \
-        {"config", required_argument, NULL, 'c'},                              \
-            {"json", no_argument, NULL, CTL_OPT_JSON},                         \
-            {"dump-config", no_argument, NULL, CTL_OPT_DUMP},                  \
-        {                                                                      \
-                "help", no_argument, NULL, 'h'                                 \
+#define CTL_COMMON_LONGOPTS                                   \
+        {"config", required_argument, NULL, 'c'},             \
+            {"json", no_argument, NULL, CTL_OPT_JSON},        \
+            {"dump-config", no_argument, NULL, CTL_OPT_DUMP}, \
+        {                                                     \
+                "help", no_argument, NULL, 'h'                \
         }
 
 typedef struct ctl_cmd_s ctl_cmd_t;
 
 typedef struct ctl_s {
         const ctl_cmd_t *cmd;
+        char **argv; /* the command's, argv[0] its name */
         const char *config;
         char **overrides;
         int override_cnt;

@@ -114,8 +114,7 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                         w = snprintf(o->canon + canon_len,
                                      sizeof(o->canon) - canon_len, "%s=%s;",
                                      fname, optarg);
-                        if (w > 0 &&
-                            (size_t)w < sizeof(o->canon) - canon_len)
+                        if (w > 0 && (size_t)w < sizeof(o->canon) - canon_len)
                                 canon_len += (size_t)w;
                         continue;
                 }
@@ -125,8 +124,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                 goto not_here;
                         if (!parse_long(optarg, 1, 1000000000L, &o->limit))
                                 return ctl_usage_error(
-                                    ctl, "--limit: expected a count of 1 or "
-                                         "more, got '%s'",
+                                    ctl,
+                                    "--limit: expected a count of 1 or "
+                                    "more, got '%s'",
                                     optarg);
                         continue;
                 case OPT_EXECUTE:
@@ -142,8 +142,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                         if (end == optarg || (*end && strcmp(end, "/s")) ||
                             !(o->rate > 0 && o->rate <= 1e6))
                                 return ctl_usage_error(
-                                    ctl, "--rate: expected records a second "
-                                         "such as 50/s, got '%s'",
+                                    ctl,
+                                    "--rate: expected records a second "
+                                    "such as 50/s, got '%s'",
                                     optarg);
                         continue;
                 case OPT_CANARY:
@@ -151,8 +152,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                 goto not_here;
                         if (!parse_long(optarg, 1, 10000, &o->canary))
                                 return ctl_usage_error(
-                                    ctl, "--canary: expected a count from 1 "
-                                         "to 10000, got '%s'",
+                                    ctl,
+                                    "--canary: expected a count from 1 "
+                                    "to 10000, got '%s'",
                                     optarg);
                         continue;
                 case OPT_CANARY_TIMEOUT:
@@ -161,8 +163,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                         if (!dq_duration_parse(optarg, &o->canary_timeout_ms) ||
                             o->canary_timeout_ms <= 0)
                                 return ctl_usage_error(
-                                    ctl, "--canary-timeout: expected a "
-                                         "duration such as 2m, got '%s'",
+                                    ctl,
+                                    "--canary-timeout: expected a "
+                                    "duration such as 2m, got '%s'",
                                     optarg);
                         continue;
                 case OPT_MAX_REPLAYS:
@@ -170,8 +173,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                 goto not_here;
                         if (!parse_long(optarg, 1, 1000, &o->max_replays))
                                 return ctl_usage_error(
-                                    ctl, "--max-replays: expected a count "
-                                         "from 1 to 1000, got '%s'",
+                                    ctl,
+                                    "--max-replays: expected a count "
+                                    "from 1 to 1000, got '%s'",
                                     optarg);
                         continue;
                 case OPT_GROUP:
@@ -194,8 +198,7 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
 
 /* Opens a reader with its snapshot; prints why not. */
 static int open_reader(const ctl_t *ctl, const char *group, bool committed,
-                       int32_t partition, int64_t offset,
-                       dq_dlq_reader_t **rp)
+                       int32_t partition, int64_t offset, dq_dlq_reader_t **rp)
 {
         char errstr[512];
         dq_err_t err;
@@ -220,8 +223,8 @@ static int open_reader(const ctl_t *ctl, const char *group, bool committed,
 static int run_reader(dq_dlq_reader_t *r, dq_dlq_cb_t *cb, void *opaque)
 {
         char errstr[512];
-        dq_err_t err = dq_dlq_reader_run(r, cb, opaque, STALL_MS, errstr,
-                                         sizeof(errstr));
+        dq_err_t err =
+            dq_dlq_reader_run(r, cb, opaque, STALL_MS, errstr, sizeof(errstr));
         if (err == DQ_ERR_UNAVAILABLE)
                 fprintf(stderr, "error: kafka: %s\n", errstr);
         return err ? CTL_EXIT_UNAVAILABLE : CTL_EXIT_OK;
@@ -243,9 +246,8 @@ static json_t *rec_json(const dq_dlq_rec_t *rec)
             o, "time",
             json_string(dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t))));
         json_object_set_new(o, "scope", json_string(rec->scope));
-        json_object_set_new(o, "job_id",
-                            *rec->job_id ? json_string(rec->job_id)
-                                         : json_null());
+        json_object_set_new(
+            o, "job_id", *rec->job_id ? json_string(rec->job_id) : json_null());
         json_object_set_new(o, "kind",
                             *rec->kind ? json_string(rec->kind) : json_null());
         json_object_set_new(o, "error_class", json_string(rec->err_class));
@@ -253,16 +255,14 @@ static json_t *rec_json(const dq_dlq_rec_t *rec)
         v = json_string(rec->err_message); /* NULL when not UTF-8 */
         json_object_set_new(o, "error_message", v ? v : json_null());
         json_object_set_new(o, "attempts", json_integer(rec->attempts));
-        json_object_set_new(o, "replay_count",
-                            json_integer(rec->replay_count));
+        json_object_set_new(o, "replay_count", json_integer(rec->replay_count));
         json_object_set_new(o, "original",
                             json_pack("{s:s, s:i, s:I}", "topic",
                                       rec->orig_topic, "partition",
                                       (int)rec->orig_partition, "offset",
                                       (json_int_t)rec->orig_offset));
         if (!rec->job)
-                json_object_set_new(o, "not_a_job",
-                                    json_string(rec->rej.code));
+                json_object_set_new(o, "not_a_job", json_string(rec->rej.code));
         return o;
 }
 
@@ -288,12 +288,13 @@ static int list_cb(dq_dlq_rec_t *rec, void *opaque)
         } else {
                 snprintf(po, sizeof(po), "%d:%" PRId64, (int)rec->partition,
                          rec->offset);
-                printf("%-24s %-10s %-24s %-26s %-24s %-10s %-44s %3lld %3lld\n",
-                       dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t)), po,
-                       or_dash(rec->scope), or_dash(rec->job_id),
-                       or_dash(rec->kind), or_dash(rec->err_class),
-                       or_dash(rec->err_code), (long long)rec->attempts,
-                       (long long)rec->replay_count);
+                printf(
+                    "%-24s %-10s %-24s %-26s %-24s %-10s %-44s %3lld %3lld\n",
+                    dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t)), po,
+                    or_dash(rec->scope), or_dash(rec->job_id),
+                    or_dash(rec->kind), or_dash(rec->err_class),
+                    or_dash(rec->err_code), (long long)rec->attempts,
+                    (long long)rec->replay_count);
         }
         l->shown++;
         return l->o->limit && l->shown >= l->o->limit ? 1 : 0;
@@ -393,11 +394,11 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
                         if (!hex)
                                 abort();
                         for (size_t i = 0; i < m->len; i++)
-                                snprintf(hex + 2 * i, 3, "%02x",
-                                         ((const unsigned char *)m->payload)[i]);
+                                snprintf(
+                                    hex + 2 * i, 3, "%02x",
+                                    ((const unsigned char *)m->payload)[i]);
                         hex[2 * m->len] = '\0';
-                        json_object_set_new(o, "payload_hex",
-                                            json_string(hex));
+                        json_object_set_new(o, "payload_hex", json_string(hex));
                         free(hex);
                 }
                 ctl_json_print(o);
@@ -425,8 +426,7 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
                 }
         }
         if (!rec->job)
-                printf("not a job  %s: %s\n", rec->rej.code,
-                       rec->rej.message);
+                printf("not a job  %s: %s\n", rec->rej.code, rec->rej.message);
         printf("payload (%zu bytes):\n", m->len);
         print_bytes(m->payload, m->len);
         putchar('\n');
@@ -495,9 +495,8 @@ static const struct {
         const char *name;
         int64_t below_ms;
 } age_buckets[] = {
-    {"<5m", 5 * 60000LL},       {"5m-1h", 3600000LL},
-    {"1h-1d", 86400000LL},      {"1d-7d", 7 * 86400000LL},
-    {">=7d", INT64_MAX},
+    {"<5m", 5 * 60000LL},      {"5m-1h", 3600000LL}, {"1h-1d", 86400000LL},
+    {"1d-7d", 7 * 86400000LL}, {">=7d", INT64_MAX},
 };
 
 #define AGE_CNT (sizeof(age_buckets) / sizeof(*age_buckets))
@@ -583,18 +582,17 @@ int ctl_dlq_stats(ctl_t *ctl, int argc, char **argv)
                 json_object_set_new(out, "by_code", ctl_counts_json(&s.code));
                 json_object_set_new(out, "by_class", ctl_counts_json(&s.cls));
                 json_object_set_new(out, "by_kind", ctl_counts_json(&s.kind));
-                json_object_set_new(out, "by_scope",
-                                    ctl_counts_json(&s.scope));
-                json_object_set_new(
-                    out, "oldest",
-                    s.matched ? json_string(dq_time_format_rfc3339(
-                                    s.oldest, t1, sizeof(t1)))
-                              : json_null());
-                json_object_set_new(
-                    out, "newest",
-                    s.matched ? json_string(dq_time_format_rfc3339(
-                                    s.newest, t2, sizeof(t2)))
-                              : json_null());
+                json_object_set_new(out, "by_scope", ctl_counts_json(&s.scope));
+                json_object_set_new(out, "oldest",
+                                    s.matched
+                                        ? json_string(dq_time_format_rfc3339(
+                                              s.oldest, t1, sizeof(t1)))
+                                        : json_null());
+                json_object_set_new(out, "newest",
+                                    s.matched
+                                        ? json_string(dq_time_format_rfc3339(
+                                              s.newest, t2, sizeof(t2)))
+                                        : json_null());
                 for (size_t i = 0; i < AGE_CNT; i++)
                         json_object_set_new(ages, age_buckets[i].name,
                                             json_integer(s.age[i]));
@@ -603,19 +601,17 @@ int ctl_dlq_stats(ctl_t *ctl, int argc, char **argv)
         } else if (rc == CTL_EXIT_OK) {
                 int64_t max = 1;
                 printf("dead letters: %lld (of %lld read; filters: %s)\n",
-                       (long long)s.matched,
-                       (long long)dq_dlq_reader_done(r), desc);
+                       (long long)s.matched, (long long)dq_dlq_reader_done(r),
+                       desc);
                 printf("  extra copies of one original: %lld, not a job: "
                        "%lld, replayed before: %lld\n",
                        (long long)s.copies, (long long)s.not_a_job,
                        (long long)s.replayed_before);
                 if (s.matched) {
                         printf("  oldest: %s (%s)\n  newest: %s (%s)\n",
-                               dq_time_format_rfc3339(s.oldest, t1,
-                                                      sizeof(t1)),
+                               dq_time_format_rfc3339(s.oldest, t1, sizeof(t1)),
                                s.oldest_pos,
-                               dq_time_format_rfc3339(s.newest, t2,
-                                                      sizeof(t2)),
+                               dq_time_format_rfc3339(s.newest, t2, sizeof(t2)),
                                s.newest_pos);
                 }
                 ctl_counts_print(&s.code, "by error code", 20);
@@ -662,7 +658,7 @@ typedef struct replay_s {
         int64_t matched, replayed;
         ctl_counts_t originals, by_code, by_kind, skipped, refused;
 
-        int64_t start_us;  /* the rate's clock */
+        int64_t start_us; /* the rate's clock */
         int64_t txn_records;
         int64_t txn_start_ms;
         bool txn_open;
@@ -695,8 +691,8 @@ static bool txn_failed(replay_t *rp, const char *what, rd_kafka_error_t *e)
                     ? " (another replay with the same group took over?)"
                     : "");
         if (rd_kafka_error_txn_requires_abort(e))
-                rd_kafka_error_destroy(rd_kafka_abort_transaction(rp->pk,
-                                                                  30000));
+                rd_kafka_error_destroy(
+                    rd_kafka_abort_transaction(rp->pk, 30000));
         rd_kafka_error_destroy(e);
         rp->rc = CTL_EXIT_UNAVAILABLE;
         rp->txn_open = false;
@@ -777,9 +773,9 @@ static bool canary_wait(replay_t *rp)
                 settled = 0;
                 for (long i = 0; i < rp->canary_cnt; i++) {
                         char buf[32];
-                        const char *s = job_state(rp, rp->canary_scopes[i],
-                                                  rp->canary_ids[i], buf,
-                                                  sizeof(buf));
+                        const char *s =
+                            job_state(rp, rp->canary_scopes[i],
+                                      rp->canary_ids[i], buf, sizeof(buf));
                         if (!s) {
                                 fprintf(stderr, "error: redis unavailable "
                                                 "while watching the canary\n");
@@ -829,11 +825,11 @@ static void rate_wait(replay_t *rp)
 
         if (!rp->o->rate)
                 return;
-        due = rp->start_us + (int64_t)(1e6 * (double)rp->replayed /
-                                       rp->o->rate);
+        due =
+            rp->start_us + (int64_t)(1e6 * (double)rp->replayed / rp->o->rate);
         while ((left = due - now_us()) > 0)
-                rd_kafka_poll(rp->pk, (int)(left / 1000 > 100 ? 100
-                                                              : left / 1000));
+                rd_kafka_poll(rp->pk,
+                              (int)(left / 1000 > 100 ? 100 : left / 1000));
 }
 
 static void copy_hdr(rd_kafka_headers_t *h, const rd_kafka_message_t *m,
@@ -872,8 +868,7 @@ static bool republish(replay_t *rp, const dq_dlq_rec_t *rec)
                     rp->pk, RD_KAFKA_V_TOPIC(conf->topic_jobs),
                     RD_KAFKA_V_PARTITION(part),
                     RD_KAFKA_V_KEY(m->key, m->key_len),
-                    RD_KAFKA_V_VALUE(m->payload, m->len),
-                    RD_KAFKA_V_HEADERS(h),
+                    RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
                 if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
                         break;
@@ -898,8 +893,7 @@ static void replay_progress(replay_t *rp, bool force)
         fprintf(stderr, "replay: read %lld/%lld, %s %lld\n",
                 (long long)dq_dlq_reader_done(rp->rd),
                 (long long)dq_dlq_reader_total(rp->rd),
-                rp->pk ? "replayed" : "would replay",
-                (long long)rp->replayed);
+                rp->pk ? "replayed" : "would replay", (long long)rp->replayed);
 }
 
 static int replay_cb(dq_dlq_rec_t *rec, void *opaque)
@@ -976,6 +970,33 @@ static int replay_cb(dq_dlq_rec_t *rec, void *opaque)
         return o->limit && rp->replayed >= o->limit ? 1 : 0;
 }
 
+/* Consumer-only librdkafka keys that a shared file may hold; a producer
+ * warns about each. */
+static bool consumer_only(const char *key)
+{
+        static const char *const keys[] = {
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "partition.assignment.strategy",
+            "auto.offset.reset",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "auto.commit.interval.ms",
+            "max.poll.interval.ms",
+            "isolation.level",
+            "enable.partition.eof",
+            "check.crcs",
+            "coordinator.query.interval.ms",
+        };
+        if (!strncmp(key, "group.", 6) || !strncmp(key, "fetch.", 6) ||
+            !strncmp(key, "queued.", 7))
+                return true;
+        for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
+                if (!strcmp(key, keys[i]))
+                        return true;
+        return false;
+}
+
 static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
 {
         rd_kafka_conf_t *k = rd_kafka_conf_new();
@@ -983,8 +1004,19 @@ static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
         rd_kafka_error_t *e;
         rd_kafka_t *pk;
 
-        if (dq_conf_kafka_apply(ctl->conf, k, errstr, sizeof(errstr)) ||
-            rd_kafka_conf_set(k, "transactional.id", group, errstr,
+        for (size_t i = 0; i < ctl->conf->kafka_cnt; i++) {
+                const dq_conf_kv_t *kv = &ctl->conf->kafka[i];
+                if (consumer_only(kv->key))
+                        continue;
+                if (rd_kafka_conf_set(k, kv->key, kv->value, errstr,
+                                      sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+                        fprintf(stderr, "error: %s: kafka.%s: %s\n", kv->origin,
+                                kv->key, errstr);
+                        rd_kafka_conf_destroy(k);
+                        return NULL;
+                }
+        }
+        if (rd_kafka_conf_set(k, "transactional.id", group, errstr,
                               sizeof(errstr)) != RD_KAFKA_CONF_OK) {
                 fprintf(stderr, "error: kafka: %s\n", errstr);
                 rd_kafka_conf_destroy(k);
@@ -1000,8 +1032,9 @@ static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
          * open. */
         e = rd_kafka_init_transactions(pk, 60000);
         if (e) {
-                fprintf(stderr, "error: kafka: cannot start transactions: "
-                                "%s\n",
+                fprintf(stderr,
+                        "error: kafka: cannot start transactions: "
+                        "%s\n",
                         rd_kafka_error_string(e));
                 rd_kafka_error_destroy(e);
                 rd_kafka_destroy(pk);
@@ -1044,8 +1077,7 @@ static void audit(replay_t *rp, const char *run, const char *event,
                 json_object_set_new(c, "read",
                                     json_integer(dq_dlq_reader_done(rp->rd)));
                 json_object_set_new(c, "matched", json_integer(rp->matched));
-                json_object_set_new(c, "replayed",
-                                    json_integer(rp->replayed));
+                json_object_set_new(c, "replayed", json_integer(rp->replayed));
                 json_object_set_new(c, "skipped",
                                     ctl_counts_json(&rp->skipped));
                 json_object_set_new(c, "refused",
@@ -1095,8 +1127,8 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
         rp.group = group;
         rp.rc = CTL_EXIT_OK;
         if (o.canary) {
-                rp.canary_ids = calloc((size_t)o.canary,
-                                       sizeof(*rp.canary_ids));
+                rp.canary_ids =
+                    calloc((size_t)o.canary, sizeof(*rp.canary_ids));
                 rp.canary_scopes = calloc((size_t)o.canary, sizeof(char *));
                 if (!rp.canary_ids || !rp.canary_scopes)
                         abort();
@@ -1144,15 +1176,14 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
 
         if (ctl->json) {
                 json_t *out = json_object();
-                json_object_set_new(out, "mode",
-                                    json_string(o.execute ? "execute"
-                                                          : "dry_run"));
+                json_object_set_new(
+                    out, "mode",
+                    json_string(o.execute ? "execute" : "dry_run"));
                 json_object_set_new(out, "result", json_string(result));
                 json_object_set_new(out, "group", json_string(group));
                 json_object_set_new(out, "run", json_string(run));
-                json_object_set_new(
-                    out, "snapshot_records",
-                    json_integer(dq_dlq_reader_total(rp.rd)));
+                json_object_set_new(out, "snapshot_records",
+                                    json_integer(dq_dlq_reader_total(rp.rd)));
                 json_object_set_new(out, "read",
                                     json_integer(dq_dlq_reader_done(rp.rd)));
                 json_object_set_new(out, "matched", json_integer(rp.matched));

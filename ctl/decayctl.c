@@ -18,18 +18,20 @@
 #include "dq_ulid.h"
 #include "banned.h"
 
-#define FILTER_HELP                                                            \
-        "Filters (all must hold):\n"                                           \
-        "      --since WHEN      dead-lettered at or after WHEN: RFC 3339 "   \
-        "UTC\n"                                                                \
-        "                        (2026-11-23T12:00:00Z) or a duration back "   \
-        "(90m, 7d)\n"                                                          \
-        "      --until WHEN      dead-lettered before WHEN\n"                  \
-        "      --code CODE       reason code (decay.compress.source_missing)\n" \
-        "      --class CLASS     retryable, fatal, crash_loop or timeout\n"    \
-        "      --kind KIND       candidate_compression, episode_compression,\n" \
-        "                        expired_principle_review\n"                   \
-        "      --scope SCOPE     one memory store\n"                           \
+#define FILTER_HELP                                                          \
+        "Filters (all must hold):\n"                                         \
+        "      --since WHEN      dead-lettered at or after WHEN: RFC 3339 "  \
+        "UTC\n"                                                              \
+        "                        (2026-11-23T12:00:00Z) or a duration back " \
+        "(90m, 7d)\n"                                                        \
+        "      --until WHEN      dead-lettered before WHEN\n"                \
+        "      --code CODE       reason code "                               \
+        "(decay.compress.source_missing)\n"                                  \
+        "      --class CLASS     retryable, fatal, crash_loop or timeout\n"  \
+        "      --kind KIND       candidate_compression, "                    \
+        "episode_compression,\n"                                             \
+        "                        expired_principle_review\n"                 \
+        "      --scope SCOPE     one memory store\n"                         \
         "      --job ID          one job\n"
 
 static const ctl_cmd_t cmds[] = {
@@ -98,11 +100,13 @@ static const ctl_cmd_t cmds[] = {
      "and a worker running it is fenced: it cannot settle. A job with no\n"
      "state yet is cancelled before it runs. Exit 1 when the job is already\n"
      "terminal (completed, dead, cancelled, duplicate); its state is shown.\n"},
-    {"memory", "load", ctl_memory_load, "write memories and episodes from NDJSON",
+    {"memory", "load", ctl_memory_load,
+     "write memories and episodes from NDJSON",
      "[--file FILE | -]\n"
      "\n"
      "Reads one record a line from FILE or stdin:\n"
-     "  {\"scope\": \"acme/bot\", \"id\": \"cand-1\", \"type\": \"candidate\",\n"
+     "  {\"scope\": \"acme/bot\", \"id\": \"cand-1\", \"type\": "
+     "\"candidate\",\n"
      "   \"status\": \"active\", \"claim\": \"...\", \"created_at\": "
      "1732363200000}\n"
      "scope and id are required. \"store\": \"episode\" writes an episode\n"
@@ -202,10 +206,10 @@ int ctl_common(ctl_t *ctl, int opt, const char *arg)
                 fputs(exit_help, stdout);
                 return CTL_EXIT_OK;
         case '?':
-        case ':':
-                /* getopt printed what was wrong. */
-                print_cmd_usage(ctl->cmd, stderr);
-                return CTL_EXIT_USAGE;
+                return ctl_usage_error(ctl,
+                                       "unknown option, or one missing its "
+                                       "value: '%s'",
+                                       ctl->argv[optind - 1]);
         default:
                 return -1;
         }
@@ -226,8 +230,8 @@ int ctl_load(ctl_t *ctl)
         char errstr[512];
         int level;
 
-        ctl->conf = dq_conf_load(ctl->config, ctl->overrides,
-                                 ctl->override_cnt, errstr, sizeof(errstr));
+        ctl->conf = dq_conf_load(ctl->config, ctl->overrides, ctl->override_cnt,
+                                 errstr, sizeof(errstr));
         if (!ctl->conf) {
                 fprintf(stderr, "error: %s\n", errstr);
                 return CTL_EXIT_USAGE;
@@ -435,8 +439,9 @@ static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
                 else if (opt == OPT_EPISODE && episode)
                         *episode = true;
                 else
-                        return ctl_usage_error(ctl, "option '%s' does not "
-                                                    "apply here",
+                        return ctl_usage_error(ctl,
+                                               "option '%s' does not "
+                                               "apply here",
                                                argv[optind - 1]);
         }
         if ((rc = ctl_check_operands(ctl, argc, argv, 1)) != CTL_GO_ON)
@@ -520,8 +525,7 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
         }
         res = dq_record_get(&rec, "result_memory_id");
         if (res && *res &&
-            dq_store_record_get(st, DQ_REC_MEMORY, scope, res, &mem) !=
-                DQ_OK)
+            dq_store_record_get(st, DQ_REC_MEMORY, scope, res, &mem) != DQ_OK)
                 memset(&mem, 0, sizeof(mem));
         if (ctl->json) {
                 json_t *o = json_pack("{s:s, s:s}", "job", id, "scope", scope);
@@ -531,8 +535,7 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
                 json_object_set_new(o, "attempts",
                                     json_integer(v ? atoll(v) : 0));
                 v = dq_record_get(&rec, "epoch");
-                json_object_set_new(o, "epoch",
-                                    json_integer(v ? atoll(v) : 0));
+                json_object_set_new(o, "epoch", json_integer(v ? atoll(v) : 0));
                 json_object_set_new(o, "fields", record_json(&rec));
                 json_object_set_new(o, "result_memory",
                                     mem.cnt ? record_json(&mem) : json_null());
@@ -640,8 +643,8 @@ int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
  * NULL (reason in *code, *msg) or the kv array (2 * *pairs strings, owned
  * by the caller: free each, then the array). */
 static char **memory_line(json_t *o, const char **scope, const char **id,
-                          dq_rec_kind_t *kind, size_t *pairs,
-                          const char **code, char *msg, size_t msg_size)
+                          dq_rec_kind_t *kind, size_t *pairs, const char **code,
+                          char *msg, size_t msg_size)
 {
         const char *key;
         json_t *v;
@@ -657,8 +660,9 @@ static char **memory_line(json_t *o, const char **scope, const char **id,
         *id = json_string_value(json_object_get(o, "id"));
         if (!*scope || !**scope || strlen(*scope) > DQ_JOB_MAX_SCOPE) {
                 *code = "decay.memory.bad_scope";
-                snprintf(msg, msg_size, "\"scope\" must be a string of 1 to "
-                                        "255 bytes");
+                snprintf(msg, msg_size,
+                         "\"scope\" must be a string of 1 to "
+                         "255 bytes");
                 return NULL;
         }
         if (!*id || !**id || strlen(*id) > DQ_JOB_MAX_SOURCE_ID) {
@@ -868,6 +872,8 @@ int main(int argc, char **argv)
                                 return CTL_EXIT_UNAVAILABLE;
                         }
                         /* argv[0] of the command is its name. */
+                        ctl.argv = argv + 2;
+                        opterr = 0; /* ctl_common() says what is wrong */
                         rc = cmds[i].run(&ctl, argc - 2, argv + 2);
                         if (rc == CTL_GO_ON)
                                 rc = CTL_EXIT_OK;

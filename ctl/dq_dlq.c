@@ -89,8 +89,7 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
         rec->job = dq_job_parse(msg->payload, msg->len, max_bytes, &rec->rej);
         if (rec->job) {
                 snprintf(rec->job_id, sizeof(rec->job_id), "%s", rec->job->id);
-                snprintf(rec->scope, sizeof(rec->scope), "%s",
-                         rec->job->scope);
+                snprintf(rec->scope, sizeof(rec->scope), "%s", rec->job->scope);
                 snprintf(rec->kind, sizeof(rec->kind), "%s",
                          dq_kind_name(rec->job->kind));
         } else if (msg->key) {
@@ -237,19 +236,19 @@ void dq_dlq_filter_describe(const dq_dlq_filter_t *f, char *buf, size_t size)
         size_t n = 0;
 
         buf[0] = '\0';
-#define ADD(fmt, v)                                                            \
-        do {                                                                   \
-                int w_ = snprintf(buf + n, size - n, "%s" fmt, n ? " " : "",   \
-                                  v);                                          \
-                if (w_ > 0 && (size_t)w_ < size - n)                           \
-                        n += (size_t)w_;                                       \
+#define ADD(fmt, v)                                                         \
+        do {                                                                \
+                int w_ =                                                    \
+                    snprintf(buf + n, size - n, "%s" fmt, n ? " " : "", v); \
+                if (w_ > 0 && (size_t)w_ < size - n)                        \
+                        n += (size_t)w_;                                    \
         } while (0)
         if (f->since_ms)
-                ADD("since=%s", dq_time_format_rfc3339(f->since_ms, t,
-                                                       sizeof(t)));
+                ADD("since=%s",
+                    dq_time_format_rfc3339(f->since_ms, t, sizeof(t)));
         if (f->until_ms)
-                ADD("until=%s", dq_time_format_rfc3339(f->until_ms, t,
-                                                       sizeof(t)));
+                ADD("until=%s",
+                    dq_time_format_rfc3339(f->until_ms, t, sizeof(t)));
         if (f->code)
                 ADD("code=%s", f->code);
         if (f->err_class)
@@ -273,12 +272,12 @@ struct dq_dlq_reader_s {
         rd_kafka_t *rk;
         char *topic;
         size_t max_bytes;
-        int cnt;         /* partitions */
-        int64_t *start;  /* first offset to read */
-        int64_t *end;    /* snapshot: high watermark */
-        int64_t *pos;    /* next offset */
-        bool *active;    /* in the snapshot and not yet read to its end */
-        bool *in_snap;   /* in the snapshot */
+        int cnt;        /* partitions */
+        int64_t *start; /* first offset to read */
+        int64_t *end;   /* snapshot: high watermark */
+        int64_t *pos;   /* next offset */
+        bool *active;   /* in the snapshot and not yet read to its end */
+        bool *in_snap;  /* in the snapshot */
         int64_t total;
         int64_t done;
 };
@@ -309,8 +308,7 @@ dq_dlq_reader_t *dq_dlq_reader_new(const dq_conf_t *conf, const char *group,
             !set(k, "group.id", group ? group : "decayctl-reader", errstr,
                  errstr_size) ||
             !set(k, "enable.auto.commit", "false", errstr, errstr_size) ||
-            !set(k, "enable.auto.offset.store", "false", errstr,
-                 errstr_size) ||
+            !set(k, "enable.auto.offset.store", "false", errstr, errstr_size) ||
             !set(k, "enable.partition.eof", "true", errstr, errstr_size) ||
             !set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
             !set(k, "isolation.level", "read_committed", errstr, errstr_size))
@@ -330,8 +328,8 @@ dq_dlq_reader_t *dq_dlq_reader_new(const dq_conf_t *conf, const char *group,
         }
         if (md->topic_cnt != 1 || md->topics[0].err ||
             md->topics[0].partition_cnt < 1) {
-                snprintf(errstr, errstr_size,
-                         "topic '%s' does not exist (%s)", r->topic,
+                snprintf(errstr, errstr_size, "topic '%s' does not exist (%s)",
+                         r->topic,
                          md->topic_cnt == 1
                              ? rd_kafka_err2str(md->topics[0].err)
                              : "no metadata");
@@ -391,8 +389,8 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
 
         if (only_partition >= r->cnt) {
                 snprintf(errstr, errstr_size,
-                         "topic '%s' has no partition %d (it has %d)",
-                         r->topic, (int)only_partition, r->cnt);
+                         "topic '%s' has no partition %d (it has %d)", r->topic,
+                         (int)only_partition, r->cnt);
                 return DQ_ERR_NOT_FOUND;
         }
         if (from_committed) {
@@ -430,12 +428,22 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
                         r->start[p] = committed->elems[p].offset;
                 if (only_partition >= 0) {
                         if (start_offset < lo || start_offset >= hi) {
-                                snprintf(errstr, errstr_size,
-                                         "no record at %d:%" PRId64
-                                         " (partition %d holds offsets "
-                                         "%" PRId64 " to %" PRId64 ")",
-                                         (int)p, start_offset, (int)p, lo,
-                                         hi - 1);
+                                if (lo == hi)
+                                        snprintf(errstr, errstr_size,
+                                                 "no record at %d:%" PRId64
+                                                 " (partition %d is empty)",
+                                                 (int)p, start_offset, (int)p);
+                                else
+                                        snprintf(errstr, errstr_size,
+                                                 "no record at %d:%" PRId64
+                                                 " (partition %d holds "
+                                                 "offsets %" PRId64
+                                                 " to %" PRId64 ")",
+                                                 (int)p, start_offset, (int)p,
+                                                 lo, hi - 1);
+                                if (committed)
+                                        rd_kafka_topic_partition_list_destroy(
+                                            committed);
                                 return DQ_ERR_NOT_FOUND;
                         }
                         r->start[p] = start_offset;
@@ -448,7 +456,8 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
                 if (r->active[p])
                         r->total += hi - r->start[p];
         }
-        rd_kafka_topic_partition_list_destroy(committed);
+        if (committed)
+                rd_kafka_topic_partition_list_destroy(committed);
         return DQ_OK;
 }
 
