@@ -90,6 +90,12 @@ static const dq_conf_def_t dq_conf_defs[] = {
      "name of this worker in job state (default: host:pid)"},
     {"commit.interval", DQ_CONF_DURATION, "1s", OFF(commit_interval_ms), 0, 10,
      DAY, "how often settled offsets are committed"},
+    {"http.port", DQ_CONF_INT, "0", OFF(http_port), 0, 0, 65535,
+     "port of /metrics, /healthz and /readyz (0: no listener)"},
+    {"http.address", DQ_CONF_STR, "127.0.0.1", OFF(http_address), 0, 0, 0,
+     "address the HTTP listener binds (0.0.0.0 or :: for all)"},
+    {"stats.interval", DQ_CONF_DURATION, "5s", OFF(stats_interval_ms), 0, 0,
+     DAY, "how often librdkafka statistics (lag) refresh the metrics"},
     {"debug.faults", DQ_CONF_BOOL, "false", OFF(debug_faults), 0, 0, 0,
      "obey fault-injection trace ids (fail-until:N, fail-always, slow:MS); "
      "for tests only"},

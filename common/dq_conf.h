@@ -56,6 +56,9 @@ typedef struct dq_conf_s {
         char *worker_id;
         int64_t commit_interval_ms;
         bool debug_faults;
+        int64_t http_port;
+        char *http_address;
+        int64_t stats_interval_ms;
 
         dq_conf_kv_t *kafka;
         size_t kafka_cnt;

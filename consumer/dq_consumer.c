@@ -20,6 +20,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "dq_handler.h"
+#include "dq_http.h"
+#include "dq_metrics.h"
 #include "dq_kafka.h"
 #include "dq_log.h"
 #include "dq_offsets.h"
@@ -32,6 +34,7 @@
 #define ERR_MESSAGE_MAX   1024
 #define REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
 #define REDIS_BACKOFF_MAX 2000
+#define IDLE_PING_MS      1000
 
 /* Counts of the run summary (logged by summary()). */
 typedef struct dq_consumer_stats_s {
@@ -98,6 +101,7 @@ typedef struct item_s {
 
         dq_claim_t claim;
         dq_settle_t settle;
+        int64_t claimed_at; /* mono ms; 0 until claimed */
         struct item_s *next;
 } item_t;
 
@@ -133,9 +137,13 @@ struct dq_consumer_s {
         bool critical;          /* unavailable past critical.after */
         bool stored_since_commit;
         int64_t next_commit, next_summary;
+        int64_t next_ping; /* an idle consumer checks Redis this often */
         uint64_t rnd;
 
         dq_consumer_stats_t st;
+        dq_metrics_t *metrics;
+        dq_http_t *http;
+        bool joined; /* assigned (possibly nothing) since the last revoke */
 };
 
 /*
@@ -302,6 +310,16 @@ static void settle_item(dq_consumer_t *c, item_t *it, const char *outcome)
                  it->topic, (int)it->partition, (long long)it->offset,
                  job_id(it), outcome, (long long)it->attempts);
         count_outcome(c, outcome);
+        dq_metrics_count(c->metrics, outcome,
+                         it->job ? dq_kind_name(it->job->kind) : NULL,
+                         it->err_class ? it->err_code : NULL);
+        if (it->claimed_at)
+                dq_metrics_observe(c->metrics, DQ_HIST_PROCESSING,
+                                   (double)(dq_mono_ms() - it->claimed_at));
+        if (strcmp(outcome, "retried") && strcmp(outcome, "deferred") &&
+            it->orig_ts > 0)
+                dq_metrics_observe(c->metrics, DQ_HIST_END_TO_END,
+                                   (double)(dq_now_ms() - it->orig_ts));
         if (dq_offsets_settle(&p->off, it->offset, &next))
                 p->store_next = next; /* stored by the next commit() */
         item_free(it);
@@ -317,6 +335,8 @@ static void abandon_item(dq_consumer_t *c, item_t *it, const char *why)
                 it->topic, (int)it->partition, (long long)it->offset,
                 job_id(it), why);
         c->st.abandoned++;
+        dq_metrics_count(c->metrics, "abandoned",
+                         it->job ? dq_kind_name(it->job->kind) : NULL, NULL);
         if (c->stop)
                 c->handed_back = true;
         item_free(it);
@@ -337,6 +357,8 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
                 if (tp->offset < 0)
                         continue;
+                dq_metrics_event(c->metrics,
+                                 perr ? DQ_EV_COMMIT_FAILED : DQ_EV_COMMIT);
                 if (perr)
                         c->stored_since_commit = true; /* try again */
                 if (perr)
@@ -528,6 +550,27 @@ static void backlog_push(dq_consumer_t *c, item_t *it)
 
 static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m);
 
+/* Publishes the gauges and readiness inputs, and marks progress. */
+static void publish(dq_consumer_t *c)
+{
+        dq_gauges_t g = {0};
+
+        if (!c->metrics)
+                return;
+        for (part_t *p = c->parts; p; p = p->next) {
+                g.assigned++;
+                g.paused += c->paused_all || p->delay_paused;
+                g.in_flight += (int)dq_offsets_pending(&p->off);
+        }
+        g.in_flight += (int)c->backlog_cnt;
+        g.joined = c->joined;
+        g.redis_ok = !c->unavailable_at;
+        g.critical = c->critical;
+        g.draining = c->stop != 0;
+        dq_metrics_gauges(c->metrics, &g);
+        dq_metrics_tick(c->metrics);
+}
+
 /* Called after a Redis call whose outcome is unknown. Pauses consumption
  * (nothing new is claimed and no offset moves), keeps serving the group,
  * waits with capped backoff, and returns true to try again, or false when
@@ -558,6 +601,7 @@ static bool redis_wait(dq_consumer_t *c, int *tries)
 
         until = dq_mono_ms() + backoff;
         while (dq_mono_ms() < until) {
+                publish(c); /* waiting for Redis is the loop's work now */
                 if (stopping_now(c))
                         return false;
                 if (c->in_rebalance) {
@@ -822,6 +866,7 @@ static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m)
                 return NULL;
         }
         c->st.consumed++;
+        dq_metrics_count(c->metrics, "consumed", NULL, NULL);
         it = calloc(1, sizeof(*it));
         if (!it)
                 oom();
@@ -941,6 +986,7 @@ static bool heartbeat(void *opaque)
         dq_consumer_t *c = hb->c;
         int64_t now = dq_mono_ms();
 
+        publish(c); /* a long job is progress too; SIGTERM shows */
         if (stopping_now(c))
                 return false;
         if (now < hb->next_renew)
@@ -1006,13 +1052,17 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                 }
                 if (!m)
                         break;
+                int64_t t0 = dq_mono_ms();
                 dq_store_claim(c->store, cl, m, dq_now_ms());
+                dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
+                                   (double)(dq_mono_ms() - t0));
                 k = 0;
                 for (size_t i = 0; i < m; i++) {
                         if (cl[i].err == DQ_ERR_UNAVAILABLE) {
                                 left[k++] = left[i];
                         } else {
                                 left[i]->claim = cl[i];
+                                left[i]->claimed_at = t0;
                                 items[done++] = left[i];
                         }
                 }
@@ -1049,7 +1099,10 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                 case DQ_CLAIM_TERMINAL:
                         dq_debug("claim", "job=%s status=terminal state=%s",
                                  it->job->id, cl->state);
-                        settle_item(c, it, "skipped");
+                        settle_item(c, it,
+                                    !strcmp(cl->state, "cancelled")
+                                        ? "cancelled"
+                                        : "skipped");
                         items[i] = NULL;
                         continue;
                 case DQ_CLAIM_EXHAUSTED:
@@ -1070,6 +1123,8 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                         break;
                 }
                 c->st.claimed++;
+                dq_metrics_count(c->metrics, "claimed",
+                                 dq_kind_name(it->job->kind), NULL);
                 dq_debug("claim",
                          "job=%s kind=%s scope=%s status=claimed attempt=%lld "
                          "epoch=%lld scheduled_for=%lld%s",
@@ -1170,7 +1225,10 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                 n = k;
                 if (!n)
                         break;
+                int64_t t0 = dq_mono_ms();
                 dq_store_settle(c->store, ss, n, dq_now_ms());
+                dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
+                                   (double)(dq_mono_ms() - t0));
                 k = 0;
                 for (size_t i = 0; i < n; i++) {
                         item_t *it = items[i];
@@ -1391,8 +1449,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
         c->in_rebalance = true;
         c->rebalance_seq++;
+        dq_metrics_event(c->metrics, DQ_EV_REBALANCE);
         switch (err) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                c->joined = true;
                 log_parts("assigned", partitions);
                 parts_add(c, partitions);
                 if (c->cooperative)
@@ -1410,6 +1470,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 break;
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
                 log_parts("revoked", partitions);
+                if (!c->cooperative)
+                        c->joined = false; /* until the next assignment */
                 revoke_parts(c, partitions);
                 if (c->cooperative)
                         error = rd_kafka_incremental_unassign(rk, partitions);
@@ -1446,6 +1508,15 @@ static int set(rd_kafka_conf_t *k, const char *name, const char *v,
                    : -1;
 }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+        dq_consumer_t *c = opaque;
+
+        (void)rk;
+        dq_metrics_stats(c->metrics, json, len);
+        return 0; /* librdkafka frees json */
+}
+
 static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
                                 size_t errstr_size)
 {
@@ -1467,6 +1538,16 @@ static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
             set(k, "enable.auto.commit", "false", errstr, errstr_size) ||
             set(k, "enable.partition.eof", "false", errstr, errstr_size))
                 goto err;
+        /* Statistics feed the lag metrics when someone can read them. */
+        if (c->http && c->conf->stats_interval_ms > 0 &&
+            !dq_conf_kafka_get(c->conf, "statistics.interval.ms")) {
+                char ms[32];
+                snprintf(ms, sizeof(ms), "%lld",
+                         (long long)c->conf->stats_interval_ms);
+                if (set(k, "statistics.interval.ms", ms, errstr, errstr_size))
+                        goto err;
+        }
+        rd_kafka_conf_set_stats_cb(k, stats_cb);
         rd_kafka_conf_set_rebalance_cb(k, rebalance_cb);
         rd_kafka_conf_set_offset_commit_cb(k, offset_commit_cb);
         rd_kafka_conf_set_opaque(k, c);
@@ -1655,6 +1736,24 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
         c->store = dq_store_new(conf, c->worker, errstr, errstr_size);
         if (!c->store)
                 goto err;
+        c->metrics = dq_metrics_new();
+        if (!c->metrics) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto err;
+        }
+        if (conf->http_port > 0) {
+                /* Silent for longer than a lease's renewal period plus a
+                 * poll: the loop is stuck. */
+                c->http = dq_http_start(
+                    conf->http_address, (int)conf->http_port, c->metrics,
+                    conf->lease_ms + 30000, errstr, errstr_size);
+                if (!c->http)
+                        goto err;
+                dq_info("start",
+                        "http=%s:%lld endpoints=/metrics,/healthz,"
+                        "/readyz",
+                        conf->http_address, (long long)conf->http_port);
+        }
         c->pk = new_producer(c, errstr, errstr_size);
         if (!c->pk)
                 goto err;
@@ -1745,6 +1844,7 @@ int dq_consumer_run(dq_consumer_t *c)
                                 (long long)c->conf->drain_timeout_ms);
                         pause_all(c, "shutdown");
                 }
+                publish(c);
                 if (c->draining) {
                         serve_copies(c, 50);
                         if (c->outstanding == 0 && !c->delivered &&
@@ -1763,8 +1863,17 @@ int dq_consumer_run(dq_consumer_t *c)
                 if (c->unavailable_at && !redis_recovered(c))
                         continue;
                 size_t n = read_batch(c, batch, max, next_timeout(c));
-                if (n)
+                if (n) {
                         process(c, batch, n);
+                        c->next_ping = dq_mono_ms() + IDLE_PING_MS;
+                } else if (dq_mono_ms() >= c->next_ping) {
+                        /* Idle: learn of an outage before work arrives,
+                         * so that readiness tells the truth. */
+                        int tries = 0;
+                        c->next_ping = dq_mono_ms() + IDLE_PING_MS;
+                        if (dq_store_ping(c->store) != DQ_OK)
+                                redis_wait(c, &tries);
+                }
                 serve_copies(c, 0);
                 delay_resume_due(c);
 
@@ -1812,6 +1921,9 @@ void dq_consumer_destroy(dq_consumer_t *c)
 {
         if (!c)
                 return;
+        /* Not ready from here on; the listener goes last but one. */
+        if (c->metrics)
+                publish(c);
         if (c->rk) {
                 /* Leaves the group; the revoke commits what is settled. */
                 rd_kafka_consumer_close(c->rk);
@@ -1849,5 +1961,7 @@ void dq_consumer_destroy(dq_consumer_t *c)
                 free(c->tier_topics[i]);
         free(c->tier_topics);
         dq_store_destroy(c->store);
+        dq_http_stop(c->http);
+        dq_metrics_destroy(c->metrics);
         free(c);
 }

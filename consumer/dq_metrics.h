@@ -1,0 +1,70 @@
+/* decay-consumer's metrics and health, kept by the main loop and read by
+ * the HTTP listener's thread: counters, latency histograms, gauges, lag
+ * from librdkafka statistics, and the readiness conditions. Every call is
+ * thread-safe. */
+#ifndef DQ_METRICS_H
+#define DQ_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dq_metrics_s dq_metrics_t;
+
+typedef enum dq_hist_e {
+        DQ_HIST_PROCESSING, /* claim to settle of a batch's job, ms */
+        DQ_HIST_END_TO_END, /* produce timestamp to settle, ms */
+        DQ_HIST_REDIS,      /* one pipelined Redis round trip, ms */
+        DQ_HIST__CNT
+} dq_hist_t;
+
+typedef enum dq_event_e {
+        DQ_EV_REBALANCE,
+        DQ_EV_COMMIT,
+        DQ_EV_COMMIT_FAILED,
+        DQ_EV__CNT
+} dq_event_t;
+
+/* Gauges and readiness inputs, set by the main loop. */
+typedef struct dq_gauges_s {
+        int assigned;  /* partitions */
+        int paused;    /* partitions paused (delay tiers, Redis outage) */
+        int in_flight; /* messages read and not yet settled */
+        bool joined;   /* the group assigned us (possibly nothing) */
+        bool redis_ok; /* Redis answers and holds the functions */
+        bool critical; /* paused past critical.after */
+        bool draining;
+} dq_gauges_t;
+
+dq_metrics_t *dq_metrics_new(void);
+void dq_metrics_destroy(dq_metrics_t *m);
+
+/* Counts one job outcome ("consumed", "claimed", "completed", "retried",
+ * "dead", "duplicate", "cancelled", "skipped", "deferred", "abandoned");
+ * kind and code may be NULL. */
+void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
+                      const char *code);
+
+void dq_metrics_observe(dq_metrics_t *m, dq_hist_t h, double ms);
+void dq_metrics_event(dq_metrics_t *m, dq_event_t ev);
+void dq_metrics_gauges(dq_metrics_t *m, const dq_gauges_t *g);
+
+/* The main loop made progress (for /healthz). */
+void dq_metrics_tick(dq_metrics_t *m);
+
+/* Reads consumer lag and broker states from a librdkafka statistics JSON
+ * document. */
+void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len);
+
+/* The Prometheus text exposition; the caller frees it. */
+char *dq_metrics_render(dq_metrics_t *m, size_t *lenp);
+
+/* Ready: Kafka connected, group joined, Redis reachable, not draining and
+ * not in a critical pause. When not, why names the first condition that
+ * fails. */
+bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size);
+
+/* Alive: the main loop ticked within stall_ms. */
+bool dq_metrics_alive(dq_metrics_t *m, int64_t stall_ms, int64_t *since_ms);
+
+#endif

@@ -1,0 +1,337 @@
+/* decay-consumer's HTTP endpoints against a running consumer: /metrics
+ * counters move by the right amounts, lag is reported, /readyz turns
+ * unready while Redis is away and while draining, and bad requests are
+ * refused without touching consumption. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dq_test.h"
+#include "dq_test_consumer.h"
+#include "dq_test_store.h"
+#include "dq_time.h"
+#include "banned.h"
+
+static dq_store_t *store;
+static dq_conf_t *conf;
+
+static void teardown(void)
+{
+        dq_store_destroy(store);
+        dq_conf_destroy(conf);
+        store = NULL;
+        conf = NULL;
+}
+
+static int free_port(void)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+        cr_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+        port = ntohs(a.sin_port);
+        close(fd);
+        return port;
+}
+
+/* Sends raw bytes; returns the status code (0: no answer) and the body. */
+static int http_raw(int port, const char *req, char *body, size_t size)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        struct timeval tv = {5, 0};
+        int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+        size_t n = 0;
+        ssize_t r;
+        char *buf = malloc(1 << 20), *p;
+
+        cr_assert(buf);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons((uint16_t)port);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+            write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
+                while (n < (1 << 20) - 1 &&
+                       (r = read(fd, buf + n, (1 << 20) - 1 - n)) > 0)
+                        n += (size_t)r;
+        }
+        close(fd);
+        buf[n] = '\0';
+        sscanf(buf, "HTTP/1.%*d %d", &status);
+        if (body) {
+                p = strstr(buf, "\r\n\r\n");
+                snprintf(body, size, "%s", p ? p + 4 : "");
+        }
+        free(buf);
+        return status;
+}
+
+static int http_get(int port, const char *path, char *body, size_t size)
+{
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: "
+                 "close\r\n\r\n",
+                 path);
+        return http_raw(port, req, body, size);
+}
+
+/* The value of the series "name{labels}" (labels exactly as rendered, or
+ * "" for none) in a scrape; 0 when absent; -1 when absent and want_absent
+ * is asked for by the caller through present. */
+static double metric(const char *scrape, const char *series, bool *present)
+{
+        size_t n = strlen(series);
+        const char *p = scrape;
+
+        if (present)
+                *present = false;
+        while ((p = strstr(p, series))) {
+                if ((p == scrape || p[-1] == '\n') && p[n] == ' ') {
+                        if (present)
+                                *present = true;
+                        return strtod(p + n + 1, NULL);
+                }
+                p += n;
+        }
+        return 0;
+}
+
+#define JOBS(outcome, kind, code)                                \
+        "decayq_jobs_total{outcome=\"" outcome "\",kind=\"" kind \
+        "\",code=\"" code "\"}"
+#define CC "candidate_compression"
+
+static void wait_status(int port, const char *path, int want, long ms,
+                        char *body, size_t size)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        int got = 0;
+
+        while (dq_test_now_ms() < deadline) {
+                got = http_get(port, path, body, size);
+                if (got == want)
+                        return;
+                dq_test_sleep_ms(100);
+        }
+        cr_assert_fail("%s: status %d, want %d within %ld ms (%s)", path, got,
+                       want, ms, body);
+}
+
+static void wait_state(const dq_job_t *job, const char *want, long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        char last[32] = "";
+
+        while (dq_test_now_ms() < deadline) {
+                dq_record_t rec = {0};
+                if (dq_store_job_get(store, job->scope, job->id, &rec) ==
+                    DQ_OK) {
+                        const char *s = dq_record_get(&rec, "state");
+                        snprintf(last, sizeof(last), "%s", s ? s : "");
+                        dq_record_release(&rec);
+                        if (!strcmp(last, want))
+                                return;
+                }
+                dq_test_sleep_ms(50);
+        }
+        cr_assert_fail("job %s: state '%s', want '%s'", job->id, last, want);
+}
+
+static dq_job_t *send_job(rd_kafka_t *pk, const dq_tc_t *tc, const char *src,
+                          const char *trace, bool with_memory)
+{
+        const char *srcs[] = {src};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        size_t len;
+        char *json;
+
+        if (with_memory)
+                dq_test_memory(store, "s/1", src, "candidate", "active", src,
+                               1);
+        if (trace)
+                job->trace_id = strdup(trace);
+        json = dq_job_serialize(job, &len);
+        dq_tc_send(pk, tc->topic, 0, "s/1", json, len, NULL);
+        free(json);
+        return job;
+}
+
+Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
+     .timeout = 240)
+{
+        enum { OK = 5, RETRY = 2, SLOW = 12 };
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char *a = malloc(1 << 20), *b = malloc(1 << 20), kv[64], ns[200];
+        const char *x[] = {ns};
+        dq_job_t *jobs[OK + RETRY + 1 + SLOW + 2];
+        size_t nj = 0;
+        double max_lag = 0;
+        bool present;
+        int port = free_port();
+        pid_t pid;
+
+        cr_assert(a && b);
+        dq_tc_init(&tc, "ops", 1);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
+        store = dq_test_store("test", x, 1, &conf);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
+        dq_tc_arg(&tc, "stats.interval=200ms");
+        dq_tc_arg(&tc, "critical.after=1s");
+        dq_tc_arg(&tc, "drain.timeout=20s");
+        pid = dq_tc_spawn(&tc, "w");
+
+        wait_status(port, "/healthz", 200, 20000, a, 1 << 20);
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+        cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+
+        /* Counters: 5 complete, 2 retry once then complete, 1 is dead. */
+        for (int i = 0; i < OK; i++) {
+                char src[16];
+                snprintf(src, sizeof(src), "ok%d", i);
+                jobs[nj++] = send_job(pk, &tc, src, NULL, true);
+        }
+        for (int i = 0; i < RETRY; i++) {
+                char src[16];
+                snprintf(src, sizeof(src), "re%d", i);
+                jobs[nj++] = send_job(pk, &tc, src, "fail-until:1", true);
+        }
+        jobs[nj++] = send_job(pk, &tc, "missing", NULL, false);
+        dq_tc_flush(pk);
+        for (size_t i = 0; i < nj - 1; i++)
+                wait_state(jobs[i], "completed", 30000);
+        wait_state(jobs[nj - 1], "dead", 30000);
+        dq_test_sleep_ms(1500); /* the DLQ copy's delivery, the commit */
+        cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+        cr_log_info("scrape after the first jobs:\n%.3000s", b);
+#define DELTA(s) (metric(b, s, NULL) - metric(a, s, NULL))
+        cr_assert_eq(DELTA(JOBS("completed", CC, "")), OK + RETRY);
+        cr_assert_eq(DELTA(JOBS("retried", CC, "decay.debug.injected_failure")),
+                     RETRY);
+        cr_assert_eq(DELTA(JOBS("dead", CC, "decay.compress.source_missing")),
+                     1);
+        cr_assert_eq(DELTA(JOBS("claimed", CC, "")), OK + 2 * RETRY + 1);
+        /* Every job, and each retry's delay copy; a delay record read
+         * before it is due is read again after its pause. */
+        cr_assert_geq(DELTA(JOBS("consumed", "", "")), OK + 2 * RETRY + 1);
+        cr_assert_geq(DELTA("decayq_commits_total"), 1);
+        cr_assert_geq(DELTA("decayq_end_to_end_seconds_count"), OK + RETRY);
+        cr_assert_geq(DELTA("decayq_redis_roundtrip_seconds_count"), 2);
+        cr_assert_eq(metric(b, "decayq_assigned_partitions", NULL), 3,
+                     "the jobs topic and two tiers, one partition each");
+        cr_assert_eq(metric(b, "decayq_draining", NULL), 0);
+
+        /* Lag: slow jobs keep the committed offset behind the end. */
+        {
+                char src[16];
+                for (int i = 0; i < SLOW; i++) {
+                        snprintf(src, sizeof(src), "slow%d", i);
+                        jobs[nj++] = send_job(pk, &tc, src, "slow:250", true);
+                }
+                dq_tc_flush(pk);
+        }
+        while (1) {
+                char series[256];
+                double lag;
+                dq_record_t rec = {0};
+                bool done = false;
+
+                cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+                snprintf(series, sizeof(series),
+                         "decayq_consumer_lag{topic=\"%s\",partition=\"0\"}",
+                         tc.topic);
+                lag = metric(b, series, &present);
+                if (present && lag > max_lag)
+                        max_lag = lag;
+                if (dq_store_job_get(store, "s/1", jobs[nj - 1]->id, &rec) ==
+                    DQ_OK) {
+                        const char *s = dq_record_get(&rec, "state");
+                        done = s && !strcmp(s, "completed");
+                        dq_record_release(&rec);
+                }
+                if (done)
+                        break;
+                dq_test_sleep_ms(100);
+        }
+        cr_log_info("largest lag seen on %s[0]: %.0f", tc.topic, max_lag);
+        cr_assert_gt(max_lag, 0, "lag must be reported while jobs wait");
+        {
+                char series[256];
+                long long deadline = dq_test_now_ms() + 10000;
+                snprintf(series, sizeof(series),
+                         "decayq_consumer_lag{topic=\"%s\",partition=\"0\"}",
+                         tc.topic);
+                do {
+                        dq_test_sleep_ms(200);
+                        http_get(port, "/metrics", b, 1 << 20);
+                } while ((metric(b, series, &present) != 0 || !present) &&
+                         dq_test_now_ms() < deadline);
+                cr_assert(present && metric(b, series, NULL) == 0,
+                          "lag goes back to 0 once all is committed");
+        }
+
+        /* Bad requests: refused, and consumption goes on. */
+        cr_assert_eq(http_get(port, "/nope", a, 1 << 20), 404);
+        cr_assert_eq(http_raw(port, "FOO BAR BAZ QUX\r\n\r\n", NULL, 0), 400);
+        cr_assert_eq(http_raw(port,
+                              "GET /readyz HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: abc\r\n\r\n",
+                              NULL, 0),
+                     400);
+        cr_assert_eq(http_raw(port,
+                              "POST /metrics HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 3\r\n\r\nabc",
+                              NULL, 0),
+                     405);
+        jobs[nj] = send_job(pk, &tc, "after-bad-http", NULL, true);
+        dq_tc_flush(pk);
+        wait_state(jobs[nj++], "completed", 20000);
+
+        /* Readiness: unready while Redis is away, ready when it is back. */
+        dq_test_services("redis-kill");
+        wait_status(port, "/readyz", 503, 15000, a, 1 << 20);
+        cr_assert(strstr(a, "redis"), "why: %s", a);
+        cr_assert_eq(http_get(port, "/healthz", NULL, 0), 200,
+                     "waiting for Redis is not a dead process");
+        dq_test_services("redis-start");
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+        for (int i = 0; i < 50 && dq_store_ping(store) != DQ_OK; i++)
+                dq_test_sleep_ms(100); /* the test's own connection */
+
+        /* And while draining: a slow job holds the drain open. */
+        jobs[nj] = send_job(pk, &tc, "drain", "slow:4000", true);
+        dq_tc_flush(pk);
+        {
+                long long deadline = dq_test_now_ms() + 20000;
+                while (http_get(port, "/metrics", b, 1 << 20) == 200 &&
+                       metric(b, JOBS("claimed", CC, ""), NULL) <
+                           OK + 2 * RETRY + 1 + SLOW + 2 &&
+                       dq_test_now_ms() < deadline)
+                        dq_test_sleep_ms(50);
+        }
+        kill(pid, SIGTERM);
+        wait_status(port, "/readyz", 503, 3000, a, 1 << 20);
+        cr_assert(strstr(a, "draining"), "why: %s", a);
+        cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+        cr_assert_eq(metric(b, "decayq_draining", NULL), 1);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0, "drained cleanly");
+        wait_state(jobs[nj++], "completed", 1000);
+
+        for (size_t i = 0; i < nj; i++)
+                dq_job_destroy(jobs[i]);
+        rd_kafka_destroy(pk);
+        free(a);
+        free(b);
+}
