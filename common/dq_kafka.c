@@ -1,10 +1,12 @@
-/* Kafka helpers: topic administration on top of librdkafka's admin API. */
+/* Kafka helpers: topic administration and record headers. */
 #include "dq_kafka.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_time.h"
 #include "banned.h"
 
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
@@ -83,4 +85,47 @@ done:
                 rd_kafka_NewTopic_destroy(nt[i]);
         free(nt);
         return ret;
+}
+
+bool dq_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                     size_t size)
+{
+        rd_kafka_headers_t *hdrs;
+        const void *val;
+        size_t len;
+
+        if (size)
+                buf[0] = '\0';
+        if (rd_kafka_message_headers(m, &hdrs) ||
+            rd_kafka_header_get_last(hdrs, name, &val, &len) || !val || !size)
+                return false;
+        if (len >= size)
+                len = size - 1;
+        memcpy(buf, val, len);
+        buf[len] = '\0';
+        return true;
+}
+
+int64_t dq_kafka_header_int(const rd_kafka_message_t *m, const char *name,
+                            int64_t def)
+{
+        char buf[32], *end;
+        long long v;
+
+        if (!dq_kafka_header(m, name, buf, sizeof(buf)))
+                return def;
+        errno = 0;
+        v = strtoll(buf, &end, 10);
+        return errno || end == buf || *end ? def : (int64_t)v;
+}
+
+int64_t dq_kafka_header_time(const rd_kafka_message_t *m, const char *name)
+{
+        char buf[64];
+        int64_t ms;
+
+        if (!dq_kafka_header(m, name, buf, sizeof(buf)) ||
+            !dq_time_parse_rfc3339(buf, strlen(buf), &ms))
+                return 0;
+        return ms;
 }

@@ -2,7 +2,9 @@
 #ifndef DQ_KAFKA_H
 #define DQ_KAFKA_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <librdkafka/rdkafka.h>
 
 #include "dq_err.h"
@@ -14,5 +16,17 @@
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                                 size_t cnt, int partitions, int timeout_ms,
                                 char *errstr, size_t errstr_size);
+
+/* Copies the last header called name of m into buf as a string (cut to
+ * size - 1 bytes); false, with buf "", when m has no such header. */
+bool dq_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                     size_t size);
+
+/* The header as a decimal integer; def when absent or not a number. */
+int64_t dq_kafka_header_int(const rd_kafka_message_t *m, const char *name,
+                            int64_t def);
+
+/* The header as an RFC 3339 time in ms; 0 when absent or not a time. */
+int64_t dq_kafka_header_time(const rd_kafka_message_t *m, const char *name);
 
 #endif

@@ -225,48 +225,6 @@ static const char *job_id(const item_t *it)
         return it->job ? it->job->id : "-";
 }
 
-/* The value of header name as a string in buf; false when absent. */
-static bool header_str(const rd_kafka_message_t *m, const char *name, char *buf,
-                       size_t size)
-{
-        rd_kafka_headers_t *hdrs;
-        const void *val;
-        size_t len;
-
-        if (rd_kafka_message_headers(m, &hdrs) ||
-            rd_kafka_header_get_last(hdrs, name, &val, &len) || !val)
-                return false;
-        if (len >= size)
-                len = size - 1;
-        memcpy(buf, val, len);
-        buf[len] = '\0';
-        return true;
-}
-
-static int64_t header_int(const rd_kafka_message_t *m, const char *name,
-                          int64_t def)
-{
-        char buf[32], *end;
-        long long v;
-
-        if (!header_str(m, name, buf, sizeof(buf)))
-                return def;
-        errno = 0;
-        v = strtoll(buf, &end, 10);
-        return errno || end == buf || *end ? def : (int64_t)v;
-}
-
-static int64_t header_time(const rd_kafka_message_t *m, const char *name)
-{
-        char buf[64];
-        int64_t ms;
-
-        if (!header_str(m, name, buf, sizeof(buf)) ||
-            !dq_time_parse_rfc3339(buf, strlen(buf), &ms))
-                return 0;
-        return ms;
-}
-
 /*
  * Settling and offsets
  */
@@ -676,9 +634,9 @@ static rd_kafka_headers_t *copy_headers(dq_consumer_t *c, const item_t *it)
         rd_kafka_headers_t *h = rd_kafka_headers_new(16);
         char trace[256];
 
-        if (header_str(it->msg, "decayq-schema", trace, sizeof(trace)))
+        if (dq_kafka_header(it->msg, "decayq-schema", trace, sizeof(trace)))
                 add_hdr(h, "decayq-schema", trace);
-        if (header_str(it->msg, "decayq-trace-id", trace, sizeof(trace)))
+        if (dq_kafka_header(it->msg, "decayq-trace-id", trace, sizeof(trace)))
                 add_hdr(h, "decayq-trace-id", trace);
         add_hdr_int(h, "decayq-attempts", it->attempts);
         add_hdr_time(h, "decayq-not-before",
@@ -886,23 +844,26 @@ static void item_origin(item_t *it)
         rd_kafka_timestamp_type_t tstype;
         int64_t ts = rd_kafka_message_timestamp(it->msg, &tstype);
 
-        if (!header_str(it->msg, "decayq-original-topic", it->orig_topic,
-                        sizeof(it->orig_topic))) {
+        if (!dq_kafka_header(it->msg, "decayq-original-topic", it->orig_topic,
+                             sizeof(it->orig_topic))) {
                 snprintf(it->orig_topic, sizeof(it->orig_topic), "%s",
                          it->topic);
                 it->orig_partition = it->partition;
                 it->orig_offset = it->offset;
                 it->orig_ts = ts > 0 ? ts : dq_now_ms();
         } else {
-                it->orig_partition = (int32_t)header_int(
+                it->orig_partition = (int32_t)dq_kafka_header_int(
                     it->msg, "decayq-original-partition", it->partition);
-                it->orig_offset =
-                    header_int(it->msg, "decayq-original-offset", it->offset);
-                it->orig_ts = header_time(it->msg, "decayq-original-timestamp");
+                it->orig_offset = dq_kafka_header_int(
+                    it->msg, "decayq-original-offset", it->offset);
+                it->orig_ts =
+                    dq_kafka_header_time(it->msg, "decayq-original-timestamp");
         }
-        it->first_failed_at = header_time(it->msg, "decayq-first-failed-at");
-        it->replay_count = header_int(it->msg, "decayq-replay-count", 0);
-        it->attempts = header_int(it->msg, "decayq-attempts", 0);
+        it->first_failed_at =
+            dq_kafka_header_time(it->msg, "decayq-first-failed-at");
+        it->replay_count =
+            dq_kafka_header_int(it->msg, "decayq-replay-count", 0);
+        it->attempts = dq_kafka_header_int(it->msg, "decayq-attempts", 0);
 }
 
 /* First look at a message: returns true when it must be claimed and run;
@@ -955,7 +916,7 @@ static bool classify(dq_consumer_t *c, item_t *it, item_t **copies)
         }
 
         if (p->tier >= 0) {
-                int64_t nb = header_time(it->msg, "decayq-not-before");
+                int64_t nb = dq_kafka_header_time(it->msg, "decayq-not-before");
                 if (nb > now) {
                         /* Hop down the tiers towards the exact time. */
                         to_delay(c, it, nb, "deferred");

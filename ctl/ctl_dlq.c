@@ -9,6 +9,7 @@
 
 #include "ctl.h"
 #include "dq_dlq.h"
+#include "dq_kafka.h"
 #include "dq_time.h"
 #include "dq_ulid.h"
 #include "banned.h"
@@ -836,7 +837,7 @@ static void copy_hdr(rd_kafka_headers_t *h, const rd_kafka_message_t *m,
                      const char *name)
 {
         char buf[1100];
-        if (dq_dlq_header(m, name, buf, sizeof(buf)))
+        if (dq_kafka_header(m, name, buf, sizeof(buf)))
                 rd_kafka_header_add(h, name, -1, buf, -1);
 }
 

@@ -7,50 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_kafka.h"
 #include "dq_time.h"
 #include "banned.h"
-
-bool dq_dlq_header(const rd_kafka_message_t *msg, const char *name, char *buf,
-                   size_t size)
-{
-        rd_kafka_headers_t *h = NULL;
-        const void *v;
-        size_t len;
-
-        if (size)
-                buf[0] = '\0';
-        if (rd_kafka_message_headers(msg, &h) || !h ||
-            rd_kafka_header_get_last(h, name, &v, &len) || !v)
-                return false;
-        if (len >= size)
-                len = size - 1;
-        memcpy(buf, v, len);
-        buf[len] = '\0';
-        return true;
-}
-
-static int64_t header_int(const rd_kafka_message_t *msg, const char *name,
-                          int64_t def)
-{
-        char buf[32], *end;
-        long long v;
-
-        if (!dq_dlq_header(msg, name, buf, sizeof(buf)))
-                return def;
-        v = strtoll(buf, &end, 10);
-        return *end || end == buf ? def : (int64_t)v;
-}
-
-static int64_t header_time(const rd_kafka_message_t *msg, const char *name)
-{
-        char buf[64];
-        int64_t ms;
-
-        if (!dq_dlq_header(msg, name, buf, sizeof(buf)) ||
-            !dq_time_parse_rfc3339(buf, strlen(buf), &ms))
-                return 0;
-        return ms;
-}
 
 void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
                        size_t max_bytes)
@@ -67,24 +26,27 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
                  rd_kafka_topic_name(msg->rkt), (int)msg->partition,
                  (int64_t)msg->offset);
 
-        dq_dlq_header(msg, "decayq-error-class", rec->err_class,
-                      sizeof(rec->err_class));
-        dq_dlq_header(msg, "decayq-error-code", rec->err_code,
-                      sizeof(rec->err_code));
-        dq_dlq_header(msg, "decayq-error-message", rec->err_message,
-                      sizeof(rec->err_message));
-        dq_dlq_header(msg, "decayq-worker", rec->worker, sizeof(rec->worker));
-        dq_dlq_header(msg, "decayq-consumer-group", rec->group,
-                      sizeof(rec->group));
-        dq_dlq_header(msg, "decayq-original-topic", rec->orig_topic,
-                      sizeof(rec->orig_topic));
-        rec->orig_partition = (int32_t)header_int(
+        dq_kafka_header(msg, "decayq-error-class", rec->err_class,
+                        sizeof(rec->err_class));
+        dq_kafka_header(msg, "decayq-error-code", rec->err_code,
+                        sizeof(rec->err_code));
+        dq_kafka_header(msg, "decayq-error-message", rec->err_message,
+                        sizeof(rec->err_message));
+        dq_kafka_header(msg, "decayq-worker", rec->worker, sizeof(rec->worker));
+        dq_kafka_header(msg, "decayq-consumer-group", rec->group,
+                        sizeof(rec->group));
+        dq_kafka_header(msg, "decayq-original-topic", rec->orig_topic,
+                        sizeof(rec->orig_topic));
+        rec->orig_partition = (int32_t)dq_kafka_header_int(
             msg, "decayq-original-partition", msg->partition);
-        rec->orig_offset = header_int(msg, "decayq-original-offset", -1);
-        rec->orig_ts_ms = header_time(msg, "decayq-original-timestamp");
-        rec->first_failed_ms = header_time(msg, "decayq-first-failed-at");
-        rec->attempts = header_int(msg, "decayq-attempts", 0);
-        rec->replay_count = header_int(msg, "decayq-replay-count", 0);
+        rec->orig_offset =
+            dq_kafka_header_int(msg, "decayq-original-offset", -1);
+        rec->orig_ts_ms =
+            dq_kafka_header_time(msg, "decayq-original-timestamp");
+        rec->first_failed_ms =
+            dq_kafka_header_time(msg, "decayq-first-failed-at");
+        rec->attempts = dq_kafka_header_int(msg, "decayq-attempts", 0);
+        rec->replay_count = dq_kafka_header_int(msg, "decayq-replay-count", 0);
 
         rec->job = dq_job_parse(msg->payload, msg->len, max_bytes, &rec->rej);
         if (rec->job) {

@@ -47,11 +47,6 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
 
 void dq_dlq_rec_release(dq_dlq_rec_t *rec);
 
-/* Copies the last header called name into buf as a string; false when
- * absent. */
-bool dq_dlq_header(const rd_kafka_message_t *msg, const char *name, char *buf,
-                   size_t size);
-
 /* What `dlq list|stats|replay` select. Unset fields select everything. */
 typedef struct dq_dlq_filter_s {
         int64_t since_ms; /* records dead-lettered at or after; 0: any */
