@@ -655,24 +655,25 @@ dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
         return err;
 }
 
-dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
-                         const char *reason, int64_t now_ms, char *state_out,
-                         size_t state_size)
+/* Starts "FCALL fn 1 <job key>" for an operator call on one job. */
+static void job_fcall(dq_store_t *st, args_t *a, const char *fn,
+                      const char *scope, const char *id)
 {
-        args_t a = {0};
-        dq_err_t err;
-        redisReply *r;
-        const char *status;
+        arg(a, "FCALL");
+        arg(a, fn);
+        arg(a, "1");
+        key_arg(st, a, "job", scope, id);
+}
 
-        arg(&a, "FCALL");
-        arg(&a, "decayq_cancel");
-        arg(&a, "1");
-        key_arg(st, &a, "job", scope, id);
-        argf(&a, "%lld", (long long)now_ms);
-        argf(&a, "%lld", (long long)st->retention_ms);
-        arg(&a, reason ? reason : "");
-        r = one(st, &a, &err);
-        status = reply_status(r, st, &err);
+/* Sends a call whose reply is {"ok"|refusal, state}: DQ_OK or
+ * DQ_ERR_TERMINAL, with the state in state_out. */
+static dq_err_t state_call(dq_store_t *st, args_t *a, char *state_out,
+                           size_t state_size)
+{
+        dq_err_t err;
+        redisReply *r = one(st, a, &err);
+        const char *status = reply_status(r, st, &err);
+
         if (status) {
                 if (state_out)
                         snprintf(state_out, state_size, "%s", elem(r, 1));
@@ -683,33 +684,31 @@ dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
         return err;
 }
 
+dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
+                         const char *reason, int64_t now_ms, char *state_out,
+                         size_t state_size)
+{
+        args_t a = {0};
+
+        job_fcall(st, &a, "decayq_cancel", scope, id);
+        argf(&a, "%lld", (long long)now_ms);
+        argf(&a, "%lld", (long long)st->retention_ms);
+        arg(&a, reason ? reason : "");
+        return state_call(st, &a, state_out, state_size);
+}
+
 dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,
                          const char *from, int64_t replay_count, bool dry_run,
                          int64_t now_ms, char *state_out, size_t state_size)
 {
         args_t a = {0};
-        dq_err_t err;
-        redisReply *r;
-        const char *status;
 
-        arg(&a, "FCALL");
-        arg(&a, "decayq_replay");
-        arg(&a, "1");
-        key_arg(st, &a, "job", scope, id);
+        job_fcall(st, &a, "decayq_replay", scope, id);
         argf(&a, "%lld", (long long)now_ms);
         arg(&a, from);
         argf(&a, "%lld", (long long)replay_count);
         arg(&a, dry_run ? "1" : "0");
-        r = one(st, &a, &err);
-        status = reply_status(r, st, &err);
-        if (status) {
-                if (state_out)
-                        snprintf(state_out, state_size, "%s", elem(r, 1));
-                if (strcmp(status, "ok"))
-                        err = DQ_ERR_TERMINAL;
-        }
-        freeReplyObject(r);
-        return err;
+        return state_call(st, &a, state_out, state_size);
 }
 
 dq_err_t dq_store_audit(dq_store_t *st, const char *const *kv, size_t pairs,
