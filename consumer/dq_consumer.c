@@ -268,16 +268,19 @@ static void settle_item(dq_consumer_t *c, item_t *it, const char *outcome)
                  it->topic, (int)it->partition, (long long)it->offset,
                  job_id(it), outcome, (long long)it->attempts);
         count_outcome(c, outcome);
-        dq_metrics_count(c->metrics, outcome,
-                         it->job ? dq_kind_name(it->job->kind) : NULL,
-                         it->err_class ? it->err_code : NULL);
-        if (it->claimed_at)
-                dq_metrics_observe(c->metrics, DQ_HIST_PROCESSING,
-                                   (double)(dq_mono_ms() - it->claimed_at));
-        if (strcmp(outcome, "retried") && strcmp(outcome, "deferred") &&
-            it->orig_ts > 0)
-                dq_metrics_observe(c->metrics, DQ_HIST_END_TO_END,
-                                   (double)(dq_now_ms() - it->orig_ts));
+        if (c->metrics) {
+                /* End to end: first produce to terminal; a retry or a
+                 * deferral is not an end. */
+                bool end = strcmp(outcome, "retried") &&
+                           strcmp(outcome, "deferred") && it->orig_ts > 0;
+                dq_metrics_settle(
+                    c->metrics, outcome,
+                    it->job ? dq_kind_name(it->job->kind) : NULL,
+                    it->err_class ? it->err_code : NULL,
+                    it->claimed_at ? (double)(dq_mono_ms() - it->claimed_at)
+                                   : -1,
+                    end ? (double)(dq_now_ms() - it->orig_ts) : -1);
+        }
         if (dq_offsets_settle(&p->off, it->offset, &next))
                 p->store_next = next; /* stored by the next commit() */
         item_free(it);
@@ -1015,8 +1018,9 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                         break;
                 int64_t t0 = dq_mono_ms();
                 dq_store_claim(c->store, cl, m, dq_now_ms());
-                dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
-                                   (double)(dq_mono_ms() - t0));
+                if (c->metrics)
+                        dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
+                                           (double)(dq_mono_ms() - t0));
                 k = 0;
                 for (size_t i = 0; i < m; i++) {
                         if (cl[i].err == DQ_ERR_UNAVAILABLE) {
@@ -1188,8 +1192,9 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                         break;
                 int64_t t0 = dq_mono_ms();
                 dq_store_settle(c->store, ss, n, dq_now_ms());
-                dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
-                                   (double)(dq_mono_ms() - t0));
+                if (c->metrics)
+                        dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
+                                           (double)(dq_mono_ms() - t0));
                 k = 0;
                 for (size_t i = 0; i < n; i++) {
                         item_t *it = items[i];
@@ -1697,14 +1702,15 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
         c->store = dq_store_new(conf, c->worker, errstr, errstr_size);
         if (!c->store)
                 goto err;
-        c->metrics = dq_metrics_new();
-        if (!c->metrics) {
-                snprintf(errstr, errstr_size, "out of memory");
-                goto err;
-        }
         if (conf->http_port > 0) {
-                /* Silent for longer than a lease's renewal period plus a
-                 * poll: the loop is stuck. */
+                /* Metrics are kept only when someone can read them. A loop
+                 * silent for longer than a lease's renewal period plus a
+                 * poll is stuck. */
+                c->metrics = dq_metrics_new();
+                if (!c->metrics) {
+                        snprintf(errstr, errstr_size, "out of memory");
+                        goto err;
+                }
                 c->http = dq_http_start(
                     conf->http_address, (int)conf->http_port, c->metrics,
                     conf->lease_ms + 30000, errstr, errstr_size);

@@ -113,16 +113,14 @@ static char *dup_or_empty(const char *s)
         return d;
 }
 
-void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
-                      const char *code)
+/* Adds one to the counter of (outcome, kind, code). Called locked. */
+static void count_locked(dq_metrics_t *m, const char *outcome, const char *kind,
+                         const char *code)
 {
         counter_t *c = NULL;
 
-        if (!m)
-                return;
         kind = kind ? kind : "";
         code = code ? code : "";
-        pthread_mutex_lock(&m->lock);
         /* Few distinct label sets (outcomes x kinds x codes): a scan. */
         for (size_t i = 0; i < m->counter_cnt; i++) {
                 counter_t *x = &m->counters[i];
@@ -148,25 +146,54 @@ void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
                 c->value = 0;
         }
         c->value++;
+}
+
+/* Adds ms to histogram h. Called locked. */
+static void observe_locked(dq_metrics_t *m, dq_hist_t h, double ms)
+{
+        hist_t *x = &m->hist[h];
+        size_t b = 0;
+
+        if (ms < 0)
+                ms = 0;
+        while (b < BOUND_CNT && ms > bounds[b])
+                b++;
+        x->buckets[b]++;
+        x->count++;
+        x->sum_ms += ms;
+}
+
+void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
+                      const char *code)
+{
+        if (!m)
+                return;
+        pthread_mutex_lock(&m->lock);
+        count_locked(m, outcome, kind, code);
         pthread_mutex_unlock(&m->lock);
 }
 
 void dq_metrics_observe(dq_metrics_t *m, dq_hist_t h, double ms)
 {
-        hist_t *x;
-        size_t b = 0;
-
         if (!m)
                 return;
-        if (ms < 0)
-                ms = 0;
-        while (b < BOUND_CNT && ms > bounds[b])
-                b++;
         pthread_mutex_lock(&m->lock);
-        x = &m->hist[h];
-        x->buckets[b]++;
-        x->count++;
-        x->sum_ms += ms;
+        observe_locked(m, h, ms);
+        pthread_mutex_unlock(&m->lock);
+}
+
+void dq_metrics_settle(dq_metrics_t *m, const char *outcome, const char *kind,
+                       const char *code, double processing_ms,
+                       double end_to_end_ms)
+{
+        if (!m)
+                return;
+        pthread_mutex_lock(&m->lock);
+        count_locked(m, outcome, kind, code);
+        if (processing_ms >= 0)
+                observe_locked(m, DQ_HIST_PROCESSING, processing_ms);
+        if (end_to_end_ms >= 0)
+                observe_locked(m, DQ_HIST_END_TO_END, end_to_end_ms);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -199,14 +226,14 @@ void dq_metrics_tick(dq_metrics_t *m)
 
 void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len)
 {
-        json_t *root = json_loadb(json, len, 0, NULL);
+        json_t *root = m ? json_loadb(json, len, 0, NULL) : NULL;
         json_t *topics, *brokers, *t, *p, *b;
         const char *tname, *pname, *bname;
         lag_t *lags = NULL;
         size_t cnt = 0, cap = 0;
         int up = 0;
 
-        if (!m || !root)
+        if (!root)
                 goto out;
         topics = json_object_get(root, "topics");
         json_object_foreach(topics, tname, t)

@@ -1,7 +1,7 @@
 /* decay-consumer's metrics and health, kept by the main loop and read by
  * the HTTP listener's thread: counters, latency histograms, gauges, lag
  * from librdkafka statistics, and the readiness conditions. Every call is
- * thread-safe. */
+ * thread-safe, and a no-op on NULL (no listener: nothing is kept). */
 #ifndef DQ_METRICS_H
 #define DQ_METRICS_H
 
@@ -46,6 +46,12 @@ void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
                       const char *code);
 
 void dq_metrics_observe(dq_metrics_t *m, dq_hist_t h, double ms);
+
+/* A settled job: its count, and its processing and end-to-end times (each
+ * skipped when negative), under one lock. */
+void dq_metrics_settle(dq_metrics_t *m, const char *outcome, const char *kind,
+                       const char *code, double processing_ms,
+                       double end_to_end_ms);
 void dq_metrics_event(dq_metrics_t *m, dq_event_t ev);
 void dq_metrics_gauges(dq_metrics_t *m, const dq_gauges_t *g);
 
