@@ -88,6 +88,10 @@ void ctl_json_print(json_t *v);
 /* Who runs this ("alice@host"), for audit entries and cancel reasons. */
 const char *ctl_who(void);
 
+/* FNV-1a of s, continuing from h (CTL_FNV_BASIS to start). */
+#define CTL_FNV_BASIS 1469598103934665603ULL
+uint64_t ctl_fnv1a(uint64_t h, const char *s);
+
 /* Counts per string key (codes, kinds, scopes), in first-seen order. */
 typedef struct ctl_counts_s {
         size_t cnt, cap;

@@ -52,6 +52,14 @@ typedef struct dlq_opts_s {
         const char *group;
 } dlq_opts_t;
 
+/* Which TAKES_* a command must have for option opt. */
+static unsigned option_group(int opt)
+{
+        if (opt >= OPT_SINCE && opt <= OPT_JOB)
+                return TAKES_FILTERS;
+        return opt == OPT_LIMIT ? TAKES_LIMIT : TAKES_REPLAY;
+}
+
 static bool parse_long(const char *s, long min, long max, long *out)
 {
         char *end;
@@ -103,12 +111,13 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                 return rc;
                         continue;
                 }
+                if (!(takes & option_group(opt)))
+                        return ctl_usage_error(
+                            ctl, "option '%s' does not apply here", name);
                 if (opt >= OPT_SINCE && opt <= OPT_JOB) {
                         const char *fname = filter_names[opt - OPT_SINCE];
                         int w;
 
-                        if (!(takes & TAKES_FILTERS))
-                                goto not_here;
                         if (!dq_dlq_filter_set(&o->f, fname, optarg, now,
                                                errstr, sizeof(errstr)))
                                 return ctl_usage_error(ctl, "%s", errstr);
@@ -121,8 +130,6 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                 }
                 switch (opt) {
                 case OPT_LIMIT:
-                        if (!(takes & TAKES_LIMIT))
-                                goto not_here;
                         if (!parse_long(optarg, 1, 1000000000L, &o->limit))
                                 return ctl_usage_error(
                                     ctl,
@@ -132,13 +139,9 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                         continue;
                 case OPT_EXECUTE:
                 case OPT_DRY_RUN:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         o->execute = opt == OPT_EXECUTE;
                         continue;
                 case OPT_RATE:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         o->rate = strtod(optarg, &end);
                         if (end == optarg || (*end && strcmp(end, "/s")) ||
                             !(o->rate > 0 && o->rate <= 1e6))
@@ -149,8 +152,6 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                     optarg);
                         continue;
                 case OPT_CANARY:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         if (!parse_long(optarg, 1, 10000, &o->canary))
                                 return ctl_usage_error(
                                     ctl,
@@ -159,8 +160,6 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                     optarg);
                         continue;
                 case OPT_CANARY_TIMEOUT:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         if (!dq_duration_parse(optarg, &o->canary_timeout_ms) ||
                             o->canary_timeout_ms <= 0)
                                 return ctl_usage_error(
@@ -170,8 +169,6 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                     optarg);
                         continue;
                 case OPT_MAX_REPLAYS:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         if (!parse_long(optarg, 1, 1000, &o->max_replays))
                                 return ctl_usage_error(
                                     ctl,
@@ -180,17 +177,12 @@ static int parse_dlq(ctl_t *ctl, int argc, char **argv, unsigned takes,
                                     optarg);
                         continue;
                 case OPT_GROUP:
-                        if (!(takes & TAKES_REPLAY))
-                                goto not_here;
                         if (!*optarg || strlen(optarg) > 200)
                                 return ctl_usage_error(
                                     ctl, "--group: expected 1 to 200 bytes");
                         o->group = optarg;
                         continue;
                 }
-        not_here:
-                return ctl_usage_error(ctl, "option '%s' does not apply here",
-                                       name);
         }
         if (o->f.since_ms && o->f.until_ms && o->f.since_ms >= o->f.until_ms)
                 return ctl_usage_error(ctl, "--since must be before --until");
@@ -515,7 +507,6 @@ typedef struct stats_s {
 static int stats_cb(dq_dlq_rec_t *rec, void *opaque)
 {
         stats_t *s = opaque;
-        char orig[320];
         int64_t age;
 
         if (!dq_dlq_match(&s->o->f, rec))
@@ -525,10 +516,7 @@ static int stats_cb(dq_dlq_rec_t *rec, void *opaque)
         ctl_counts_add(&s->cls, or_dash(rec->err_class), 1);
         ctl_counts_add(&s->kind, rec->job ? rec->kind : "(not a job)", 1);
         ctl_counts_add(&s->scope, or_dash(rec->scope), 1);
-        snprintf(orig, sizeof(orig), "%s/%d/%" PRId64,
-                 *rec->orig_topic ? rec->orig_topic : rec->pos,
-                 (int)rec->orig_partition, rec->orig_offset);
-        if (ctl_counts_add(&s->originals, orig, 1) > 1)
+        if (ctl_counts_add(&s->originals, rec->origin, 1) > 1)
                 s->copies++;
         s->not_a_job += !rec->job;
         s->replayed_before += rec->replay_count > 0;
@@ -901,7 +889,7 @@ static int replay_cb(dq_dlq_rec_t *rec, void *opaque)
 {
         replay_t *rp = opaque;
         const dlq_opts_t *o = rp->o;
-        char orig[320], state[32];
+        char state[32];
         dq_err_t err;
 
         replay_progress(rp, false);
@@ -922,10 +910,7 @@ static int replay_cb(dq_dlq_rec_t *rec, void *opaque)
         if (!dq_dlq_match(&o->f, rec))
                 return 0;
         rp->matched++;
-        snprintf(orig, sizeof(orig), "%s/%d/%" PRId64,
-                 *rec->orig_topic ? rec->orig_topic : rec->pos,
-                 (int)rec->orig_partition, rec->orig_offset);
-        if (ctl_counts_add(&rp->originals, orig, 1) > 1) {
+        if (ctl_counts_add(&rp->originals, rec->origin, 1) > 1) {
                 ctl_counts_add(&rp->skipped, "extra_copy", 1);
                 return 0;
         }
@@ -1113,11 +1098,8 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
         } else {
                 /* One group per filter set: its progress is only valid for
                  * the records those filters select. */
-                uint64_t h = 1469598103934665603ULL;
-                for (const char *p = o.canon; *p; p++)
-                        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-                for (const char *p = ctl->conf->topic_dlq; *p; p++)
-                        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+                uint64_t h = ctl_fnv1a(ctl_fnv1a(CTL_FNV_BASIS, o.canon),
+                                       ctl->conf->topic_dlq);
                 snprintf(group, sizeof(group), "decayctl-replay.%016llx",
                          (unsigned long long)h);
         }

@@ -292,9 +292,8 @@ const char *ctl_who(void)
  * Counts
  */
 
-static uint64_t fnv1a(const char *s)
+uint64_t ctl_fnv1a(uint64_t h, const char *s)
 {
-        uint64_t h = 1469598103934665603ULL;
         for (; *s; s++)
                 h = (h ^ (unsigned char)*s) * 1099511628211ULL;
         return h;
@@ -306,7 +305,8 @@ static void counts_rehash(ctl_counts_t *c, size_t cap)
         if (!slots)
                 abort();
         for (size_t i = 0; i < c->cnt; i++) {
-                size_t j = (size_t)(fnv1a(c->keys[i]) & (cap - 1));
+                size_t j =
+                    (size_t)(ctl_fnv1a(CTL_FNV_BASIS, c->keys[i]) & (cap - 1));
                 while (slots[j])
                         j = (j + 1) & (cap - 1);
                 slots[j] = i + 1;
@@ -322,7 +322,7 @@ int64_t ctl_counts_add(ctl_counts_t *c, const char *key, int64_t n)
 
         if (2 * (c->cnt + 1) > c->slot_cap)
                 counts_rehash(c, c->slot_cap ? 2 * c->slot_cap : 16);
-        j = (size_t)(fnv1a(key) & (c->slot_cap - 1));
+        j = (size_t)(ctl_fnv1a(CTL_FNV_BASIS, key) & (c->slot_cap - 1));
         while (c->slots[j]) {
                 size_t i = c->slots[j] - 1;
                 if (!strcmp(c->keys[i], key))

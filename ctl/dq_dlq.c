@@ -43,6 +43,9 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
             dq_kafka_header_int(msg, "decayq-original-offset", -1);
         rec->orig_ts_ms =
             dq_kafka_header_time(msg, "decayq-original-timestamp");
+        snprintf(rec->origin, sizeof(rec->origin), "%s/%d/%" PRId64,
+                 *rec->orig_topic ? rec->orig_topic : rec->pos,
+                 (int)rec->orig_partition, rec->orig_offset);
         rec->first_failed_ms =
             dq_kafka_header_time(msg, "decayq-first-failed-at");
         rec->attempts = dq_kafka_header_int(msg, "decayq-attempts", 0);

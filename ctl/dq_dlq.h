@@ -31,6 +31,9 @@ typedef struct dq_dlq_rec_s {
         int32_t orig_partition;
         int64_t orig_offset;
         int64_t orig_ts_ms;
+        /* The original message, "<topic>/<partition>/<offset>": every DLQ
+         * copy of one message has the same (pos when the headers lack). */
+        char origin[340];
         int64_t first_failed_ms;
         int64_t attempts;
         int64_t replay_count;
