@@ -70,3 +70,24 @@ void dq_test_memory(dq_store_t *st, const char *scope, const char *id,
         cr_assert_eq(dq_store_record_put(st, DQ_REC_MEMORY, scope, id, kv, 4),
                      DQ_OK);
 }
+
+void dq_test_wait_state(dq_store_t *st, const dq_job_t *job, const char *want,
+                        long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        char last[32] = "";
+
+        while (dq_test_now_ms() < deadline) {
+                dq_record_t rec = {0};
+                if (dq_store_job_get(st, job->scope, job->id, &rec) == DQ_OK) {
+                        const char *s = dq_record_get(&rec, "state");
+                        snprintf(last, sizeof(last), "%s", s ? s : "");
+                        dq_record_release(&rec);
+                        if (!strcmp(last, want))
+                                return;
+                }
+                dq_test_sleep_ms(50);
+        }
+        cr_assert_fail("job %s: state '%s', expected '%s' within %ld ms",
+                       job->id, last, want, ms);
+}

@@ -20,4 +20,9 @@ void dq_test_memory(dq_store_t *st, const char *scope, const char *id,
                     const char *type, const char *status, const char *claim,
                     long long created_at);
 
+/* Waits up to ms for job's state in st to become want; fails the test
+ * otherwise. */
+void dq_test_wait_state(dq_store_t *st, const dq_job_t *job, const char *want,
+                        long ms);
+
 #endif

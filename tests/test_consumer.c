@@ -129,29 +129,6 @@ static dq_job_t *send_job(rd_kafka_t *pk, dq_tc_t *tc, const char *scope,
         return job;
 }
 
-/* Waits up to ms for job's state to become want; returns the job hash's
- * field (a copy) or fails. */
-static void wait_state(const dq_job_t *job, const char *want, long ms)
-{
-        long long deadline = dq_test_now_ms() + ms;
-        char last[32] = "";
-
-        while (dq_test_now_ms() < deadline) {
-                dq_record_t rec = {0};
-                if (dq_store_job_get(store, job->scope, job->id, &rec) ==
-                    DQ_OK) {
-                        const char *s = dq_record_get(&rec, "state");
-                        snprintf(last, sizeof(last), "%s", s ? s : "");
-                        dq_record_release(&rec);
-                        if (!strcmp(last, want))
-                                return;
-                }
-                dq_test_sleep_ms(50);
-        }
-        cr_assert_fail("job %s: state '%s', expected '%s' within %ld ms",
-                       job->id, last, want, ms);
-}
-
 static int64_t job_field(const dq_job_t *job, const char *field)
 {
         dq_record_t rec = {0};
@@ -199,13 +176,13 @@ Test(consumer, a_waiting_job_never_blocks_its_partition, .fini = teardown,
 
         /* G6: the job behind a scheduled one and a retried one runs at
          * once... */
-        wait_state(now, "completed", 15000);
+        dq_test_wait_state(store, now, "completed", 15000);
         cr_assert_lt(job_field(now, "completed_at"), due - 2000);
         /* ...the retried one after its backoff, through the 1s tier... */
-        wait_state(retried, "completed", 15000);
+        dq_test_wait_state(store, retried, "completed", 15000);
         cr_assert_eq(job_field(retried, "attempts"), 2);
         /* ...and the scheduled one never before its time. */
-        wait_state(later, "completed", 20000);
+        dq_test_wait_state(store, later, "completed", 20000);
         cr_assert_geq(job_field(later, "completed_at"), due);
         cr_assert_eq(job_field(later, "attempts"), 1,
                      "deferring a job does not count an attempt");
@@ -233,13 +210,13 @@ Test(consumer, lease_is_renewed_while_a_job_runs_long, .fini = teardown,
         pid = dq_tc_spawn(&tc, "w");
         job = send_job(pk, &tc, "s/1", "a", "slow:5000", 0);
 
-        wait_state(job, "in_progress", 15000);
+        dq_test_wait_state(store, job, "in_progress", 15000);
         first = job_field(job, "lease_until");
         dq_test_sleep_ms(2500);
         later = job_field(job, "lease_until");
         cr_assert_gt(later, first, "the lease was not renewed");
         cr_assert_gt(later, dq_now_ms(), "the lease ran out mid-run");
-        wait_state(job, "completed", 15000);
+        dq_test_wait_state(store, job, "completed", 15000);
         cr_assert_eq(job_field(job, "attempts"), 1);
         cr_assert_eq(job_field(job, "epoch"), 1);
 
@@ -273,8 +250,8 @@ Test(consumer, a_cancelled_job_is_skipped, .fini = teardown, .timeout = 90)
         next = send_job(pk, &tc, "s/1", "b", NULL, 0);
 
         pid = dq_tc_spawn(&tc, "w");
-        wait_state(next, "completed", 15000);
-        wait_state(job, "cancelled", 1000);
+        dq_test_wait_state(store, next, "completed", 15000);
+        dq_test_wait_state(store, job, "cancelled", 1000);
         cr_assert_eq(
             dq_store_record_get(store, DQ_REC_MEMORY, "s/1", "a", &rec), DQ_OK);
         cr_assert_str_eq(dq_record_get(&rec, "status"), "active",
@@ -303,7 +280,7 @@ Test(consumer, sigterm_hands_back_what_cannot_finish_in_time, .fini = teardown,
         open_store(&tc);
         pid = dq_tc_spawn(&tc, "w1");
         job = send_job(pk, &tc, "s/1", "a", "slow:30000", 0);
-        wait_state(job, "in_progress", 15000);
+        dq_test_wait_state(store, job, "in_progress", 15000);
 
         /* G8: the drain gives up after drain.timeout and exits 1; the job
          * stays unsettled and its offset uncommitted. */
@@ -363,7 +340,7 @@ Test(consumer, a_job_that_keeps_killing_its_worker_is_dead_lettered,
 
         /* G4: the next worker does not run it a third time. */
         pid = dq_tc_spawn(&tc, "w3");
-        wait_state(job, "dead", 30000);
+        dq_test_wait_state(store, job, "dead", 30000);
         cr_assert_eq(job_field(job, "attempts"), 2);
         cr_assert_eq(dq_store_job_get(store, "s/1", job->id, &rec), DQ_OK);
         cr_assert_str_eq(dq_record_get(&rec, "error_class"), "crash_loop");

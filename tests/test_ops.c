@@ -127,26 +127,6 @@ static void wait_status(int port, const char *path, int want, long ms,
                        want, ms, body);
 }
 
-static void wait_state(const dq_job_t *job, const char *want, long ms)
-{
-        long long deadline = dq_test_now_ms() + ms;
-        char last[32] = "";
-
-        while (dq_test_now_ms() < deadline) {
-                dq_record_t rec = {0};
-                if (dq_store_job_get(store, job->scope, job->id, &rec) ==
-                    DQ_OK) {
-                        const char *s = dq_record_get(&rec, "state");
-                        snprintf(last, sizeof(last), "%s", s ? s : "");
-                        dq_record_release(&rec);
-                        if (!strcmp(last, want))
-                                return;
-                }
-                dq_test_sleep_ms(50);
-        }
-        cr_assert_fail("job %s: state '%s', want '%s'", job->id, last, want);
-}
-
 static dq_job_t *send_job(rd_kafka_t *pk, const dq_tc_t *tc, const char *src,
                           const char *trace, bool with_memory)
 {
@@ -211,8 +191,8 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         jobs[nj++] = send_job(pk, &tc, "missing", NULL, false);
         dq_tc_flush(pk);
         for (size_t i = 0; i < nj - 1; i++)
-                wait_state(jobs[i], "completed", 30000);
-        wait_state(jobs[nj - 1], "dead", 30000);
+                dq_test_wait_state(store, jobs[i], "completed", 30000);
+        dq_test_wait_state(store, jobs[nj - 1], "dead", 30000);
         dq_test_sleep_ms(1500); /* the DLQ copy's delivery, the commit */
         cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
         cr_log_info("scrape after the first jobs:\n%.3000s", b);
@@ -307,7 +287,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
                      405);
         jobs[nj] = send_job(pk, &tc, "after-bad-http", NULL, true);
         dq_tc_flush(pk);
-        wait_state(jobs[nj++], "completed", 20000);
+        dq_test_wait_state(store, jobs[nj++], "completed", 20000);
 
         /* Readiness: unready while Redis is away, ready when it is back. */
         dq_test_services("redis-kill");
@@ -337,7 +317,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
         cr_assert_eq(metric(b, "decayq_draining", NULL), 1);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0, "drained cleanly");
-        wait_state(jobs[nj++], "completed", 1000);
+        dq_test_wait_state(store, jobs[nj++], "completed", 1000);
 
         for (size_t i = 0; i < nj; i++)
                 dq_job_destroy(jobs[i]);
