@@ -149,8 +149,7 @@ static void job_ulid(long i, char out[27])
                 out[k] = A[(ms >> (45 - 5 * k)) & 31];
         for (int k = 0; k < 16; k++) {
                 int shift = 75 - 5 * k;
-                out[10 + k] =
-                    A[shift >= 64 ? 0 : ((uint64_t)i >> shift) & 31];
+                out[10 + k] = A[shift >= 64 ? 0 : ((uint64_t)i >> shift) & 31];
         }
         out[26] = '\0';
 }
@@ -340,8 +339,8 @@ static double bytes_per_key(const char *type, long first, long n)
                                  B.run, scope, i);
                 } else {
                         job_ulid(i, id);
-                        snprintf(key, sizeof(key), "%s:%s:{%s}:%s", B.run,
-                                 type, scope, id);
+                        snprintf(key, sizeof(key), "%s:%s:{%s}:%s", B.run, type,
+                                 scope, id);
                 }
                 redisReply *r = rcmd("MEMORY USAGE %s SAMPLES 0", key);
                 if (r->type == REDIS_REPLY_INTEGER) {
@@ -459,8 +458,7 @@ static void lib_send(dq_producer_t *p, long i)
 
         if (dq_producer_send(p, buf, (size_t)len, NULL, NULL, &rej, errstr,
                              sizeof(errstr)) != DQ_OK)
-                die("send job %ld: %s %s", i, rej.code ? rej.code : "",
-                    errstr);
+                die("send job %ld: %s %s", i, rej.code ? rej.code : "", errstr);
 }
 
 static void lib_finish(dq_producer_t *p, sent_t *sent, long n)
@@ -511,10 +509,10 @@ typedef struct fleet_s {
         char group[96];
         rd_kafka_t *watch; /* same group.id, never joins */
         rd_kafka_topic_partition_list_t *parts;
-        int64_t end;          /* sum of high watermarks */
-        int64_t peak_rss;     /* largest sample, any process */
-        int64_t last_rss;     /* last sample before done, process 0 */
-        double cpu_s;         /* all processes, at done */
+        int64_t end;      /* sum of high watermarks */
+        int64_t peak_rss; /* largest sample, any process */
+        int64_t last_rss; /* last sample before done, process 0 */
+        double cpu_s;     /* all processes, at done */
 } fleet_t;
 
 static void fleet_start(fleet_t *f, const char *name, int cnt)
@@ -527,12 +525,12 @@ static void fleet_start(fleet_t *f, const char *name, int cnt)
         f->cnt = cnt;
         snprintf(f->group, sizeof(f->group), "%s.%s", B.run, name);
 
-#define OWN(...)                                                               \
-        do {                                                                   \
-                if (asprintf(&own[o], __VA_ARGS__) < 0)                        \
-                        die("out of memory");                                  \
-                argv[a++] = "-X";                                              \
-                argv[a++] = own[o++];                                          \
+#define OWN(...)                                        \
+        do {                                            \
+                if (asprintf(&own[o], __VA_ARGS__) < 0) \
+                        die("out of memory");           \
+                argv[a++] = "-X";                       \
+                argv[a++] = own[o++];                   \
         } while (0)
         if (asprintf(&argv[a++], "%s/consumer/decay-consumer", B.bindir) < 0)
                 die("out of memory");
@@ -564,8 +562,8 @@ static void fleet_start(fleet_t *f, const char *name, int cnt)
         /* The watcher reads the group's committed offsets. */
         rd_kafka_conf_t *kc = kconf();
         kset(kc, "group.id", f->group);
-        if (!(f->watch = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr,
-                                      sizeof(errstr))))
+        if (!(f->watch =
+                  rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr))))
                 die("%s", errstr);
         char *topic = topic_of(name, "jobs");
         f->parts = rd_kafka_topic_partition_list_new(B.partitions);
@@ -941,9 +939,15 @@ static void run_consume(void)
         note("consume: ceiling (a), a raw group consumer");
         double raw = raw_consume("consume", n);
         note("consume: ceiling (b), redis-benchmark");
-        double calls = bench_redis_ceiling(B.rhost, B.rport, B.run, 1000000,
-                                           500, 50);
+        double calls =
+            bench_redis_ceiling(B.rhost, B.rport, 1, B.run, 300000, 500, 50);
+        /* Its keys sit in database 1; the jobs' in 0. */
+        freeReplyObject(rcmd("SELECT 1"));
+        freeReplyObject(rcmd("FLUSHDB"));
+        freeReplyObject(rcmd("SELECT 0"));
         double redis = calls / 2; /* claim and complete */
+        if (calls <= 0)
+                fail("consume: redis-benchmark gave no rate");
         double ceil = raw < redis ? raw : redis;
         double state_b = bytes_per_key("job", first, n);
         double idem_b = bytes_per_key("idem", first, n);
@@ -955,8 +959,7 @@ static void run_consume(void)
         row("decay-consumer", c.rate, "jobs/s");
         row("decay-consumer, 10% to 90% committed", c.steady, "jobs/s");
         row("(a) raw librdkafka group consumer, read only", raw, "jobs/s");
-        row("(b) redis-benchmark FCALL, pipelined, / 2 calls", redis,
-            "jobs/s");
+        row("(b) redis-benchmark FCALL, pipelined, / 2 calls", redis, "jobs/s");
         row("ratio to min(a, b)", c.rate / ceil, "");
         printf("\nmemory and cost\n");
         row("consumer RSS, steady state (end of run)",
@@ -966,8 +969,7 @@ static void run_consume(void)
             "CPU-s");
         row("Redis CPU per 1,000 jobs", c.redis_cpu_s * 1000.0 / (double)n,
             "CPU-s");
-        row("Redis bytes per retained job state (MEMORY USAGE)", state_b,
-            "B");
+        row("Redis bytes per retained job state (MEMORY USAGE)", state_b, "B");
         row("Redis bytes per idempotency key (MEMORY USAGE)", idem_b, "B");
         json_object_set_new(s, "jobs", json_integer(n));
         jnum(s, "jobs_per_s", c.rate);
@@ -1079,8 +1081,8 @@ static void run_latency(void)
         printf("\nend-to-end latency, open loop (due time to settle, ms; %d "
                "s per rate; 1 consumer)\n",
                B.latency_s);
-        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s\n", "load", "jobs/s",
-               "jobs", "p50", "p90", "p99", "p99.9", "max");
+        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s\n", "load", "jobs/s", "jobs",
+               "p50", "p90", "p99", "p99.9", "max");
         for (int k = 0; k < 3; k++) {
                 double rate = loads[k] * B.max_rate;
                 long n = (long)(rate * B.latency_s);
@@ -1322,7 +1324,9 @@ int main(int argc, char **argv)
                 if (!mkdtemp(B.logdir))
                         die("mkdtemp: %s", strerror(errno));
         }
-        snprintf(B.run, sizeof(B.run), "bench%d", (int)getpid());
+        /* As long as the default namespace "decayq", so that key sizes are
+         * what a deployment sees. */
+        snprintf(B.run, sizeof(B.run), "b%05d", (int)getpid() % 100000);
         struct timeval tv = {30, 0};
         if (!(B.redis = redisConnectWithTimeout(B.rhost, B.rport, tv)) ||
             B.redis->err)
@@ -1330,8 +1334,7 @@ int main(int argc, char **argv)
                     B.redis ? B.redis->errstr : "out of memory");
         B.out = json_object();
         json_object_set_new(B.out, "machine", json_string(bench_machine()));
-        printf("decayq benchmark: %s; logs in %s\n", bench_machine(),
-               B.logdir);
+        printf("decayq benchmark: %s; logs in %s\n", bench_machine(), B.logdir);
         fflush(stdout);
 
         if (strstr(sections, "produce"))

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "dq_conf.h"
 #include "dq_store.h"
 #include "dq_time.h"
@@ -83,34 +84,6 @@ static double run(dq_store_t *st, dq_job_t **jobs, int n, int batch)
         return n * 1000.0 / (double)(dq_mono_ms() - t0 + 1);
 }
 
-/* redis-benchmark running decayq_claim on random jobs, pipelined. */
-static double ceiling(const char *host, int port, int n, int pipeline)
-{
-        char cmd[1024], line[1024];
-        double rps = 0;
-        FILE *p;
-
-        snprintf(cmd, sizeof(cmd),
-                 "redis-benchmark -h %s -p %d -n %d -P %d -r 100000000 -q "
-                 "FCALL decayq_claim 1 benchceil:job:{s}:__rand_int__ "
-                 "1700000000000 30000 w candidate_compression 100 id "
-                 "604800000 2>&1",
-                 host, port, n, pipeline);
-        p = popen(cmd, "r");
-        if (!p)
-                return 0;
-        while (fgets(line, sizeof(line), p)) {
-                char *r = strstr(line, "requests per second");
-                if (r) {
-                        char *colon = strrchr(line, ':');
-                        if (colon)
-                                rps = strtod(colon + 1, NULL);
-                }
-        }
-        pclose(p);
-        return rps;
-}
-
 int main(int argc, char **argv)
 {
         char errstr[512], host[128], port[32], ns[64];
@@ -145,7 +118,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_store: one at a time\n");
         single = run(st, jobs + n, n_single, 1);
         fprintf(stderr, "bench_store: redis-benchmark ceiling\n");
-        ceil_rps = ceiling(argv[1], atoi(argv[2]), 200000, batch);
+        ceil_rps = bench_redis_ceiling(argv[1], atoi(argv[2]), 0, "benchceil",
+                                       200000, batch, 50);
         /* A job costs two function calls: claim and complete. */
         ceil_jobs = ceil_rps / 2;
 

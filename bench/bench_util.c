@@ -13,33 +13,53 @@
 #include <time.h>
 #include <unistd.h>
 
-double bench_redis_ceiling(const char *host, int port, const char *ns, int n,
-                           int pipeline, int clients)
+double bench_redis_ceiling(const char *host, int port, int db, const char *ns,
+                           int n, int pipeline, int clients)
 {
-        char cmd[1024], line[1024];
+        size_t cap = 1 << 16, len = 0, got;
+        char cmd[1024], *buf = malloc(cap), *last = NULL;
         double rps = 0;
         FILE *p;
+
+        if (!buf)
+                return 0;
 
         /* The same arguments a consumer passes for a candidate_compression
          * claim with an idempotency key; random keys make every call a
          * first claim, which writes the state hash. */
         snprintf(cmd, sizeof(cmd),
-                 "redis-benchmark -h %s -p %d -n %d -P %d -c %d -r 100000000 "
-                 "-q FCALL decayq_claim 2 %s:job:{s}:__rand_int__ "
+                 "redis-benchmark -h %s -p %d --dbnum %d -n %d -P %d -c %d "
+                 "-r 100000000 -q FCALL decayq_claim 2 %s:job:{s}:__rand_int__ "
                  "%s:idem:{s}:__rand_int__ 1700000000000 30000 bench "
                  "candidate_compression 4 __rand_int__ 604800000 2>&1",
-                 host, port, n, pipeline, clients, ns, ns);
+                 host, port, db, n, pipeline, clients, ns, ns);
         p = popen(cmd, "r");
-        if (!p)
+        if (!p) {
+                free(buf);
                 return 0;
-        while (fgets(line, sizeof(line), p)) {
-                char *r = strstr(line, "requests per second");
-                if (r) {
-                        char *colon = strrchr(line, ':');
-                        if (colon)
-                                rps = strtod(colon + 1, NULL);
+        }
+        /* Progress lines end in '\r', so the output is one long line:
+         * read it whole and take the rate before the last "requests". */
+        while ((got = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+                len += got;
+                if (len + 1 == cap) {
+                        char *more = realloc(buf, cap * 2);
+                        if (!more)
+                                break;
+                        buf = more;
+                        cap *= 2;
                 }
         }
+        buf[len] = '\0';
+        for (char *r = buf; (r = strstr(r, " requests per second")); r++)
+                last = r;
+        if (last) {
+                char *colon = last;
+                while (colon > buf && *colon != ':')
+                        colon--;
+                rps = strtod(colon + 1, NULL);
+        }
+        free(buf);
         pclose(p);
         return rps;
 }
@@ -95,8 +115,9 @@ double bench_cpu_s(pid_t pid)
         /* Fields after the command name, which may hold spaces. */
         if (!(p = strrchr(buf, ')')))
                 return -1;
-        if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                   &ut, &st) != 2)
+        if (sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                   &st) != 2)
                 return -1;
         return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }

@@ -8,10 +8,11 @@
 #include <sys/types.h>
 
 /* Function calls per second that redis-benchmark reaches running
- * `FCALL decayq_claim` on random job keys under namespace ns, with the
- * given pipeline depth and client count. 0 when it could not run. */
-double bench_redis_ceiling(const char *host, int port, const char *ns, int n,
-                           int pipeline, int clients);
+ * `FCALL decayq_claim` on random job keys under namespace ns in database
+ * db, with the given pipeline depth and client count. 0 when it could not
+ * run. The keys it leaves are the caller's to flush. */
+double bench_redis_ceiling(const char *host, int port, int db, const char *ns,
+                           int n, int pipeline, int clients);
 
 /* Starts argv[0] (a path) with stdout and stderr appended to log.
  * Returns the pid, or -1 with errno set. */

@@ -1490,12 +1490,18 @@ static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
         rd_kafka_t *rk;
 
         /* Defaults a user may override: eager rebalancing (librdkafka 2.0's
-         * cooperative protocol has known bugs) and reading a new group from
-         * the start of the topics. */
+         * cooperative protocol has known bugs), reading a new group from
+         * the start of the topics, and a small prefetch. librdkafka's
+         * defaults (64 MiB queued, 50 MiB per fetch, 100,000 messages per
+         * partition) let a deep backlog fill the process's memory; 2 MiB
+         * in 1 MiB fetches still holds thousands of jobs. */
         if (set(k, "group.id", "decayq", errstr, errstr_size) ||
             set(k, "partition.assignment.strategy", "range", errstr,
                 errstr_size) ||
             set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+            set(k, "queued.max.messages.kbytes", "2048", errstr, errstr_size) ||
+            set(k, "queued.min.messages", "1000", errstr, errstr_size) ||
+            set(k, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
             dq_conf_kafka_apply(c->conf, k, errstr, errstr_size))
                 goto err;
         /* Guarantees they may not: offsets move only over settled messages
