@@ -8,7 +8,7 @@
 --   claimed | duplicate | terminal | exhausted   (claim)
 --   ok | fenced | terminal | rejected            (settles, cancel, renew)
 
-local LIB_VERSION = '2'
+local LIB_VERSION = '3'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true}
 
@@ -42,6 +42,7 @@ end
 local function claim(keys, args)
   local job = keys[1]
   local now, lease = tonumber(args[1]), tonumber(args[2])
+  local at = args[1] -- written as given: no number formatting
   local worker, kind = args[3], args[4]
   local max_attempts, id = tonumber(args[5]), args[6]
   local retention = tonumber(args[7])
@@ -57,8 +58,8 @@ local function claim(keys, args)
     local first = redis.call('SET', keys[2], id, 'NX', 'PX', retention, 'GET')
     if first and first ~= id then
       redis.call('HSET', job, 'state', 'duplicate', 'duplicate_of', first,
-                 'kind', kind, 'updated_at', now)
-      redis.call('HSETNX', job, 'created_at', now)
+                 'kind', kind, 'updated_at', at)
+      redis.call('HSETNX', job, 'created_at', at)
       redis.call('PEXPIRE', job, retention)
       return {'duplicate', first, tostring(attempts), tostring(epoch), first}
     end
@@ -68,19 +69,30 @@ local function claim(keys, args)
   end
   local live = state == 'in_progress' and (tonumber(st[4]) or 0) > now
   attempts, epoch = attempts + 1, epoch + 1
-  redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
-             'attempts', attempts, 'epoch', epoch,
-             'lease_until', now + lease, 'claimed_by', worker,
-             'updated_at', now)
-  redis.call('HSETNX', job, 'created_at', now)
-  redis.call('PERSIST', job)
+  if state then
+    redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
+               'attempts', attempts, 'epoch', epoch,
+               'lease_until', now + lease, 'claimed_by', worker,
+               'updated_at', at)
+    redis.call('HSETNX', job, 'created_at', at)
+    redis.call('PERSIST', job)
+  else
+    -- The common case, a first claim: one write, and no TTL to clear.
+    redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
+               'attempts', attempts, 'epoch', epoch,
+               'lease_until', now + lease, 'claimed_by', worker,
+               'updated_at', at, 'created_at', at)
+  end
   return {'claimed', s(state), tostring(attempts), tostring(epoch),
           live and 'took_over_live_lease' or ''}
 end
 
-local function finish(job, now, retention, fields)
-  redis.call('HSET', job, 'lease_until', 0, 'updated_at', now,
-             unpack(fields))
+-- A terminal state keeps its own time (completed_at and the like) and no
+-- lease: lease_until and updated_at go, which keeps the retained hash
+-- small.
+local function finish(job, retention, fields)
+  redis.call('HSET', job, unpack(fields))
+  redis.call('HDEL', job, 'lease_until', 'updated_at')
   redis.call('PEXPIRE', job, retention)
 end
 
@@ -110,6 +122,12 @@ local function load_sources(keys, first, ids, want_type, text_field)
   return items, nil
 end
 
+-- Sources in the order they were remembered; ties by id.
+local function by_created(a, b)
+  if a.created ~= b.created then return a.created < b.created end
+  return a.id < b.id
+end
+
 -- complete(KEYS: job, target, sources...;
 --          ARGV: epoch, now, retention_ms, kind, job_id, method, scope,
 --                result_id, source ids...)
@@ -117,7 +135,7 @@ end
 -- (expired_principle_review). The effect and `completed` are one step.
 local function complete(keys, args)
   local job, target = keys[1], keys[2]
-  local epoch, now = tonumber(args[1]), tonumber(args[2])
+  local epoch, now = tonumber(args[1]), args[2] -- now: written as given
   local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
   local method, scope, result_id = args[6], args[7], args[8]
   local ids = {}
@@ -136,7 +154,7 @@ local function complete(keys, args)
       redis.call('HSET', keys[i], 'review_state', 'open', 'review_job',
                  job_id, 'review_entry', entry)
     end
-    finish(job, now, retention, {'state', 'completed', 'completed_at', now,
+    finish(job, retention, {'state', 'completed', 'completed_at', now,
                                  'result_review_id', entry})
     return {'ok', entry}
   end
@@ -145,10 +163,7 @@ local function complete(keys, args)
   if kind == 'episode_compression' then want, text_field = nil, 'content' end
   local items, rej = load_sources(keys, 3, ids, want, text_field)
   if rej then return rej end
-  table.sort(items, function(a, b)
-    if a.created ~= b.created then return a.created < b.created end
-    return a.id < b.id
-  end)
+  table.sort(items, by_created)
   local texts, ordered = {}, {}
   for i, it in ipairs(items) do
     texts[i] = it.text
@@ -163,7 +178,7 @@ local function complete(keys, args)
     redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
                result_id, 'compressed_at', now)
   end
-  finish(job, now, retention, {'state', 'completed', 'completed_at', now,
+  finish(job, retention, {'state', 'completed', 'completed_at', now,
                                'result_memory_id', result_id})
   return {'ok', result_id}
 end
@@ -192,7 +207,7 @@ local function dead(keys, args)
   if (tonumber(st[2]) or 0) ~= epoch then
     return {'fenced', s(st[1]), s(st[2])}
   end
-  finish(keys[1], now, tonumber(args[3]),
+  finish(keys[1], tonumber(args[3]),
          {'state', 'dead', 'dead_at', now, 'epoch', epoch,
           'error_class', args[4], 'last_error', args[5],
           'last_error_message', args[6]})
@@ -209,7 +224,7 @@ local function cancel(keys, args)
   end
   redis.call('HINCRBY', keys[1], 'epoch', 1)
   redis.call('HSETNX', keys[1], 'created_at', now)
-  finish(keys[1], now, tonumber(args[2]),
+  finish(keys[1], tonumber(args[2]),
          {'state', 'cancelled', 'cancelled_at', now, 'cancel_reason',
           args[3]})
   return {'ok', s(st[1])}

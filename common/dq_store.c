@@ -16,7 +16,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "2"
+#define DQ_FUNCTIONS_VERSION "3"
 
 struct dq_store_s {
         redisContext *c;
