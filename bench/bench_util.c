@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "banned.h"
+
 double bench_redis_ceiling(const char *host, int port, int db, const char *ns,
                            int n, int pipeline, int clients)
 {
