@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -160,6 +161,38 @@ static bool get_time(json_t *v, const char *field, int64_t *msp,
         return true;
 }
 
+/* A string field must be UTF-8 before anything else is judged: JSON cannot
+ * carry anything else, and an encoder would drop the field. */
+static bool utf8_ok(const char *v, const char *field, size_t index,
+                    dq_reject_t *rej)
+{
+        if (!v || dq_utf8_valid(v, strlen(v)))
+                return true;
+        if (index != (size_t)-1)
+                return reject(rej, "decay.job.invalid_utf8",
+                              "field '%s[%zu]' is not valid UTF-8", field,
+                              index);
+        return reject(rej, "decay.job.invalid_utf8",
+                      "field '%s' is not valid UTF-8", field);
+}
+
+static bool all_utf8(const dq_job_t *job, dq_reject_t *rej)
+{
+        const size_t one = (size_t)-1;
+
+        if (!utf8_ok(job->scope, "scope", one, rej))
+                return false;
+        for (size_t i = 0; i < job->source_cnt; i++)
+                if (!utf8_ok(job->source_ids[i], "source_ids", i, rej))
+                        return false;
+        return utf8_ok(job->created_by, "created_by", one, rej) &&
+               utf8_ok(job->idempotency_key, "idempotency_key", one, rej) &&
+               utf8_ok(job->trace_id, "trace_id", one, rej) &&
+               utf8_ok(job->attestation_operator,
+                       "summary_method.operator_attestation.operator", one,
+                       rej);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
         return strcmp(*(char *const *)a, *(char *const *)b);
@@ -169,11 +202,14 @@ bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej)
 {
         char **sorted;
 
-        if (!dq_ulid_valid(job->id, strlen(job->id)))
+        if (strnlen(job->id, sizeof(job->id)) >= sizeof(job->id) ||
+            !dq_ulid_valid(job->id, strlen(job->id)))
                 return reject(rej, "decay.job.invalid_id",
                               "'id' must be a 26-character upper-case ULID");
         if ((unsigned)job->kind >= DQ_KIND__CNT)
                 return reject(rej, "decay.job.unknown_kind", "unknown kind");
+        if (!all_utf8(job, rej))
+                return false;
         if (!job->scope ||
             !ident_ok(job->scope, strlen(job->scope), DQ_JOB_MAX_SCOPE))
                 return reject(rej, "decay.job.invalid_scope",
@@ -481,54 +517,90 @@ dq_job_t *dq_job_parse(const char *buf, size_t len, size_t max_bytes,
         return job;
 }
 
+/* Sets key to v, which it steals; false when v is NULL (a value that
+ * could not be encoded) or the set failed. */
+static bool put(json_t *o, const char *key, json_t *v)
+{
+        return v && json_object_set_new(o, key, v) == 0;
+}
+
+static bool put_time(json_t *o, const char *key, int64_t ms)
+{
+        char ts[32];
+        return put(o, key,
+                   json_string(dq_time_format_rfc3339(ms, ts, sizeof(ts))));
+}
+
+static json_t *method_json(const dq_job_t *job)
+{
+        json_t *method = json_object(), *att;
+
+        if (!method ||
+            !put(method, "type", json_string(dq_method_name(job->method))))
+                goto err;
+        if (job->method != DQ_METHOD_LLM_SUMMARY)
+                return method;
+        if (job->attestation_required &&
+            !put(method, "operator_attestation_required", json_true()))
+                goto err;
+        if (job->attestation_operator) {
+                att = json_object();
+                if (!put(method, "operator_attestation", att) ||
+                    !put(att, "operator",
+                         json_string(job->attestation_operator)) ||
+                    !put_time(att, "attested_at", job->attestation_at_ms))
+                        goto err;
+        }
+        return method;
+err:
+        json_decref(method);
+        return NULL;
+}
+
 char *dq_job_serialize(const dq_job_t *job, size_t *lenp)
 {
-        json_t *root, *sources, *method;
-        char ts[32];
+        json_t *root = json_object(), *sources = json_array();
         char *out = NULL;
 
-        sources = json_array();
-        for (size_t i = 0; sources && i < job->source_cnt; i++)
-                json_array_append_new(sources, json_string(job->source_ids[i]));
-        method = json_pack("{s:s}", "type", dq_method_name(job->method));
-        if (method && job->method == DQ_METHOD_LLM_SUMMARY) {
-                if (job->attestation_required)
-                        json_object_set_new(method,
-                                            "operator_attestation_required",
-                                            json_true());
-                if (job->attestation_operator)
-                        json_object_set_new(
-                            method, "operator_attestation",
-                            json_pack(
-                                "{s:s, s:s}", "operator",
-                                job->attestation_operator, "attested_at",
-                                dq_time_format_rfc3339(job->attestation_at_ms,
-                                                       ts, sizeof(ts))));
-        }
-        root = json_pack("{s:i, s:s, s:s, s:s, s:o*, s:o*}", "schema",
-                         DQ_JOB_SCHEMA, "id", job->id, "kind",
-                         dq_kind_name(job->kind), "scope", job->scope,
-                         "source_ids", sources, "summary_method", method);
-        if (!root)
+        if (!root) {
+                json_decref(sources);
                 return NULL;
-        if (job->scheduled_for_ms)
-                json_object_set_new(
-                    root, "scheduled_for",
-                    json_string(dq_time_format_rfc3339(job->scheduled_for_ms,
-                                                       ts, sizeof(ts))));
-        json_object_set_new(root, "created_at",
-                            json_string(dq_time_format_rfc3339(
-                                job->created_at_ms, ts, sizeof(ts))));
-        json_object_set_new(root, "created_by", json_string(job->created_by));
-        if (job->idempotency_key)
-                json_object_set_new(root, "idempotency_key",
-                                    json_string(job->idempotency_key));
-        if (job->trace_id)
-                json_object_set_new(root, "trace_id",
-                                    json_string(job->trace_id));
+        }
+
+        /* Every set and append is checked: a value that cannot be encoded
+         * fails the whole job rather than vanish from it. */
+        if (!put(root, "schema", json_integer(DQ_JOB_SCHEMA)) ||
+            !put(root, "id", json_string(job->id)) ||
+            !put(root, "kind", json_string(dq_kind_name(job->kind))) ||
+            !put(root, "scope", json_string(job->scope))) {
+                json_decref(sources);
+                goto out;
+        }
+        /* sources is owned by root from here on, also when the set fails;
+         * the appends below borrow it. */
+        if (!put(root, "source_ids", sources))
+                goto out;
+        for (size_t i = 0; i < job->source_cnt; i++)
+                if (json_array_append_new(sources,
+                                          json_string(job->source_ids[i])))
+                        goto out;
+        if (!put(root, "summary_method", method_json(job)))
+                goto out;
+        if (job->scheduled_for_ms &&
+            !put_time(root, "scheduled_for", job->scheduled_for_ms))
+                goto out;
+        if (!put_time(root, "created_at", job->created_at_ms) ||
+            !put(root, "created_by", json_string(job->created_by)))
+                goto out;
+        if (job->idempotency_key &&
+            !put(root, "idempotency_key", json_string(job->idempotency_key)))
+                goto out;
+        if (job->trace_id && !put(root, "trace_id", json_string(job->trace_id)))
+                goto out;
         out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        json_decref(root);
         if (out && lenp)
                 *lenp = strlen(out);
+out:
+        json_decref(root);
         return out;
 }

@@ -77,8 +77,10 @@ void dq_job_destroy(dq_job_t *job);
 bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej);
 
 /* Serializes job to compact schema-1 JSON with fields in a fixed order.
- * Returns a malloc'ed NUL-terminated string the caller frees, or NULL on
- * out of memory. *lenp gets its length. */
+ * Returns a malloc'ed NUL-terminated string the caller frees, or NULL when
+ * a value cannot be encoded (validate first: dq_job_validate() names the
+ * field) or on out of memory; no field is ever left out. *lenp gets its
+ * length. */
 char *dq_job_serialize(const dq_job_t *job, size_t *lenp);
 
 /* Wire names of kinds and methods; parse returns -1 when unknown. */

@@ -82,8 +82,25 @@ int ctl_load(ctl_t *ctl);
 /* Opens the Redis store, or prints why not. */
 dq_store_t *ctl_store(const ctl_t *ctl);
 
-/* Prints a JSON value on one line to stdout and frees it. */
+/* Prints a JSON value on one line to stdout and frees it. NULL (a value
+ * that could not be built) ends the program like a failed ctl_jset(). */
 void ctl_json_print(json_t *v);
+
+/* Writes p[0..n) to stdout for a person to read: control characters and
+ * bytes that are not UTF-8 escaped (dq_escape()), never cut. */
+void ctl_print_text(const char *p, size_t n);
+
+/* Sets o[key] to v, which it steals. A value that could not be built (v
+ * NULL) or a failed set ends the program with "error: cannot encode" and
+ * exit 3: output is never silently short of a field. */
+void ctl_jset(json_t *o, const char *key, json_t *v);
+
+/* s[0..len) as a JSON string, or null when it is not UTF-8 (the bytes came
+ * from whoever wrote the record); never NULL but out of memory. */
+json_t *ctl_jtext(const char *s, size_t len);
+
+/* ctl_jtext() of a NUL-terminated string; NULL gives null. */
+json_t *ctl_jstr(const char *s);
 
 /* Who runs this ("alice@host"), for audit entries and cancel reasons. */
 const char *ctl_who(void);

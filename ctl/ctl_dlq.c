@@ -10,6 +10,7 @@
 #include "ctl.h"
 #include "dq_dlq.h"
 #include "dq_kafka.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "dq_ulid.h"
 #include "banned.h"
@@ -233,29 +234,25 @@ static json_t *rec_json(const dq_dlq_rec_t *rec)
         char t[32];
         json_t *o = json_object(), *v;
 
-        json_object_set_new(o, "partition", json_integer(rec->partition));
-        json_object_set_new(o, "offset", json_integer(rec->offset));
-        json_object_set_new(
-            o, "time",
-            json_string(dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t))));
-        json_object_set_new(o, "scope", json_string(rec->scope));
-        json_object_set_new(
-            o, "job_id", *rec->job_id ? json_string(rec->job_id) : json_null());
-        json_object_set_new(o, "kind",
-                            *rec->kind ? json_string(rec->kind) : json_null());
-        json_object_set_new(o, "error_class", json_string(rec->err_class));
-        json_object_set_new(o, "error_code", json_string(rec->err_code));
-        v = json_string(rec->err_message); /* NULL when not UTF-8 */
-        json_object_set_new(o, "error_message", v ? v : json_null());
-        json_object_set_new(o, "attempts", json_integer(rec->attempts));
-        json_object_set_new(o, "replay_count", json_integer(rec->replay_count));
-        json_object_set_new(o, "original",
-                            json_pack("{s:s, s:i, s:I}", "topic",
-                                      rec->orig_topic, "partition",
-                                      (int)rec->orig_partition, "offset",
-                                      (json_int_t)rec->orig_offset));
+        ctl_jset(o, "partition", json_integer(rec->partition));
+        ctl_jset(o, "offset", json_integer(rec->offset));
+        ctl_jset(o, "time",
+                 json_string(dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t))));
+        ctl_jset(o, "scope", ctl_jstr(rec->scope));
+        ctl_jset(o, "job_id",
+                 *rec->job_id ? ctl_jstr(rec->job_id) : json_null());
+        ctl_jset(o, "kind", *rec->kind ? ctl_jstr(rec->kind) : json_null());
+        ctl_jset(o, "error_class", ctl_jstr(rec->err_class));
+        ctl_jset(o, "error_code", ctl_jstr(rec->err_code));
+        ctl_jset(o, "error_message", ctl_jstr(rec->err_message));
+        ctl_jset(o, "attempts", json_integer(rec->attempts));
+        ctl_jset(o, "replay_count", json_integer(rec->replay_count));
+        ctl_jset(o, "original", v = json_object());
+        ctl_jset(v, "topic", ctl_jstr(rec->orig_topic));
+        ctl_jset(v, "partition", json_integer(rec->orig_partition));
+        ctl_jset(v, "offset", json_integer(rec->orig_offset));
         if (!rec->job)
-                json_object_set_new(o, "not_a_job", json_string(rec->rej.code));
+                ctl_jset(o, "not_a_job", json_string(rec->rej.code));
         return o;
 }
 
@@ -284,9 +281,9 @@ static int list_cb(dq_dlq_rec_t *rec, void *opaque)
                 printf(
                     "%-24s %-10s %-24s %-26s %-24s %-10s %-44s %3lld %3lld\n",
                     dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t)), po,
-                    or_dash(rec->scope), or_dash(rec->job_id),
-                    or_dash(rec->kind), or_dash(rec->err_class),
-                    or_dash(rec->err_code), (long long)rec->attempts,
+                    dq_esc(or_dash(rec->scope)), dq_esc(or_dash(rec->job_id)),
+                    dq_esc(or_dash(rec->kind)), dq_esc(or_dash(rec->err_class)),
+                    dq_esc(or_dash(rec->err_code)), (long long)rec->attempts,
                     (long long)rec->replay_count);
         }
         l->shown++;
@@ -324,21 +321,6 @@ int ctl_dlq_list(ctl_t *ctl, int argc, char **argv)
  * dlq inspect
  */
 
-static void print_bytes(const char *p, size_t n)
-{
-        json_t *probe = json_stringn(p, n); /* NULL when not UTF-8 */
-
-        for (size_t i = 0; i < n; i++) {
-                unsigned char ch = (unsigned char)p[i];
-                if (ch == '\n' || ch == '\t' || (ch >= 0x20 && ch < 0x7f) ||
-                    (ch >= 0x80 && probe))
-                        putchar(ch);
-                else
-                        printf("\\x%02x", ch);
-        }
-        json_decref(probe);
-}
-
 static json_t *headers_json(const rd_kafka_message_t *m)
 {
         rd_kafka_headers_t *h = NULL;
@@ -351,8 +333,7 @@ static json_t *headers_json(const rd_kafka_message_t *m)
                 return o;
         for (size_t i = 0; !rd_kafka_header_get_all(h, i, &name, &v, &len);
              i++) {
-                json_t *s = v ? json_stringn(v, len) : json_null();
-                json_object_set_new(o, name, s ? s : json_null());
+                ctl_jset(o, name, v ? ctl_jtext(v, len) : json_null());
         }
         return o;
 }
@@ -375,13 +356,14 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
         in->found++;
         if (in->ctl->json) {
                 json_t *o = rec_json(rec);
-                json_t *p = json_stringn(m->payload, m->len);
-                json_object_set_new(o, "key",
-                                    m->key ? json_stringn(m->key, m->key_len)
-                                           : json_null());
-                json_object_set_new(o, "headers", headers_json(m));
+                json_t *p = dq_utf8_valid(m->payload, m->len)
+                                ? json_stringn(m->payload, m->len)
+                                : NULL;
+                ctl_jset(o, "key",
+                         m->key ? ctl_jtext(m->key, m->key_len) : json_null());
+                ctl_jset(o, "headers", headers_json(m));
                 if (p) {
-                        json_object_set_new(o, "payload", p);
+                        ctl_jset(o, "payload", p);
                 } else {
                         char *hex = malloc(2 * m->len + 1);
                         if (!hex)
@@ -391,7 +373,7 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
                                     hex + 2 * i, 3, "%02x",
                                     ((const unsigned char *)m->payload)[i]);
                         hex[2 * m->len] = '\0';
-                        json_object_set_new(o, "payload_hex", json_string(hex));
+                        ctl_jset(o, "payload_hex", json_string(hex));
                         free(hex);
                 }
                 ctl_json_print(o);
@@ -404,7 +386,7 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
                dq_time_format_rfc3339(rec->ts_ms, t, sizeof(t)));
         printf("key        ");
         if (m->key)
-                print_bytes(m->key, m->key_len);
+                ctl_print_text(m->key, m->key_len);
         printf("\nheaders:\n");
         if (!rd_kafka_message_headers(m, &h) && h) {
                 const char *name;
@@ -412,16 +394,17 @@ static int inspect_cb(dq_dlq_rec_t *rec, void *opaque)
                 size_t len;
                 for (size_t i = 0;
                      !rd_kafka_header_get_all(h, i, &name, &v, &len); i++) {
-                        printf("  %-28s ", name);
+                        printf("  %-28s ", dq_esc(name));
                         if (v)
-                                print_bytes(v, len);
+                                ctl_print_text(v, len);
                         putchar('\n');
                 }
         }
         if (!rec->job)
-                printf("not a job  %s: %s\n", rec->rej.code, rec->rej.message);
+                printf("not a job  %s: %s\n", rec->rej.code,
+                       dq_esc(rec->rej.message));
         printf("payload (%zu bytes):\n", m->len);
-        print_bytes(m->payload, m->len);
+        ctl_print_text(m->payload, m->len);
         putchar('\n');
         return 0;
 }
@@ -558,34 +541,29 @@ int ctl_dlq_stats(ctl_t *ctl, int argc, char **argv)
         dq_dlq_filter_describe(&o.f, desc, sizeof(desc));
         if (rc == CTL_EXIT_OK && ctl->json) {
                 json_t *out = json_object(), *ages = json_object();
-                json_object_set_new(out, "filters", json_string(desc));
-                json_object_set_new(out, "read",
-                                    json_integer(dq_dlq_reader_done(r)));
-                json_object_set_new(out, "records", json_integer(s.matched));
-                json_object_set_new(out, "extra_copies",
-                                    json_integer(s.copies));
-                json_object_set_new(out, "not_a_job",
-                                    json_integer(s.not_a_job));
-                json_object_set_new(out, "replayed_before",
-                                    json_integer(s.replayed_before));
-                json_object_set_new(out, "by_code", ctl_counts_json(&s.code));
-                json_object_set_new(out, "by_class", ctl_counts_json(&s.cls));
-                json_object_set_new(out, "by_kind", ctl_counts_json(&s.kind));
-                json_object_set_new(out, "by_scope", ctl_counts_json(&s.scope));
-                json_object_set_new(out, "oldest",
-                                    s.matched
-                                        ? json_string(dq_time_format_rfc3339(
-                                              s.oldest, t1, sizeof(t1)))
-                                        : json_null());
-                json_object_set_new(out, "newest",
-                                    s.matched
-                                        ? json_string(dq_time_format_rfc3339(
-                                              s.newest, t2, sizeof(t2)))
-                                        : json_null());
+                ctl_jset(out, "filters", json_string(desc));
+                ctl_jset(out, "read", json_integer(dq_dlq_reader_done(r)));
+                ctl_jset(out, "records", json_integer(s.matched));
+                ctl_jset(out, "extra_copies", json_integer(s.copies));
+                ctl_jset(out, "not_a_job", json_integer(s.not_a_job));
+                ctl_jset(out, "replayed_before",
+                         json_integer(s.replayed_before));
+                ctl_jset(out, "by_code", ctl_counts_json(&s.code));
+                ctl_jset(out, "by_class", ctl_counts_json(&s.cls));
+                ctl_jset(out, "by_kind", ctl_counts_json(&s.kind));
+                ctl_jset(out, "by_scope", ctl_counts_json(&s.scope));
+                ctl_jset(out, "oldest",
+                         s.matched ? json_string(dq_time_format_rfc3339(
+                                         s.oldest, t1, sizeof(t1)))
+                                   : json_null());
+                ctl_jset(out, "newest",
+                         s.matched ? json_string(dq_time_format_rfc3339(
+                                         s.newest, t2, sizeof(t2)))
+                                   : json_null());
                 for (size_t i = 0; i < AGE_CNT; i++)
-                        json_object_set_new(ages, age_buckets[i].name,
-                                            json_integer(s.age[i]));
-                json_object_set_new(out, "age", ages);
+                        ctl_jset(ages, age_buckets[i].name,
+                                 json_integer(s.age[i]));
+                ctl_jset(out, "age", ages);
                 ctl_json_print(out);
         } else if (rc == CTL_EXIT_OK) {
                 int64_t max = 1;
@@ -1060,14 +1038,11 @@ static void audit(replay_t *rp, const char *run, const char *event,
         KV("snapshot_records", num[5]);
         if (result) {
                 KV("result", result);
-                json_object_set_new(c, "read",
-                                    json_integer(dq_dlq_reader_done(rp->rd)));
-                json_object_set_new(c, "matched", json_integer(rp->matched));
-                json_object_set_new(c, "replayed", json_integer(rp->replayed));
-                json_object_set_new(c, "skipped",
-                                    ctl_counts_json(&rp->skipped));
-                json_object_set_new(c, "refused",
-                                    ctl_counts_json(&rp->refused));
+                ctl_jset(c, "read", json_integer(dq_dlq_reader_done(rp->rd)));
+                ctl_jset(c, "matched", json_integer(rp->matched));
+                ctl_jset(c, "replayed", json_integer(rp->replayed));
+                ctl_jset(c, "skipped", ctl_counts_json(&rp->skipped));
+                ctl_jset(c, "refused", ctl_counts_json(&rp->refused));
                 counts = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
                 KV("counts", counts ? counts : "{}");
         }
@@ -1159,31 +1134,23 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
 
         if (ctl->json) {
                 json_t *out = json_object();
-                json_object_set_new(
-                    out, "mode",
-                    json_string(o.execute ? "execute" : "dry_run"));
-                json_object_set_new(out, "result", json_string(result));
-                json_object_set_new(out, "group", json_string(group));
-                json_object_set_new(out, "run", json_string(run));
-                json_object_set_new(out, "snapshot_records",
-                                    json_integer(dq_dlq_reader_total(rp.rd)));
-                json_object_set_new(out, "read",
-                                    json_integer(dq_dlq_reader_done(rp.rd)));
-                json_object_set_new(out, "matched", json_integer(rp.matched));
-                json_object_set_new(out,
-                                    o.execute ? "replayed" : "would_replay",
-                                    json_integer(rp.replayed));
-                json_object_set_new(out, "by_code",
-                                    ctl_counts_json(&rp.by_code));
-                json_object_set_new(out, "by_kind",
-                                    ctl_counts_json(&rp.by_kind));
-                json_object_set_new(out, "skipped",
-                                    ctl_counts_json(&rp.skipped));
-                json_object_set_new(out, "refused",
-                                    ctl_counts_json(&rp.refused));
+                ctl_jset(out, "mode",
+                         json_string(o.execute ? "execute" : "dry_run"));
+                ctl_jset(out, "result", json_string(result));
+                ctl_jset(out, "group", json_string(group));
+                ctl_jset(out, "run", json_string(run));
+                ctl_jset(out, "snapshot_records",
+                         json_integer(dq_dlq_reader_total(rp.rd)));
+                ctl_jset(out, "read", json_integer(dq_dlq_reader_done(rp.rd)));
+                ctl_jset(out, "matched", json_integer(rp.matched));
+                ctl_jset(out, o.execute ? "replayed" : "would_replay",
+                         json_integer(rp.replayed));
+                ctl_jset(out, "by_code", ctl_counts_json(&rp.by_code));
+                ctl_jset(out, "by_kind", ctl_counts_json(&rp.by_kind));
+                ctl_jset(out, "skipped", ctl_counts_json(&rp.skipped));
+                ctl_jset(out, "refused", ctl_counts_json(&rp.refused));
                 if (*audit_id)
-                        json_object_set_new(out, "audit_id",
-                                            json_string(audit_id));
+                        ctl_jset(out, "audit_id", json_string(audit_id));
                 ctl_json_print(out);
         } else {
                 printf("%s: %lld of %lld matching records%s\n",

@@ -14,6 +14,7 @@
 
 #include "ctl.h"
 #include "dq_log.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "dq_ulid.h"
 #include "banned.h"
@@ -262,8 +263,50 @@ dq_store_t *ctl_store(const ctl_t *ctl)
         return st;
 }
 
+void ctl_print_text(const char *p, size_t n)
+{
+        size_t size = 4 * n + 1;
+        char *buf = malloc(size);
+
+        if (!buf)
+                abort();
+        fputs(dq_escape(p, n, buf, size), stdout);
+        free(buf);
+}
+
+static void encode_failed(const char *what)
+{
+        fprintf(stderr, "error: cannot encode %s as JSON: out of memory\n",
+                what);
+        exit(3);
+}
+
+void ctl_jset(json_t *o, const char *key, json_t *v)
+{
+        if (!o)
+                encode_failed("an object");
+        if (!v || json_object_set_new(o, key, v))
+                encode_failed(key);
+}
+
+json_t *ctl_jtext(const char *s, size_t len)
+{
+        json_t *v = dq_utf8_valid(s, len) ? json_stringn(s, len) : json_null();
+
+        if (!v)
+                encode_failed("a string");
+        return v;
+}
+
+json_t *ctl_jstr(const char *s)
+{
+        return s ? ctl_jtext(s, strlen(s)) : json_null();
+}
+
 void ctl_json_print(json_t *v)
 {
+        if (!v)
+                encode_failed("the result");
         json_dumpf(v, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
         fputc('\n', stdout);
         json_decref(v);
@@ -364,7 +407,7 @@ json_t *ctl_counts_json(const ctl_counts_t *c)
 {
         json_t *o = json_object();
         for (size_t i = 0; i < c->cnt; i++)
-                json_object_set_new(o, c->keys[i], json_integer(c->vals[i]));
+                ctl_jset(o, c->keys[i], json_integer(c->vals[i]));
         return o;
 }
 
@@ -396,7 +439,7 @@ void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max)
         sort_counts = c;
         qsort(idx, c->cnt, sizeof(*idx), by_count);
         for (size_t i = 0; i < c->cnt && i < max; i++)
-                printf("    %-48s %8lld\n", c->keys[idx[i]],
+                printf("    %-48s %8lld\n", dq_esc(c->keys[idx[i]]),
                        (long long)c->vals[idx[i]]);
         if (c->cnt > max)
                 printf("    ... and %zu more\n", c->cnt - max);
@@ -473,11 +516,8 @@ static bool is_time_field(const char *f)
 static json_t *record_json(const dq_record_t *rec)
 {
         json_t *o = json_object();
-        for (size_t i = 0; i < rec->cnt; i++) {
-                /* NULL (not UTF-8) becomes null. */
-                json_t *v = json_string(rec->values[i]);
-                json_object_set_new(o, rec->fields[i], v ? v : json_null());
-        }
+        for (size_t i = 0; i < rec->cnt; i++)
+                ctl_jset(o, rec->fields[i], ctl_jstr(rec->values[i]));
         return o;
 }
 
@@ -489,11 +529,12 @@ static void record_print(const dq_record_t *rec, const char *indent)
                 char t[32], *end;
                 long long ms = strtoll(v, &end, 10);
 
+                printf("%s%-20s ", indent, dq_esc(f));
+                ctl_print_text(v, strlen(v));
                 if (is_time_field(f) && !*end && end != v && ms > 0)
-                        printf("%s%-20s %s (%s)\n", indent, f, v,
+                        printf(" (%s)",
                                dq_time_format_rfc3339(ms, t, sizeof(t)));
-                else
-                        printf("%s%-20s %s\n", indent, f, v);
+                putchar('\n');
         }
 }
 
@@ -530,15 +571,14 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
         if (ctl->json) {
                 json_t *o = json_pack("{s:s, s:s}", "job", id, "scope", scope);
                 const char *v = dq_record_get(&rec, "state");
-                json_object_set_new(o, "state", json_string(v ? v : ""));
+                ctl_jset(o, "state", json_string(v ? v : ""));
                 v = dq_record_get(&rec, "attempts");
-                json_object_set_new(o, "attempts",
-                                    json_integer(v ? atoll(v) : 0));
+                ctl_jset(o, "attempts", json_integer(v ? atoll(v) : 0));
                 v = dq_record_get(&rec, "epoch");
-                json_object_set_new(o, "epoch", json_integer(v ? atoll(v) : 0));
-                json_object_set_new(o, "fields", record_json(&rec));
-                json_object_set_new(o, "result_memory",
-                                    mem.cnt ? record_json(&mem) : json_null());
+                ctl_jset(o, "epoch", json_integer(v ? atoll(v) : 0));
+                ctl_jset(o, "fields", record_json(&rec));
+                ctl_jset(o, "result_memory",
+                         mem.cnt ? record_json(&mem) : json_null());
                 ctl_json_print(o);
         } else {
                 printf("job                  %s\nscope                %s\n", id,

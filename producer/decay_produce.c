@@ -11,6 +11,7 @@
 #include "dq_conf.h"
 #include "dq_log.h"
 #include "dq_producer.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -79,6 +80,7 @@ static const char usage[] =
 
 typedef struct stats_s {
         long read, sent, delivered, rejected, failed;
+        bool print_ids; /* a job from flags: its id on stdout once delivered */
 } stats_t;
 
 static void on_delivery(const dq_delivery_t *d, void *opaque)
@@ -86,6 +88,8 @@ static void on_delivery(const dq_delivery_t *d, void *opaque)
         stats_t *st = opaque;
         if (d->err == DQ_OK) {
                 st->delivered++;
+                if (st->print_ids)
+                        printf("%s\n", d->job_id);
                 return;
         }
         st->failed++;
@@ -129,20 +133,28 @@ static int build_job(const flags_t *f, dq_job_t **jobp)
                 return -1;
         }
         if ((k = dq_kind_parse(f->kind)) < 0) {
-                fprintf(stderr, "error: unknown kind '%s'\n", f->kind);
+                fprintf(stderr, "error: unknown kind '%s'\n", dq_esc(f->kind));
                 return -1;
         }
         job->kind = (dq_kind_t)k;
         m = dq_method_parse(f->method ? f->method
                                       : "deterministic_concatenate");
         if (m < 0) {
-                fprintf(stderr, "error: unknown method '%s'\n", f->method);
+                fprintf(stderr, "error: unknown method '%s'\n",
+                        dq_esc(f->method));
                 return -1;
         }
         job->method = (dq_method_t)m;
         job->created_at_ms = dq_now_ms();
+        if (f->id && strlen(f->id) != DQ_ULID_LEN) {
+                fprintf(stderr,
+                        "error: --id must be a %d-character ULID, not %zu "
+                        "bytes\n",
+                        DQ_ULID_LEN, strlen(f->id));
+                return -1;
+        }
         if (f->id)
-                snprintf(job->id, sizeof(job->id), "%s", f->id);
+                memcpy(job->id, f->id, DQ_ULID_LEN + 1);
         else
                 dq_ulid_new(job->created_at_ms, job->id);
         if (f->scheduled_for &&
@@ -150,7 +162,7 @@ static int build_job(const flags_t *f, dq_job_t **jobp)
                                    &job->scheduled_for_ms)) {
                 fprintf(stderr,
                         "error: --scheduled-for '%s' is not RFC 3339 UTC\n",
-                        f->scheduled_for);
+                        dq_esc(f->scheduled_for));
                 return -1;
         }
         snprintf(who, sizeof(who), "cli:%s",
@@ -355,7 +367,7 @@ int main(int argc, char **argv)
                                 st.failed++;
                         } else {
                                 st.sent++;
-                                printf("%s\n", job->id);
+                                st.print_ids = true;
                         }
                 }
                 dq_job_destroy(job);

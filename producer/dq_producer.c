@@ -74,6 +74,16 @@ dq_producer_t *dq_producer_new(const dq_conf_t *conf, dq_delivery_cb_t *cb,
         p->cb = cb;
         p->opaque = opaque;
         p->max_bytes = (size_t)conf->job_max_bytes;
+        if (!dq_conf_kafka_get(conf, "bootstrap.servers")) {
+                /* Else librdkafka waits out message.timeout.ms in
+                 * silence. */
+                snprintf(errstr, errstr_size,
+                         "kafka.bootstrap.servers is not set (-X "
+                         "kafka.bootstrap.servers=HOST:PORT, or "
+                         "DECAYQ_KAFKA_BOOTSTRAP_SERVERS)");
+                free(p);
+                return NULL;
+        }
         p->topic = strdup(conf->topic_jobs);
         if (!p->topic)
                 goto err;

@@ -948,3 +948,64 @@ Test(ctl, memory_load_reports_bad_lines_and_loads_the_rest, .fini = teardown,
         cr_assert_eq(r->rc, 1, "e1 is an episode, not a memory");
         free(r);
 }
+
+/* M2: whoever can write to a topic can put escape sequences in a key, a
+ * header or a quoted kind; no human-readable output passes them on. */
+Test(ctl, escape_sequences_in_records_never_reach_the_terminal,
+     .fini = teardown, .timeout = 120)
+{
+        static const char evil[] = "\x1b[2J\x1b]0;pwned\x07";
+        dq_tc_t tc;
+        run_t *r = malloc(sizeof(*r));
+        rd_kafka_t *pk;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+        char payload[512];
+        int64_t off = -1;
+        const char *cmds[] = {"dlq list", "dlq stats", "dlq inspect 0:0"};
+
+        dq_tc_init(&tc, "ctlesc", 1);
+        snprintf(payload, sizeof(payload),
+                 "{\"schema\":1,\"id\":\"01JD3Q6V2R8YB6K3ZKQ9T1M4XH\","
+                 "\"kind\":\"\\u001b[2J\\u009b1m\",\"scope\":\"s/a\","
+                 "\"source_ids\":[\"m1\"],\"summary_method\":{\"type\":"
+                 "\"deterministic_concatenate\"},\"created_at\":"
+                 "\"2026-11-23T11:59:58Z\",\"created_by\":\"svc:t\"}");
+        rd_kafka_header_add(h, "decayq-error-class", -1, "fatal", -1);
+        rd_kafka_header_add(h, "decayq-error-code", -1, evil, -1);
+        rd_kafka_header_add(h, "decayq-error-message", -1, evil, -1);
+        rd_kafka_header_add(h, evil, -1, evil, -1);
+        pk = dq_tc_producer();
+        cr_assert_eq(rd_kafka_producev(
+                         pk, RD_KAFKA_V_TOPIC(tc.dlq), RD_KAFKA_V_PARTITION(0),
+                         RD_KAFKA_V_KEY(evil, strlen(evil)),
+                         RD_KAFKA_V_VALUE(payload, strlen(payload)),
+                         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&off),
+                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                         RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        dq_tc_flush(pk);
+        rd_kafka_destroy(pk);
+        cr_assert_eq(off, 0);
+
+        for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+                ctl(&tc, r, "%s", cmds[i]);
+                cr_assert_eq(r->rc, 0, "%s: exit %d: %s", cmds[i], r->rc,
+                             r->err);
+                cr_assert_null(strchr(r->out, '\x1b'), "%s passed ESC: %s",
+                               cmds[i], r->out);
+                cr_assert_null(strchr(r->err, '\x1b'), "%s passed ESC",
+                               cmds[i]);
+                cr_assert_null(strstr(r->out, "\xc2\x9b"),
+                               "%s passed a C1 control", cmds[i]);
+                cr_assert_null(strchr(r->out, '\x07'), "%s passed BEL",
+                               cmds[i]);
+                cr_assert(strstr(r->out, "\\x1b[2J"), "%s: %s", cmds[i],
+                          r->out);
+        }
+        /* The JSON form carries the bytes, escaped by JSON itself. */
+        ctl(&tc, r, "dlq list --json");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        json_decref(json_out(r));
+        cr_assert_null(strchr(r->out, '\x1b'));
+        free(r);
+}

@@ -283,8 +283,11 @@ Test(produce, validate_only_reports_and_sends_nothing)
         rc = run(cmd, NULL);
         cr_assert_eq(rc, 1);
         cr_assert_eq(run(PRODUCE_BIN " --bogus 2>/dev/null", NULL), 2);
-        cr_assert_eq(
-            run(PRODUCE_BIN " --file /nonexistent -q 2>/dev/null", NULL), 4);
+        cr_assert_eq(run(PRODUCE_BIN
+                         " -X kafka.bootstrap.servers=127.0.0.1:1 --file "
+                         "/nonexistent -q 2>/dev/null",
+                         NULL),
+                     4);
 }
 
 typedef struct {
@@ -423,4 +426,150 @@ Test(produce, dump_config_masks_secrets)
         cr_assert_null(strstr(text, "s3cret"));
         free(text);
         unlink(out);
+}
+
+/* Messages in topic, from its watermarks. */
+static int64_t topic_count(const char *topic)
+{
+        rd_kafka_t *p = dq_test_producer();
+        int64_t lo = 0, hi = 0;
+
+        cr_assert_eq(
+            rd_kafka_query_watermark_offsets(p, topic, 0, &lo, &hi, 10000),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_destroy(p);
+        return hi - lo;
+}
+
+/* The worst values first: each field given a byte that is not UTF-8 must
+ * stop the job before it is sent, name the field, and send nothing;
+ * --validate-only says the same. */
+Test(produce, invalid_utf8_in_any_flag_is_rejected_and_nothing_is_sent,
+     .timeout = 120)
+{
+        static const struct {
+                const char *flags;
+                const char *field;
+        } cases[] = {
+            {"--scope s/a --source m1 --source $'bad\\xff' --source m3",
+             "source_ids[1]"},
+            {"--scope s/a --source m1 --idempotency-key $'k\\xff'",
+             "idempotency_key"},
+            {"--scope s/a --source m1 --created-by $'svc\\xc0\\xaf'",
+             "created_by"},
+            {"--scope s/a --source m1 --trace-id $'t\\xed\\xa0\\x80'",
+             "trace_id"},
+            {"--scope $'s/\\xf8a' --source m1", "scope"},
+        };
+        char topic[128], cmd[1024], errf[] = "/tmp/decayq-err-XXXXXX";
+        rd_kafka_t *admin = dq_test_producer();
+
+        dq_test_unique(topic, sizeof(topic), "produce-utf8");
+        dq_test_create_topic(admin, topic, 1);
+        rd_kafka_destroy(admin);
+        close(mkstemp(errf));
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                for (int validate = 0; validate < 2; validate++) {
+                        char *err;
+                        int rc;
+
+                        snprintf(cmd, sizeof(cmd),
+                                 "bash -c \"%s -X kafka.bootstrap.servers=%s "
+                                 "-t %s -q --kind candidate_compression %s "
+                                 "%s\" >/dev/null 2>%s",
+                                 PRODUCE_BIN, dq_test_bootstrap(), topic,
+                                 cases[i].flags,
+                                 validate ? "--validate-only" : "", errf);
+                        rc = run(cmd, NULL);
+                        err = slurp_file(errf);
+                        cr_assert_eq(rc, 2, "%s: exit %d: %s", cases[i].flags,
+                                     rc, err);
+                        cr_assert(strstr(err, "decay.job.invalid_utf8"),
+                                  "%s: %s", cases[i].flags, err);
+                        cr_assert(strstr(err, cases[i].field),
+                                  "%s: field not named: %s", cases[i].flags,
+                                  err);
+                        free(err);
+                }
+        }
+        cr_assert_eq(topic_count(topic), 0, "a rejected job was sent");
+        unlink(errf);
+}
+
+Test(produce, library_rejects_a_built_job_with_invalid_utf8)
+{
+        char errstr[512], *X[1], bs[256];
+        dq_conf_t *conf;
+        dq_producer_t *p;
+        dq_reject_t rej;
+        dq_job_t *job = dq_job_new();
+        dr_t r = {0};
+        size_t len;
+
+        snprintf(bs, sizeof(bs), "kafka.bootstrap.servers=%s",
+                 dq_test_bootstrap());
+        X[0] = bs;
+        conf = dq_conf_load(NULL, X, 1, errstr, sizeof(errstr));
+        cr_assert_not_null(conf, "%s", errstr);
+        p = dq_producer_new(conf, on_dr, &r, errstr, sizeof(errstr));
+        cr_assert_not_null(p, "%s", errstr);
+        dq_ulid_new(dq_now_ms(), job->id);
+        job->scope = strdup("s/a");
+        job->created_by = strdup("svc:t");
+        job->created_at_ms = dq_now_ms();
+        job->source_ids = calloc(2, sizeof(char *));
+        job->source_ids[0] = strdup("m1");
+        job->source_ids[1] = strdup("m\x80");
+        job->source_cnt = 2;
+        cr_assert_eq(
+            dq_producer_send_job(p, job, NULL, &rej, errstr, sizeof(errstr)),
+            DQ_ERR_INVALID);
+        cr_assert_str_eq(rej.code, "decay.job.invalid_utf8");
+        cr_assert(strstr(rej.message, "source_ids[1]"), "%s", rej.message);
+        /* The encoder refuses too: nothing is ever left out. */
+        cr_assert_null(dq_job_serialize(job, &len));
+        cr_assert_eq(dq_producer_flush(p, 5000), DQ_OK);
+        cr_assert_eq(r.ok + r.failed, 0);
+        dq_producer_destroy(p);
+        dq_conf_destroy(conf);
+        dq_job_destroy(job);
+}
+
+Test(produce, bad_id_and_missing_bootstrap_fail_at_once)
+{
+        char errf[] = "/tmp/decayq-err-XXXXXX", cmd[1024], *err;
+        long long ms;
+
+        close(mkstemp(errf));
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X kafka.bootstrap.servers=%s --kind "
+                 "candidate_compression --scope s/a --source m1 --id "
+                 "01JD3Q6V2R8YB6K3ZKQ9T1M4XHEXTRA 2>%s",
+                 PRODUCE_BIN, dq_test_bootstrap(), errf);
+        cr_assert_eq(run(cmd, NULL), 2);
+        err = slurp_file(errf);
+        cr_assert(strstr(err, "--id must be a 26-character ULID"), "%s", err);
+        free(err);
+
+        snprintf(cmd, sizeof(cmd),
+                 "env -u DECAYQ_KAFKA_BOOTSTRAP_SERVERS %s --kind "
+                 "candidate_compression --scope s/a --source m1 2>%s",
+                 PRODUCE_BIN, errf);
+        cr_assert_eq(run(cmd, &ms), 2);
+        cr_assert_lt(ms, 3000, "took %lld ms", ms);
+        err = slurp_file(errf);
+        cr_assert(strstr(err, "kafka.bootstrap.servers is not set"), "%s", err);
+        free(err);
+
+        /* A job that was not delivered prints no id on stdout. */
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X kafka.bootstrap.servers=127.0.0.1:1 --timeout 2s -q "
+                 "--kind candidate_compression --scope s/a --source m1 >%s "
+                 "2>/dev/null",
+                 PRODUCE_BIN, errf);
+        cr_assert_eq(run(cmd, NULL), 3);
+        err = slurp_file(errf);
+        cr_assert_str_eq(err, "");
+        free(err);
+        unlink(errf);
 }
