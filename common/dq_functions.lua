@@ -5,10 +5,11 @@
 -- nothing. All keys a call touches share the job's {scope} hash tag.
 --
 -- Replies are arrays whose first element is a status:
---   claimed | duplicate | terminal | exhausted   (claim)
+--   claimed | duplicate | terminal | exhausted | busy | not_due | stale
+--                                                (claim)
 --   ok | fenced | terminal | rejected            (settles, cancel, renew)
 
-local LIB_VERSION = '3'
+local LIB_VERSION = '4'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true}
 
@@ -34,11 +35,24 @@ local function fence(job, epoch)
 end
 
 -- claim(KEYS: job [, idem]; ARGV: now, lease_ms, worker, kind, max_attempts,
---       job_id, retention_ms)
--- Refuses a terminal job; settles a job whose idempotency key belongs to
--- another job as duplicate; refuses a job whose attempts are spent
--- (exhausted, the caller dead-letters it as crash_loop); otherwise counts
--- the attempt, bumps the epoch and takes the lease.
+--       job_id, retention_ms [, msg, copy_attempts])
+-- msg names the delivered record ("topic/partition/offset"); copy_attempts
+-- is the decayq-attempts of a delay-tier copy, or -1. In this order:
+--  - a terminal job is refused (terminal);
+--  - a job whose idempotency key belongs to another job is settled
+--    duplicate (duplicate);
+--  - the record that holds the current claim, delivered again (its owner
+--    died or lost the partition), takes the claim over, live or not;
+--  - a delay copy older than the job's attempts is superseded by the run
+--    that counted them (stale);
+--  - a live claim of another record is left alone, and costs nothing
+--    (busy: the caller parks this delivery);
+--  - a retry whose not-before time is ahead is not run (not_due: the
+--    caller defers it; ref is the time);
+--  - a job whose attempts are spent is refused (exhausted: the caller
+--    dead-letters it as crash_loop);
+--  - otherwise the attempt is counted, the epoch bumped and the lease
+--    taken (claimed).
 local function claim(keys, args)
   local job = keys[1]
   local now, lease = tonumber(args[1]), tonumber(args[2])
@@ -46,13 +60,17 @@ local function claim(keys, args)
   local worker, kind = args[3], args[4]
   local max_attempts, id = tonumber(args[5]), args[6]
   local retention = tonumber(args[7])
+  local msg, copy_attempts = args[8] or '', tonumber(args[9]) or -1
   local st = redis.call('HMGET', job, 'state', 'attempts', 'epoch',
-                        'lease_until', 'duplicate_of', 'result_memory_id')
+                        'lease_until', 'duplicate_of', 'result_memory_id',
+                        'claimed_msg', 'not_before')
   local state = st[1]
   local attempts, epoch = tonumber(st[2]) or 0, tonumber(st[3]) or 0
+  local function reply(status, ref)
+    return {status, s(state), tostring(attempts), tostring(epoch), ref}
+  end
   if state and TERMINAL[state] then
-    return {'terminal', state, tostring(attempts), tostring(epoch),
-            s(st[5]) .. s(st[6])}
+    return reply('terminal', s(st[5]) .. s(st[6]))
   end
   if keys[2] then
     local first = redis.call('SET', keys[2], id, 'NX', 'PX', retention, 'GET')
@@ -64,16 +82,28 @@ local function claim(keys, args)
       return {'duplicate', first, tostring(attempts), tostring(epoch), first}
     end
   end
-  if attempts >= max_attempts then
-    return {'exhausted', s(state), tostring(attempts), tostring(epoch), ''}
-  end
+  local same = msg ~= '' and st[7] == msg
   local live = state == 'in_progress' and (tonumber(st[4]) or 0) > now
+  if not same then
+    if copy_attempts >= 0 and copy_attempts < attempts then
+      return reply('stale', '')
+    end
+    if live then
+      return reply('busy', s(st[4]))
+    end
+  end
+  if state == 'retry_wait' and (tonumber(st[8]) or 0) > now then
+    return reply('not_due', s(st[8]))
+  end
+  if attempts >= max_attempts then
+    return reply('exhausted', '')
+  end
   attempts, epoch = attempts + 1, epoch + 1
   if state then
     redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
                'attempts', attempts, 'epoch', epoch,
                'lease_until', now + lease, 'claimed_by', worker,
-               'updated_at', at)
+               'claimed_msg', msg, 'updated_at', at)
     redis.call('HSETNX', job, 'created_at', at)
     redis.call('PERSIST', job)
   else
@@ -81,18 +111,18 @@ local function claim(keys, args)
     redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
                'attempts', attempts, 'epoch', epoch,
                'lease_until', now + lease, 'claimed_by', worker,
-               'updated_at', at, 'created_at', at)
+               'claimed_msg', msg, 'updated_at', at, 'created_at', at)
   end
   return {'claimed', s(state), tostring(attempts), tostring(epoch),
           live and 'took_over_live_lease' or ''}
 end
 
 -- A terminal state keeps its own time (completed_at and the like) and no
--- lease: lease_until and updated_at go, which keeps the retained hash
--- small.
+-- claim: lease_until, claimed_msg and updated_at go, which keeps the
+-- retained hash small.
 local function finish(job, retention, fields)
   redis.call('HSET', job, unpack(fields))
-  redis.call('HDEL', job, 'lease_until', 'updated_at')
+  redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
   redis.call('PEXPIRE', job, retention)
 end
 

@@ -16,7 +16,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "3"
+#define DQ_FUNCTIONS_VERSION "4"
 
 struct dq_store_s {
         redisContext *c;
@@ -477,7 +477,8 @@ static dq_err_t batch(dq_store_t *st, void *items, size_t item_size, size_t n,
 
 static void build_claim(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
 {
-        const dq_job_t *job = ((dq_claim_t *)item)->job;
+        const dq_claim_t *c = item;
+        const dq_job_t *job = c->job;
 
         arg(a, "FCALL");
         arg(a, "decayq_claim");
@@ -492,6 +493,8 @@ static void build_claim(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
         argf(a, "%lld", (long long)st->max_attempts);
         arg(a, job->id);
         argf(a, "%lld", (long long)st->retention_ms);
+        arg(a, c->msg ? c->msg : "");
+        argf(a, "%lld", c->is_copy ? (long long)c->copy_attempts : -1LL);
 }
 
 static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
@@ -507,6 +510,12 @@ static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
                 c->status = DQ_CLAIM_DUPLICATE;
         else if (!strcmp(status, "terminal"))
                 c->status = DQ_CLAIM_TERMINAL;
+        else if (!strcmp(status, "busy"))
+                c->status = DQ_CLAIM_BUSY;
+        else if (!strcmp(status, "not_due"))
+                c->status = DQ_CLAIM_NOT_DUE;
+        else if (!strcmp(status, "stale"))
+                c->status = DQ_CLAIM_STALE;
         else
                 c->status = DQ_CLAIM_EXHAUSTED;
         snprintf(c->state, sizeof(c->state), "%s",
@@ -514,6 +523,9 @@ static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
         c->attempts = strtoll(elem(r, 2), NULL, 10);
         c->epoch = strtoll(elem(r, 3), NULL, 10);
         snprintf(c->ref, sizeof(c->ref), "%s", elem(r, 4));
+        c->until = c->status == DQ_CLAIM_BUSY || c->status == DQ_CLAIM_NOT_DUE
+                       ? strtoll(elem(r, 4), NULL, 10)
+                       : 0;
         c->took_over = c->status == DQ_CLAIM_CLAIMED && *elem(r, 4);
 }
 

@@ -20,10 +20,23 @@ typedef enum dq_claim_status_e {
         DQ_CLAIM_DUPLICATE, /* its idempotency key belongs to job `ref` */
         DQ_CLAIM_TERMINAL,  /* already `state`; nothing to do */
         DQ_CLAIM_EXHAUSTED, /* attempts spent: dead-letter as crash_loop */
+        /* Live claim of another record: not run, no attempt counted; try
+         * again later (until: its lease). */
+        DQ_CLAIM_BUSY,
+        /* In retry backoff until `until`: not run; defer the delivery. */
+        DQ_CLAIM_NOT_DUE,
+        /* A delay copy behind the job's attempts: superseded, not run. */
+        DQ_CLAIM_STALE,
 } dq_claim_status_t;
 
 typedef struct dq_claim_s {
         const dq_job_t *job; /* in */
+        /* in: the delivered record, "topic/partition/offset" (NULL: none).
+         * The same record delivered again takes its own claim over. */
+        const char *msg;
+        /* in: a delay-tier copy, made when the job had copy_attempts */
+        bool is_copy;
+        int64_t copy_attempts;
         /* out: DQ_OK, or DQ_ERR_UNAVAILABLE when the outcome is unknown */
         dq_err_t err;
         dq_claim_status_t status;
@@ -31,6 +44,7 @@ typedef struct dq_claim_s {
         int64_t epoch;
         char state[16]; /* terminal state, or the state before the claim */
         char ref[64];   /* first job id (duplicate) or result (terminal) */
+        int64_t until;  /* BUSY: lease end; NOT_DUE: not-before (wall ms) */
         bool took_over; /* a live lease of another worker was superseded */
 } dq_claim_t;
 
@@ -148,7 +162,7 @@ void dq_record_release(dq_record_t *rec);
 int dq_store_key(const dq_store_t *store, char *buf, size_t size,
                  const char *type, const char *scope, const char *id);
 
-/* The functions library version the store loaded ("2"). */
+/* The functions library version this program carries ("4"). */
 const char *dq_store_functions_version(void);
 
 #endif

@@ -35,6 +35,7 @@
 #define REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
 #define REDIS_BACKOFF_MAX 2000
 #define IDLE_PING_MS      1000
+#define PARK_RECHECK_MS   250 /* a parked delivery asks again this often */
 
 /* Counts of the run summary (logged by summary()). */
 typedef struct dq_consumer_stats_s {
@@ -84,7 +85,8 @@ typedef struct item_s {
         int32_t orig_partition;
         int64_t orig_offset;
         int64_t orig_ts;
-        int64_t first_failed_at; /* 0: never failed */
+        char ref[MAX_TOPIC + 48]; /* "topic/partition/offset" of this record */
+        int64_t first_failed_at;  /* 0: never failed */
         int64_t replay_count;
         int64_t attempts;
         int64_t epoch;
@@ -131,6 +133,11 @@ struct dq_consumer_s {
         item_t *redeliver; /* copies whose delivery failed */
         item_t **backlog;  /* messages read while paused for Redis */
         size_t backlog_cnt, backlog_cap;
+        /* Deliveries of a job that another record's live claim holds: no
+         * attempt spent, asked again every PARK_RECHECK_MS until that
+         * claim ends (G4). */
+        item_t *parked;
+        int64_t next_unpark;
 
         bool paused_all;        /* consumption paused: Redis unavailable */
         int64_t unavailable_at; /* mono ms of the first failed call */
@@ -867,6 +874,8 @@ static void item_origin(item_t *it)
         it->replay_count =
             dq_kafka_header_int(it->msg, "decayq-replay-count", 0);
         it->attempts = dq_kafka_header_int(it->msg, "decayq-attempts", 0);
+        snprintf(it->ref, sizeof(it->ref), "%s/%d/%lld", it->topic,
+                 (int)it->partition, (long long)it->offset);
 }
 
 /* First look at a message: returns true when it must be claimed and run;
@@ -1011,8 +1020,14 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                                 item_free(left[i]);
                                 continue;
                         }
+                        const part_t *p = item_part(c, left[i]);
                         left[m] = left[i];
-                        cl[m++] = (dq_claim_t){.job = left[i]->job};
+                        cl[m++] = (dq_claim_t){
+                            .job = left[i]->job,
+                            .msg = left[i]->ref,
+                            .is_copy = p->tier >= 0,
+                            .copy_attempts = left[i]->attempts,
+                        };
                 }
                 if (!m)
                         break;
@@ -1055,6 +1070,33 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                 it->attempts = cl->attempts;
                 it->epoch = cl->epoch;
                 switch (cl->status) {
+                case DQ_CLAIM_BUSY:
+                        /* G4: a copy never takes a live claim over; it
+                         * waits, unsettled, for that run to end. */
+                        dq_debug("claim",
+                                 "job=%s status=busy lease_until=%lld "
+                                 "action=park",
+                                 it->job->id, (long long)cl->until);
+                        push(&c->parked, it);
+                        items[i] = NULL;
+                        continue;
+                case DQ_CLAIM_NOT_DUE:
+                        /* G6: in backoff; this delivery waits in the tiers
+                         * until the job's not-before time. */
+                        dq_debug("claim",
+                                 "job=%s status=not_due not_before=%lld "
+                                 "action=defer",
+                                 it->job->id, (long long)cl->until);
+                        to_delay(c, it, cl->until, "deferred");
+                        push(copies, it);
+                        items[i] = NULL;
+                        continue;
+                case DQ_CLAIM_STALE:
+                        dq_debug("claim", "job=%s status=stale attempts=%lld",
+                                 it->job->id, (long long)cl->attempts);
+                        settle_item(c, it, "superseded");
+                        items[i] = NULL;
+                        continue;
                 case DQ_CLAIM_DUPLICATE:
                         dq_debug("claim", "job=%s status=duplicate of=%s",
                                  it->job->id, cl->ref);
@@ -1256,24 +1298,21 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
         free(ss);
 }
 
-static void process(dq_consumer_t *c, item_t **batch, size_t n)
+/* Claims, runs and settles batch[0..n), classified already; their copies
+ * go to *copies. */
+static void execute(dq_consumer_t *c, item_t **batch, size_t n, item_t **copies)
 {
-        item_t *copies = NULL, *it, *next;
-        size_t run = 0;
+        n = claim_all(c, batch, n);
+        n = run_handlers(c, batch, n, copies);
+        if (n)
+                settle_all(c, batch, n, copies);
+}
 
-        for (size_t i = 0; i < n; i++)
-                if (classify(c, batch[i], &copies))
-                        batch[run++] = batch[i];
+/* Produces copies, in arrival order per partition. */
+static void produce_copies(dq_consumer_t *c, item_t *copies)
+{
+        item_t *rev = NULL, *it, *next;
 
-        if (run) {
-                run = claim_all(c, batch, run);
-                run = run_handlers(c, batch, run, &copies);
-                if (run)
-                        settle_all(c, batch, run, &copies);
-        }
-
-        /* Copies go out in arrival order per partition. */
-        item_t *rev = NULL;
         for (it = copies; it; it = next) {
                 next = it->next;
                 it->next = rev;
@@ -1286,6 +1325,42 @@ static void process(dq_consumer_t *c, item_t **batch, size_t n)
                 else
                         item_free(it);
         }
+}
+
+static void process(dq_consumer_t *c, item_t **batch, size_t n)
+{
+        item_t *copies = NULL;
+        size_t run = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (classify(c, batch[i], &copies))
+                        batch[run++] = batch[i];
+        if (run)
+                execute(c, batch, run, &copies);
+        produce_copies(c, copies);
+}
+
+/* Asks again for the parked deliveries, when it is time: each now runs,
+ * waits on, or settles as the claim it finds says. */
+static void unpark(dq_consumer_t *c)
+{
+        item_t *copies = NULL, *it, **items;
+        size_t n = 0;
+
+        if (!c->parked || dq_mono_ms() < c->next_unpark)
+                return;
+        c->next_unpark = dq_mono_ms() + PARK_RECHECK_MS;
+        for (it = c->parked; it; it = it->next)
+                n++;
+        if (!(items = malloc(n * sizeof(*items))))
+                oom();
+        n = 0;
+        for (it = c->parked; it; it = it->next)
+                items[n++] = it;
+        c->parked = NULL;
+        execute(c, items, n, &copies);
+        produce_copies(c, copies);
+        free(items);
 }
 
 /* Reads up to batch.size messages: waits up to timeout_ms for the first,
@@ -1820,8 +1895,9 @@ int dq_consumer_run(dq_consumer_t *c)
                 publish(c);
                 if (c->draining) {
                         serve_copies(c, 50);
+                        unpark(c);
                         if (c->outstanding == 0 && !c->delivered &&
-                            !c->redeliver)
+                            !c->redeliver && !c->parked)
                                 break;
                         if (dq_mono_ms() >= c->drain_deadline)
                                 break;
@@ -1848,6 +1924,7 @@ int dq_consumer_run(dq_consumer_t *c)
                                 redis_wait(c, &tries);
                 }
                 serve_copies(c, 0);
+                unpark(c);
                 delay_resume_due(c);
 
                 now = dq_mono_ms();
@@ -1876,6 +1953,11 @@ int dq_consumer_run(dq_consumer_t *c)
         for (size_t i = 0; i < c->backlog_cnt; i++)
                 abandon_item(c, c->backlog[i], "shutdown");
         c->backlog_cnt = 0;
+        while (c->parked) {
+                item_t *it = c->parked;
+                c->parked = it->next;
+                abandon_item(c, it, "shutdown");
+        }
         c->stored_since_commit = true;
         commit(c, true);
         dq_info("drain", "state=closing handed_back=%s",
@@ -1930,6 +2012,11 @@ void dq_consumer_destroy(dq_consumer_t *c)
         for (size_t i = 0; i < c->backlog_cnt; i++)
                 item_free(c->backlog[i]);
         free(c->backlog);
+        while (c->parked) {
+                item_t *it = c->parked;
+                c->parked = it->next;
+                item_free(it);
+        }
         for (int i = 0; c->tier_topics && i < c->tier_cnt; i++)
                 free(c->tier_topics[i]);
         free(c->tier_topics);

@@ -381,3 +381,135 @@ Test(consumer, a_job_that_keeps_killing_its_worker_is_dead_lettered,
         dq_job_destroy(job);
         rd_kafka_destroy(pk);
 }
+
+/* Messages in partition 0 of topic. */
+static int64_t high(const char *topic)
+{
+        rd_kafka_t *p = dq_test_producer();
+        int64_t lo = 0, hi = 0;
+
+        cr_assert_eq(
+            rd_kafka_query_watermark_offsets(p, topic, 0, &lo, &hi, 10000),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_destroy(p);
+        return hi;
+}
+
+static void wait_caught_up(dq_tc_t *tc, long ms)
+{
+        rd_kafka_t *ck = dq_test_consumer(tc->group);
+        long long deadline = dq_test_now_ms() + ms;
+
+        while (!dq_tc_caught_up(ck, tc, tc->topic)) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "the group never committed every message");
+                dq_test_sleep_ms(100);
+        }
+        rd_kafka_destroy(ck);
+}
+
+/* H7 (G4, G1): the same job message 6 times in one batch, copies during a
+ * run, and copies after a restart: one run, one attempt, nothing in the
+ * DLQ. */
+Test(consumer, copies_of_a_job_cost_one_attempt_and_never_reach_the_dlq,
+     .fini = teardown, .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        const char *srcs[] = {"a"}, *slow_srcs[] = {"b"};
+        dq_job_t *job, *slow;
+        char *json, *slow_json;
+        size_t len, slow_len;
+        pid_t pid;
+
+        dq_tc_init(&tc, "copies", 1);
+        open_store(&tc);
+        memory(&tc, "s/1", "a");
+        memory(&tc, "s/2", "b");
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        json = dq_job_serialize(job, &len);
+        slow = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/2", slow_srcs, 1);
+        slow->trace_id = strdup("slow:2000");
+        slow_json = dq_job_serialize(slow, &slow_len);
+        for (int i = 0; i < 6; i++)
+                dq_tc_send(pk, tc.topic, 0, "s/1", json, len, NULL);
+        dq_tc_send(pk, tc.topic, 0, "s/2", slow_json, slow_len, NULL);
+        dq_tc_flush(pk);
+
+        pid = dq_tc_spawn(&tc, "w1");
+        /* Copies of the slow job while it runs: they wait for it. */
+        wait_attempts(slow, 1, 30000);
+        for (int i = 0; i < 3; i++)
+                dq_tc_produce(pk, tc.topic, 0, "s/2", slow_json, slow_len);
+        dq_test_wait_state(store, job, "completed", 30000);
+        dq_test_wait_state(store, slow, "completed", 30000);
+        wait_caught_up(&tc, 30000);
+        cr_assert_eq(job_field(job, "attempts"), 1);
+        cr_assert_eq(job_field(slow, "attempts"), 1);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+
+        /* Copies spread over a restart. */
+        for (int i = 0; i < 3; i++)
+                dq_tc_send(pk, tc.topic, 0, "s/1", json, len, NULL);
+        dq_tc_flush(pk);
+        pid = dq_tc_spawn(&tc, "w2");
+        wait_caught_up(&tc, 30000);
+        cr_assert_eq(job_field(job, "attempts"), 1);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+
+        cr_assert_eq(high(tc.dlq), 0, "a completed job was dead-lettered");
+        free(json);
+        free(slow_json);
+        dq_job_destroy(job);
+        dq_job_destroy(slow);
+        rd_kafka_destroy(pk);
+}
+
+/* H8 (G6): the original message delivered again during the backoff does
+ * not run the job before its not-before time. */
+Test(consumer, a_redelivery_during_backoff_never_runs_the_job_early,
+     .fini = teardown, .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        const char *srcs[] = {"a"};
+        dq_job_t *job;
+        char *json;
+        size_t len;
+        int64_t not_before;
+        pid_t pid;
+
+        dq_tc_init(&tc, "backoff", 1);
+        /* Backoff in [0, 12 s]; the 1s and 3s tiers hop towards it. */
+        dq_tc_arg(&tc, "backoff.base=12s");
+        dq_tc_arg(&tc, "backoff.max=12s");
+        open_store(&tc);
+        memory(&tc, "s/1", "a");
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        job->trace_id = strdup("fail-until:1");
+        json = dq_job_serialize(job, &len);
+        dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
+
+        pid = dq_tc_spawn(&tc, "w1");
+        dq_test_wait_state(store, job, "retry_wait", 30000);
+        not_before = job_field(job, "not_before");
+        cr_assert_gt(not_before, 0);
+        /* The same message again, twice, while the job waits. */
+        dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
+        dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
+        dq_test_wait_state(store, job, "completed", 40000);
+        cr_assert_geq(job_field(job, "completed_at"), not_before,
+                      "ran %lld ms before its not-before time",
+                      (long long)(not_before - job_field(job, "completed_at")));
+        cr_assert_eq(job_field(job, "attempts"), 2);
+        wait_caught_up(&tc, 30000);
+        cr_assert_eq(job_field(job, "attempts"), 2);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        cr_assert_eq(high(tc.dlq), 0);
+        free(json);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}

@@ -17,12 +17,25 @@
 
 #define SCOPE "tenant-1/agent-1"
 
-static dq_claim_t claim1(dq_store_t *st, const dq_job_t *job, int64_t now)
+/* Claims job for the delivery of record msg (a delay copy made at
+ * copy_attempts when copy_attempts >= 0). */
+static dq_claim_t claim_msg(dq_store_t *st, const dq_job_t *job, int64_t now,
+                            const char *msg, int64_t copy_attempts)
 {
-        dq_claim_t c = {.job = job};
+        dq_claim_t c = {.job = job,
+                        .msg = msg,
+                        .is_copy = copy_attempts >= 0,
+                        .copy_attempts = copy_attempts};
         cr_assert_eq(dq_store_claim(st, &c, 1, now), DQ_OK);
         cr_assert_eq(c.err, DQ_OK);
         return c;
+}
+
+/* A claim by one and the same record each time: as after a worker died
+ * and its partition's next owner read the record again. */
+static dq_claim_t claim1(dq_store_t *st, const dq_job_t *job, int64_t now)
+{
+        return claim_msg(st, job, now, "decay.jobs/0/1", -1);
 }
 
 static dq_settle_t settle1(dq_store_t *st, const dq_job_t *job,
@@ -214,11 +227,11 @@ Test(store, attempts_are_bounded_then_dead)
         cr_assert_eq(settle1(st, job, DQ_SETTLE_RETRY, c.epoch, now).err,
                      DQ_ERR_FENCED);
 
-        c = claim1(st, job, now + 1);
+        c = claim1(st, job, now + 5001);
         cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
         cr_assert_eq(c.attempts, 2);
         /* The worker dies mid-run: the next claim finds attempts spent. */
-        c = claim1(st, job, now + 2);
+        c = claim1(st, job, now + 5002);
         cr_assert_eq(c.status, DQ_CLAIM_EXHAUSTED);
         cr_assert_eq(c.attempts, 2, "a refused claim counted an attempt");
         cr_assert_str_eq(c.state, "in_progress");
@@ -522,4 +535,55 @@ Test(store, authenticates_and_never_reveals_the_password)
         dq_store_destroy(st);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
+}
+
+Test(store, copies_wait_for_a_live_claim_and_never_run_early_or_stale)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *src[] = {"m1"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 1);
+        int64_t now = dq_now_ms();
+        dq_claim_t c;
+
+        dq_test_memory(st, SCOPE, "m1", "candidate", "active", "x", 1);
+        c = claim_msg(st, job, now, "jobs/0/7", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
+        /* Another record of the same job, the claim live: it waits, and
+         * costs no attempt (H7). */
+        c = claim_msg(st, job, now + 1, "jobs/0/9", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_BUSY);
+        cr_assert_geq(c.until, now + 1);
+        cr_assert_str_eq(job_field(st, job, "attempts"), "1");
+        /* The record that holds the claim, read again: it takes over. */
+        c = claim_msg(st, job, now + 2, "jobs/0/7", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(c.attempts, 2);
+        cr_assert(c.took_over);
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_RETRY, c.epoch, now).err,
+                     DQ_OK);
+        /* In backoff until now + 5000: no record runs it early (H8). */
+        c = claim_msg(st, job, now + 10, "jobs/0/9", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_NOT_DUE);
+        cr_assert_eq(c.until, now + 5000);
+        c = claim_msg(st, job, now + 4999, "jobs/0/7", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_NOT_DUE);
+        cr_assert_str_eq(job_field(st, job, "attempts"), "2");
+        /* Due: a delay copy from before the last attempt is stale; the
+         * current one runs. */
+        c = claim_msg(st, job, now + 6000, "decay.jobs.delay.5s/0/3", 1);
+        cr_assert_eq(c.status, DQ_CLAIM_STALE);
+        c = claim_msg(st, job, now + 6000, "decay.jobs.delay.5s/0/4", 2);
+        cr_assert_eq(c.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(c.attempts, 3);
+        cr_assert_eq(settle1(st, job, DQ_SETTLE_COMPLETE, c.epoch, now).err,
+                     DQ_OK);
+        /* Completed: every later record is told so, none runs it. */
+        c = claim_msg(st, job, now + 7000, "jobs/0/9", -1);
+        cr_assert_eq(c.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(job_field(st, job, "attempts"), "3");
+        cr_assert_str_eq(job_field(st, job, "claimed_msg"), "",
+                         "a terminal state keeps its claim");
+        dq_job_destroy(job);
+        dq_store_destroy(st);
 }

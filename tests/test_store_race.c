@@ -50,7 +50,10 @@ static void race(dq_conf_t *conf, dq_job_t **jobs, int proc, int fd)
                 dq_settle_t settles[BATCH];
                 int n = 0;
                 for (int i = 0; i < BATCH; i++)
-                        claims[i] = (dq_claim_t){.job = jobs[order[b + i]]};
+                        /* Each job's one record, read by every racer:
+                         * as in a storm of rebalances. */
+                        claims[i] = (dq_claim_t){.job = jobs[order[b + i]],
+                                                 .msg = jobs[order[b + i]]->id};
                 if (dq_store_claim(st, claims, BATCH, dq_now_ms()))
                         _exit(3);
                 for (int i = 0; i < BATCH; i++) {
