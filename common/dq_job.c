@@ -56,6 +56,10 @@ static bool reject(dq_reject_t *rej, const char *code, const char *fmt, ...)
 {
         va_list ap;
         rej->code = code;
+        /* Running out of memory is the process's fault, not the
+         * message's. */
+        rej->err = strcmp(code, "decay.job.out_of_memory") ? DQ_ERR_INVALID
+                                                           : DQ_ERR_INTERNAL;
         va_start(ap, fmt);
         vsnprintf(rej->message, sizeof(rej->message), fmt, ap);
         va_end(ap);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dq_err.h"
 #include "dq_ulid.h"
 
 #define DQ_JOB_SCHEMA              1
@@ -52,8 +53,12 @@ typedef struct dq_job_s {
 } dq_job_t;
 
 /* Why a message was rejected: code is a stable dotted reason code
- * ("decay.job.unknown_field"), static storage; message is for humans. */
+ * ("decay.job.unknown_field"), static storage; message is for humans; err
+ * is the class: DQ_ERR_INVALID (the message is bad: dead-letter it) or
+ * DQ_ERR_INTERNAL (out of memory: the process is at fault, never the
+ * message). */
 typedef struct dq_reject_s {
+        dq_err_t err;
         const char *code;
         char message[256];
 } dq_reject_t;

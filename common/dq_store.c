@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dq_log.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -409,7 +410,34 @@ static dq_err_t pipeline(dq_store_t *st, args_t *cmds, size_t n,
         return DQ_OK;
 }
 
-/* Status string of a functions reply, or NULL (then err says why). */
+/* The class of a command error. An outage (the server cannot serve now:
+ * loading, busy, out of memory, read-only, failing over, refusing our
+ * credentials) leaves the outcome unknown: DQ_ERR_UNAVAILABLE, try again.
+ * A library the server lost (restarted without AOF, flushed) is loaded
+ * again at the next call. Any other error is the command's own (a key of
+ * the wrong type, a script error): DQ_ERR_REJECTED, fatal for that item
+ * only, for the caller to dead-letter with the server's message. */
+static dq_err_t command_error(dq_store_t *st, const char *msg)
+{
+        static const char *const outage[] = {
+            "LOADING",  "BUSY",        "OOM",        "READONLY",  "MASTERDOWN",
+            "TRYAGAIN", "CLUSTERDOWN", "NOAUTH",     "NOPERM",    "MISCONF",
+            "MOVED",    "ASK",         "NOREPLICAS", "UNBLOCKED",
+        };
+        size_t word = strcspn(msg, " ");
+
+        if (strstr(msg, "Function not found")) {
+                drop(st);
+                return DQ_ERR_UNAVAILABLE;
+        }
+        for (size_t i = 0; i < sizeof(outage) / sizeof(outage[0]); i++)
+                if (word == strlen(outage[i]) && !strncmp(msg, outage[i], word))
+                        return DQ_ERR_UNAVAILABLE;
+        return DQ_ERR_REJECTED;
+}
+
+/* Status string of a functions reply, or NULL (then err says why; for
+ * DQ_ERR_REJECTED the server's message is r->str). */
 static const char *reply_status(const redisReply *r, dq_store_t *st,
                                 dq_err_t *err)
 {
@@ -418,12 +446,11 @@ static const char *reply_status(const redisReply *r, dq_store_t *st,
                 return NULL;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-                dq_warn("redis", "event=command_error error=\"%s\"", r->str);
-                /* A restarted server without the library: load it again on
-                 * the next call. */
-                if (strstr(r->str, "Function not found"))
-                        drop(st);
-                *err = DQ_ERR_UNAVAILABLE;
+                *err = command_error(st, r->str);
+                dq_log(*err == DQ_ERR_REJECTED ? DQ_LOG_ERROR : DQ_LOG_WARN,
+                       "redis", "event=command_error class=%s error=\"%s\"",
+                       *err == DQ_ERR_REJECTED ? "fatal" : "outage",
+                       dq_esc(r->str));
                 return NULL;
         }
         if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -433,6 +460,16 @@ static const char *reply_status(const redisReply *r, dq_store_t *st,
         }
         *err = DQ_OK;
         return r->element[0]->str;
+}
+
+/* The reason code and server message of a command error (see
+ * command_error()). */
+#define DQ_STORE_COMMAND_ERROR "decay.store.command_error"
+
+static void command_message(const redisReply *r, char *buf, size_t size)
+{
+        snprintf(buf, size, "redis: %s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "error");
 }
 
 static const char *elem(const redisReply *r, size_t i)
@@ -502,6 +539,9 @@ static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
         dq_claim_t *c = item;
         const char *status = reply_status(r, st, &c->err);
 
+        c->message[0] = '\0';
+        if (c->err == DQ_ERR_REJECTED)
+                command_message(r, c->message, sizeof(c->message));
         if (!status)
                 return;
         if (!strcmp(status, "claimed"))
@@ -596,6 +636,11 @@ static void parse_settle(dq_store_t *st, const redisReply *r, void *item)
         const char *status = reply_status(r, st, &s->err);
 
         s->code[0] = s->message[0] = s->result[0] = '\0';
+        if (s->err == DQ_ERR_REJECTED) {
+                snprintf(s->code, sizeof(s->code), "%s",
+                         DQ_STORE_COMMAND_ERROR);
+                command_message(r, s->message, sizeof(s->message));
+        }
         if (!status)
                 return;
         if (!strcmp(status, "ok")) {

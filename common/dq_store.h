@@ -37,8 +37,13 @@ typedef struct dq_claim_s {
         /* in: a delay-tier copy, made when the job had copy_attempts */
         bool is_copy;
         int64_t copy_attempts;
-        /* out: DQ_OK, or DQ_ERR_UNAVAILABLE when the outcome is unknown */
+        /* out: DQ_OK; DQ_ERR_UNAVAILABLE when the outcome is unknown;
+         * DQ_ERR_REJECTED when the server refused the command itself (a
+         * key of the wrong type): dead-letter the job with reason code
+         * decay.store.command_error and message; DQ_ERR_INTERNAL for a
+         * reply of the wrong shape (critical) */
         dq_err_t err;
+        char message[256];
         dq_claim_status_t status;
         int64_t attempts;
         int64_t epoch;
@@ -63,8 +68,10 @@ typedef struct dq_settle_s {
         const char *error_code;    /* RETRY, DEAD */
         const char *error_message; /* RETRY, DEAD */
         /* out: DQ_OK; DQ_ERR_FENCED (claim superseded); DQ_ERR_TERMINAL;
-         * DQ_ERR_REJECTED (the effect can never apply: code, message);
-         * DQ_ERR_UNAVAILABLE (outcome unknown) */
+         * DQ_ERR_REJECTED (the effect can never apply, or the server
+         * refused the command, code decay.store.command_error: code,
+         * message); DQ_ERR_UNAVAILABLE (outcome unknown); DQ_ERR_INTERNAL
+         * (a reply of the wrong shape: critical) */
         dq_err_t err;
         char code[64];
         char message[256];

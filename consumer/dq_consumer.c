@@ -27,6 +27,7 @@
 #include "dq_offsets.h"
 #include "dq_retry.h"
 #include "dq_store.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -915,6 +916,8 @@ static bool classify(dq_consumer_t *c, item_t *it, item_t **copies)
 
         it->job = dq_job_parse(it->msg->payload, it->msg->len,
                                (size_t)c->conf->job_max_bytes, &rej);
+        if (!it->job && dq_err_is_critical(rej.err))
+                oom(); /* the process's fault: never the message's */
         if (!it->job) {
                 /* G7: contained, with its reason and original bytes. */
                 dq_warn("dispatch",
@@ -1038,7 +1041,7 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                                            (double)(dq_mono_ms() - t0));
                 k = 0;
                 for (size_t i = 0; i < m; i++) {
-                        if (cl[i].err == DQ_ERR_UNAVAILABLE) {
+                        if (dq_err_is_critical(cl[i].err)) {
                                 left[k++] = left[i];
                         } else {
                                 left[i]->claim = cl[i];
@@ -1069,6 +1072,15 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
 
                 it->attempts = cl->attempts;
                 it->epoch = cl->epoch;
+                if (dq_err_is_fatal(cl->err)) {
+                        /* H6: Redis refused the claim itself (a key of the
+                         * wrong type): this job only is dead-lettered. */
+                        to_dlq(it, "fatal", "decay.store.command_error",
+                               cl->message, true);
+                        push(copies, it);
+                        items[i] = NULL;
+                        continue;
+                }
                 switch (cl->status) {
                 case DQ_CLAIM_BUSY:
                         /* G4: a copy never takes a live claim over; it
@@ -1242,10 +1254,12 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                         item_t *it = items[i];
                         dq_settle_t *s = &ss[i];
 
-                        switch (s->err) {
-                        case DQ_ERR_UNAVAILABLE:
+                        if (dq_err_is_critical(s->err)) {
+                                /* Outcome unknown: send it again. */
                                 items[k++] = it;
-                                break;
+                                continue;
+                        }
+                        switch (s->err) {
                         case DQ_OK:
                                 if (s->op == DQ_SETTLE_DEAD) {
                                         dq_info("dead",
@@ -1275,20 +1289,34 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                                         push(copies, it);
                                 }
                                 break;
-                        case DQ_ERR_REJECTED:
-                                /* The effect can never apply (a source is
-                                 * missing or inactive): fatal. */
-                                to_dlq(it, "fatal", s->code, s->message, true);
-                                push(copies, it);
-                                break;
                         case DQ_ERR_FENCED:
                         case DQ_ERR_TERMINAL:
-                        default:
                                 /* Superseded (G5) or already terminal:
                                  * another claim owns the outcome. */
                                 dq_debug("settle", "job=%s result=%s",
                                          it->job->id, dq_err_name(s->err));
                                 settle_item(c, it, "superseded");
+                                break;
+                        default:
+                                if (s->op != DQ_SETTLE_DEAD) {
+                                        /* The effect can never apply (a
+                                         * source missing or inactive), or
+                                         * Redis refused the command: this
+                                         * job only is dead-lettered. */
+                                        to_dlq(it, "fatal", s->code, s->message,
+                                               true);
+                                        push(copies, it);
+                                        break;
+                                }
+                                /* Its DLQ copy exists (G9): the message is
+                                 * settled though the state could not be
+                                 * written. */
+                                dq_error("dead",
+                                         "job=%s scope=%s state=unrecorded "
+                                         "code=%s error=\"%s\"",
+                                         it->job->id, it->job->scope, s->code,
+                                         dq_esc(s->message));
+                                settle_item(c, it, "dead");
                                 break;
                         }
                 }

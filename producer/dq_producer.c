@@ -202,6 +202,7 @@ dq_err_t dq_producer_send_job(dq_producer_t *p, const dq_job_t *job,
         /* Check what goes on the wire exactly as a consumer will. */
         if (len > p->max_bytes) {
                 free(buf);
+                rej->err = DQ_ERR_INVALID;
                 rej->code = "decay.job.too_large";
                 snprintf(rej->message, sizeof(rej->message),
                          "message is %zu bytes, at most %zu allowed", len,

@@ -3,6 +3,7 @@
  * SIGTERM drain with its second-signal escape. */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,5 +512,143 @@ Test(consumer, a_redelivery_during_backoff_never_runs_the_job_early,
         cr_assert_eq(high(tc.dlq), 0);
         free(json);
         dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}
+
+typedef struct dlq_rec_s {
+        char job[32];
+        char code[64];
+        char message[256];
+} dlq_rec_t;
+
+/* Reads every record of the fixture's DLQ partition 0 into recs. */
+static int read_dlq(const dq_tc_t *tc, dlq_rec_t *recs, int max)
+{
+        int64_t hi = high(tc->dlq), n = 0;
+        rd_kafka_t *ck = dq_test_consumer("dlq-reader");
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        long long deadline = dq_test_now_ms() + 20000;
+
+        rd_kafka_topic_partition_list_add(l, tc->dlq, 0)->offset = 0;
+        cr_assert_eq(rd_kafka_assign(ck, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        while (n < hi && dq_test_now_ms() < deadline) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(ck, 200);
+                rd_kafka_headers_t *h;
+                const void *v;
+                size_t len;
+                dq_reject_t rej;
+                dq_job_t *job;
+
+                if (!m)
+                        continue;
+                if (m->err || n >= max) {
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                memset(&recs[n], 0, sizeof(recs[n]));
+                job = dq_job_parse(m->payload, m->len, 1 << 20, &rej);
+                if (job)
+                        snprintf(recs[n].job, sizeof(recs[n].job), "%s",
+                                 job->id);
+                dq_job_destroy(job);
+                if (!rd_kafka_message_headers(m, &h)) {
+                        if (!rd_kafka_header_get_last(h, "decayq-error-code",
+                                                      &v, &len))
+                                snprintf(recs[n].code, sizeof(recs[n].code),
+                                         "%.*s", (int)len, (const char *)v);
+                        if (!rd_kafka_header_get_last(h, "decayq-error-message",
+                                                      &v, &len))
+                                snprintf(recs[n].message,
+                                         sizeof(recs[n].message), "%.*s",
+                                         (int)len, (const char *)v);
+                }
+                n++;
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_consumer_close(ck);
+        rd_kafka_destroy(ck);
+        cr_assert_eq(n, hi, "read %lld of %lld DLQ records", (long long)n,
+                     (long long)hi);
+        return (int)n;
+}
+
+static const dlq_rec_t *dlq_find(const dlq_rec_t *recs, int n, const char *id)
+{
+        for (int i = 0; i < n; i++)
+                if (!strcmp(recs[i].job, id))
+                        return &recs[i];
+        return NULL;
+}
+
+static void redis_do(const char *fmt, ...)
+{
+        redisContext *r = dq_test_redis();
+        va_list ap;
+        redisReply *rep;
+
+        va_start(ap, fmt);
+        rep = redisvCommand(r, fmt, ap);
+        va_end(ap);
+        cr_assert(rep && rep->type != REDIS_REPLY_ERROR, "%s",
+                  rep ? rep->str : r->errstr);
+        freeReplyObject(rep);
+        redisFree(r);
+}
+
+/* H6 (G7): a wrongly typed source, job or idempotency key is this job's
+ * problem, not an outage: it is dead-lettered with the server's message,
+ * and the jobs behind it go on. */
+Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
+     .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        const char *src_bad[] = {"m1"}, *src_ok[] = {"m2"};
+        dq_job_t *jobs[4];
+        dlq_rec_t recs[8];
+        const dlq_rec_t *d;
+        int n;
+        pid_t pid;
+
+        dq_tc_init(&tc, "wrongtype", 1);
+        open_store(&tc);
+        memory(&tc, "s/1", "m2");
+        /* 0: its source is a string; 1: its state key is a string; 2: its
+         * idempotency key is a hash; 3: behind them all, fine. */
+        jobs[0] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_bad, 1);
+        jobs[1] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
+        jobs[2] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
+        jobs[2]->idempotency_key = strdup("k1");
+        jobs[3] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
+        redis_do("SET %s:mem:{s/1}:m1 not-a-hash", tc.ns);
+        redis_do("SET %s:job:{s/1}:%s not-a-hash", tc.ns, jobs[1]->id);
+        redis_do("HSET %s:idem:{s/1}:k1 f v", tc.ns);
+        for (int i = 0; i < 4; i++) {
+                size_t len;
+                char *json = dq_job_serialize(jobs[i], &len);
+                dq_tc_send(pk, tc.topic, 0, "s/1", json, len, NULL);
+                free(json);
+        }
+        dq_tc_flush(pk);
+
+        pid = dq_tc_spawn(&tc, "w1");
+        dq_test_wait_state(store, jobs[3], "completed", 30000);
+        wait_caught_up(&tc, 30000);
+        dq_test_wait_state(store, jobs[0], "dead", 10000);
+        dq_test_wait_state(store, jobs[2], "dead", 10000);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+
+        n = read_dlq(&tc, recs, 8);
+        cr_assert_eq(n, 3, "%d DLQ records", n);
+        for (int i = 0; i < 3; i++) {
+                cr_assert(d = dlq_find(recs, n, jobs[i]->id), "job %d", i);
+                cr_assert_str_eq(d->code, "decay.store.command_error");
+                cr_assert(strstr(d->message, "WRONGTYPE"), "%s", d->message);
+        }
+        for (int i = 0; i < 4; i++)
+                dq_job_destroy(jobs[i]);
         rd_kafka_destroy(pk);
 }
