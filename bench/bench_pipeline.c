@@ -415,7 +415,8 @@ static void make_topics(const char *name)
                 die("%s", errstr);
         for (int tries = 0;; tries++) {
                 if (dq_kafka_create_topics(rk, (const char *const *)t,
-                                           2 + TIER_TOPICS, B.partitions, 30000,
+                                           2 + TIER_TOPICS, B.partitions,
+                                           DQ_COPY_MAX_BYTES(1 << 20), 30000,
                                            errstr, sizeof(errstr)) == DQ_OK)
                         break;
                 if (tries == 5)

@@ -10,9 +10,11 @@
 #include "banned.h"
 
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
-                                size_t cnt, int partitions, int timeout_ms,
+                                size_t cnt, int partitions,
+                                int64_t max_message_bytes, int timeout_ms,
                                 char *errstr, size_t errstr_size)
 {
+        char max[32];
         rd_kafka_NewTopic_t **nt = NULL;
         rd_kafka_queue_t *q = NULL;
         rd_kafka_AdminOptions_t *opts = NULL;
@@ -33,6 +35,18 @@ dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                         goto done;
                 }
                 created++;
+                snprintf(max, sizeof(max), "%lld",
+                         (long long)max_message_bytes);
+                if (max_message_bytes > 0 &&
+                    rd_kafka_NewTopic_set_config(nt[i], "max.message.bytes",
+                                                 max)) {
+                        snprintf(errstr, errstr_size,
+                                 "create topic '%s': cannot set "
+                                 "max.message.bytes",
+                                 topics[i]);
+                        ret = DQ_ERR_INVALID;
+                        goto done;
+                }
         }
 
         q = rd_kafka_queue_new(rk);
@@ -84,6 +98,84 @@ done:
         for (i = 0; i < created; i++)
                 rd_kafka_NewTopic_destroy(nt[i]);
         free(nt);
+        return ret;
+}
+
+dq_err_t dq_kafka_topic_max_bytes(rd_kafka_t *rk, const char *const *topics,
+                                  size_t cnt, int64_t *bytes, int timeout_ms,
+                                  char *errstr, size_t errstr_size)
+{
+        rd_kafka_ConfigResource_t **res = calloc(cnt ? cnt : 1, sizeof(*res));
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *opts =
+            rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+        rd_kafka_event_t *ev = NULL;
+        dq_err_t ret = DQ_ERR_UNAVAILABLE;
+        size_t i, n = 0;
+
+        for (i = 0; i < cnt; i++)
+                bytes[i] = -1;
+        if (!res) {
+                snprintf(errstr, errstr_size, "out of memory");
+                ret = DQ_ERR_INTERNAL;
+                goto done;
+        }
+        for (n = 0; n < cnt; n++)
+                res[n] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC,
+                                                     topics[n]);
+        rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, NULL, 0);
+        rd_kafka_DescribeConfigs(rk, res, cnt, opts, q);
+        ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+        if (!ev) {
+                snprintf(errstr, errstr_size, "describe configs: timed out");
+                ret = DQ_ERR_TIMEOUT;
+                goto done;
+        }
+        if (rd_kafka_event_error(ev)) {
+                snprintf(errstr, errstr_size, "describe configs: %s",
+                         rd_kafka_event_error_string(ev));
+                goto done;
+        }
+        {
+                const rd_kafka_DescribeConfigs_result_t *r =
+                    rd_kafka_event_DescribeConfigs_result(ev);
+                size_t rcnt, ccnt;
+                const rd_kafka_ConfigResource_t **rr =
+                    rd_kafka_DescribeConfigs_result_resources(r, &rcnt);
+
+                for (size_t k = 0; k < rcnt; k++) {
+                        const char *name = rd_kafka_ConfigResource_name(rr[k]);
+                        const rd_kafka_ConfigEntry_t **ce =
+                            rd_kafka_ConfigResource_configs(rr[k], &ccnt);
+                        for (i = 0; i < cnt && strcmp(topics[i], name); i++)
+                                ;
+                        for (size_t j = 0; i < cnt && j < ccnt; j++) {
+                                const char *v =
+                                    rd_kafka_ConfigEntry_value(ce[j]);
+                                if (!strcmp(rd_kafka_ConfigEntry_name(ce[j]),
+                                            "max.message.bytes") &&
+                                    v)
+                                        bytes[i] = strtoll(v, NULL, 10);
+                        }
+                }
+        }
+        ret = DQ_OK;
+        for (i = 0; i < cnt; i++)
+                if (bytes[i] <= 0) {
+                        snprintf(errstr, errstr_size,
+                                 "describe configs: no max.message.bytes for "
+                                 "topic %s",
+                                 topics[i]);
+                        ret = DQ_ERR_UNAVAILABLE;
+                }
+done:
+        if (ev)
+                rd_kafka_event_destroy(ev);
+        rd_kafka_AdminOptions_destroy(opts);
+        rd_kafka_queue_destroy(q);
+        for (i = 0; i < n; i++)
+                rd_kafka_ConfigResource_destroy(res[i]);
+        free(res);
         return ret;
 }
 

@@ -9,13 +9,30 @@
 
 #include "dq_err.h"
 
+/* Room a delay or DLQ copy needs beyond its job's bytes: the key (a scope:
+ * at most 255 bytes), the header set of DESIGN.md (whose error message is
+ * at most 1 KiB) and the record's framing. A topic that holds copies must
+ * accept DQ_COPY_MAX_BYTES(job.max.bytes). */
+#define DQ_COPY_OVERHEAD           16384
+#define DQ_COPY_MAX_BYTES(job_max) ((int64_t)(job_max) + DQ_COPY_OVERHEAD)
+
 /* Creates each topic with the given partition count and replication factor
- * 1 unless it exists (an existing topic is success). Uses the admin API on
- * any client handle rk. Blocks up to timeout_ms.
+ * 1 unless it exists (an existing topic is success, and is not changed).
+ * max_message_bytes > 0 sets the new topics' max.message.bytes. Uses the
+ * admin API on any client handle rk. Blocks up to timeout_ms.
  * @locality any thread except rk's own callbacks. */
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
-                                size_t cnt, int partitions, int timeout_ms,
+                                size_t cnt, int partitions,
+                                int64_t max_message_bytes, int timeout_ms,
                                 char *errstr, size_t errstr_size);
+
+/* Reads each topic's max.message.bytes, the largest record batch the
+ * broker accepts for it, into bytes[i]. DQ_OK, or an error with errstr set
+ * when the broker would not say (then bytes[] is -1).
+ * @locality any thread except rk's own callbacks. */
+dq_err_t dq_kafka_topic_max_bytes(rd_kafka_t *rk, const char *const *topics,
+                                  size_t cnt, int64_t *bytes, int timeout_ms,
+                                  char *errstr, size_t errstr_size);
 
 /* Copies the last header called name of m into buf as a string (cut to
  * size - 1 bytes); false, with buf "", when m has no such header. */

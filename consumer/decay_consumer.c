@@ -16,6 +16,7 @@ enum {
         EXIT_HANDED_BACK = 1,
         EXIT_USAGE = 2,
         EXIT_START = 3,
+        EXIT_FATAL = 4,
 };
 
 static const char usage[] =
@@ -40,11 +41,13 @@ static const char usage[] =
     "kafka.* keys go to librdkafka: kafka.group.id (default decayq),\n"
     "kafka.group.instance.id for static membership (e.g. the pod name).\n"
     "\n"
-    "Signals:\n"
-    "  SIGTERM, SIGINT   stop fetching, finish in-flight work within\n"
-    "                    drain.timeout, commit, leave the group\n"
+    "Signals (each is logged):\n"
+    "  SIGTERM, SIGINT,  stop fetching, finish in-flight work within\n"
+    "  SIGHUP, SIGQUIT   drain.timeout, commit, leave the group\n"
     "  a second one      stop at once; unsettled work is read again by the\n"
     "                    next owner, nothing is lost\n"
+    "  SIGUSR1           log the run summary now\n"
+    "  SIGUSR2           ignored\n"
     "\n"
     "Logs (stderr): '<time> decayq decay-consumer level=L stage=S k=v...'\n"
     "with stages start, claim, dispatch, settle, retry, dead, commit,\n"
@@ -53,18 +56,22 @@ static const char usage[] =
     "at exit.\n"
     "\n"
     "Exit codes:\n"
-    "  0  drained: everything in flight was settled and committed\n"
-    "  1  stopped with work handed back unsettled (read again later)\n"
+    "  0  drained: everything in flight was settled, nothing was abandoned\n"
+    "     and the final commit succeeded\n"
+    "  1  stopped with work handed back unsettled, or the final commit\n"
+    "     failed (read again later; nothing is lost)\n"
     "  2  usage or configuration error\n"
-    "  3  could not start (Redis, Kafka or topics)\n";
+    "  3  could not start (Redis, Kafka or topics)\n"
+    "  4  a fatal Kafka client error (for example a static member fenced\n"
+    "     by another with the same kafka.group.instance.id); nothing was\n"
+    "     committed after it\n";
 
 static dq_consumer_t *running;
 
 static void on_signal(int sig)
 {
-        (void)sig;
         if (running)
-                dq_consumer_stop(running);
+                dq_consumer_signal(running, sig);
 }
 
 int main(int argc, char **argv)
@@ -162,10 +169,26 @@ int main(int argc, char **argv)
         running = c;
         sa.sa_handler = on_signal;
         sigemptyset(&sa.sa_mask);
+        /* M3: no signal that a person or an orchestrator sends kills the
+         * consumer without a drain. */
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
+        sigaction(SIGQUIT, &sa, NULL);
+        sigaction(SIGUSR1, &sa, NULL);
+        sigaction(SIGUSR2, &sa, NULL);
 
-        rc = dq_consumer_run(c) ? EXIT_HANDED_BACK : EXIT_DRAINED;
+        switch (dq_consumer_run(c)) {
+        case DQ_RUN_DRAINED:
+                rc = EXIT_DRAINED;
+                break;
+        case DQ_RUN_HANDED_BACK:
+                rc = EXIT_HANDED_BACK;
+                break;
+        case DQ_RUN_FATAL:
+                rc = EXIT_FATAL;
+                break;
+        }
 
 out:
         running = NULL;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <librdkafka/rdkafka.h>
+#include <openssl/sha.h>
 
 #include "dq_handler.h"
 #include "dq_http.h"
@@ -101,6 +102,9 @@ typedef struct item_s {
         char err_message[ERR_MESSAGE_MAX + 1];
         bool dead_after; /* set state dead once the DLQ copy is delivered */
         const char *outcome;
+        int64_t max_bytes; /* cut a DLQ copy to this; 0: copy_max */
+        int send_failures; /* sends of its copy that failed */
+        int64_t next_try;  /* mono ms: when a failed copy goes again */
 
         dq_claim_t claim;
         dq_settle_t settle;
@@ -125,10 +129,18 @@ struct dq_consumer_s {
         bool cooperative;
 
         volatile sig_atomic_t stop; /* 1: drain, 2: now */
-        int64_t drain_deadline;     /* mono ms; 0 until draining */
+        /* Signals seen, by number, to log from the loop. */
+        volatile sig_atomic_t signals[32];
+        /* librdkafka raised a fatal error (a fenced static member, a fatal
+         * idempotence error): the process stops at once and commits
+         * nothing. */
+        bool fatal;
+        bool commit_failed;     /* the final commit did not succeed */
+        int64_t drain_deadline; /* mono ms; 0 until draining */
         bool draining;
         bool handed_back; /* work given back unsettled at shutdown */
 
+        int64_t copy_max;  /* bytes a copy may take (topics, producer) */
         int outstanding;   /* copies awaiting a delivery report */
         item_t *delivered; /* copies delivered, to finish */
         item_t *redeliver; /* copies whose delivery failed */
@@ -382,20 +394,26 @@ static void store_offsets(dq_consumer_t *c)
         rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Commits the stored offsets, after storing what settled since. */
-static void commit(dq_consumer_t *c, bool sync)
+/* Commits the stored offsets, after storing what settled since. Returns
+ * false when a commit was due and failed. After a fatal error nothing is
+ * committed: the client's state can no longer be trusted. */
+static bool commit(dq_consumer_t *c, bool sync)
 {
         rd_kafka_resp_err_t err;
 
+        if (c->fatal)
+                return false;
         store_offsets(c);
         if (!c->stored_since_commit)
-                return;
+                return true;
         err = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
                 dq_warn("commit", "result=failed sync=%s err=%s",
                         sync ? "true" : "false", rd_kafka_err2name(err));
-        else
-                c->stored_since_commit = false;
+                return false;
+        }
+        c->stored_since_commit = false;
+        return true;
 }
 
 /*
@@ -532,10 +550,13 @@ static void publish(dq_consumer_t *c)
                 g.in_flight += (int)dq_offsets_pending(&p->off);
         }
         g.in_flight += (int)c->backlog_cnt;
+        for (const item_t *it = c->redeliver; it; it = it->next)
+                g.copies_failing++;
         g.joined = c->joined;
         g.redis_ok = !c->unavailable_at;
         g.critical = c->critical;
         g.draining = c->stop != 0;
+        g.fatal = c->fatal;
         dq_metrics_gauges(c->metrics, &g);
         dq_metrics_tick(c->metrics);
 }
@@ -669,20 +690,123 @@ static rd_kafka_headers_t *copy_headers(dq_consumer_t *c, const item_t *it)
         return h;
 }
 
+static void push(item_t **list, item_t *it)
+{
+        it->next = *list;
+        *list = it;
+}
+
+/* What a header set adds to a record, with room for its framing. */
+static size_t hdrs_size(const rd_kafka_headers_t *h)
+{
+        const char *name;
+        const void *v;
+        size_t len, n = 0;
+
+        for (size_t i = 0; !rd_kafka_header_get_all(h, i, &name, &v, &len); i++)
+                n += strlen(name) + len + 16;
+        return n;
+}
+
+#define COPY_FRAMING  512  /* a record's own framing in its batch */
+#define COPY_KEY_KEPT 1024 /* a cut copy keeps this much of its key */
+
+/* Cuts a DLQ copy that would not fit in max bytes (G7: it reaches the DLQ
+ * all the same): the key to COPY_KEY_KEPT bytes, then the payload to what
+ * is left. Headers say what was cut, with the original sizes and the
+ * payload's SHA-256, so that an operator can match it with the original. */
+static void cut_copy(const item_t *it, rd_kafka_headers_t *h, int64_t max,
+                     size_t *key_len, size_t *len)
+{
+        unsigned char md[SHA256_DIGEST_LENGTH];
+        char hex[2 * SHA256_DIGEST_LENGTH + 1];
+        int64_t room;
+
+        SHA256(it->msg->payload, it->msg->len, md);
+        for (size_t i = 0; i < sizeof(md); i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        add_hdr(h, "decayq-truncated",
+                *key_len > COPY_KEY_KEPT ? "key,payload" : "payload");
+        add_hdr_int(h, "decayq-original-size", (int64_t)it->msg->len);
+        add_hdr_int(h, "decayq-original-key-size", (int64_t)*key_len);
+        add_hdr(h, "decayq-original-sha256", hex);
+        if (*key_len > COPY_KEY_KEPT)
+                *key_len = COPY_KEY_KEPT;
+        room = max - (int64_t)(hdrs_size(h) + COPY_FRAMING + *key_len);
+        *len = room <= 0 ? 0 : (size_t)room < *len ? (size_t)room : *len;
+}
+
+static void to_dlq(item_t *it, const char *cls, const char *code,
+                   const char *message, bool dead_after);
+
+/* A copy's send failed: it goes again after a capped backoff, never
+ * dropped, and readiness says so until it is delivered. A copy too large
+ * for its topic is cut (DLQ) or, as a delay copy cannot be cut, sent to
+ * the DLQ instead. */
+static void copy_failed(dq_consumer_t *c, item_t *it, rd_kafka_resp_err_t err)
+{
+        int64_t backoff = 100LL
+                          << (it->send_failures < 6 ? it->send_failures : 6);
+
+        it->send_failures++;
+        if (backoff > 5000)
+                backoff = 5000;
+        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+                if (it->copy == COPY_DELAY) {
+                        char msg[256];
+                        snprintf(msg, sizeof(msg),
+                                 "a %zu-byte delay copy does not fit in "
+                                 "topic %s",
+                                 it->msg->len + it->msg->key_len,
+                                 c->tier_topics[it->tier]);
+                        to_dlq(it, "fatal", "decay.copy.too_large", msg,
+                               it->epoch > 0);
+                        backoff = 0;
+                } else {
+                        int64_t cur =
+                            it->max_bytes ? it->max_bytes : c->copy_max;
+                        it->max_bytes = cur / 2 > 4096 ? cur / 2 : 4096;
+                        if (it->max_bytes < cur)
+                                backoff = 0; /* smaller: try it at once */
+                }
+        }
+        it->next_try = dq_mono_ms() + backoff;
+        dq_warn("dispatch",
+                "topic=%s partition=%d offset=%lld job=%s copy=%s "
+                "produce=failed err=%s failures=%d action=retry "
+                "retry_in_ms=%lld",
+                it->topic, (int)it->partition, (long long)it->offset,
+                job_id(it), it->copy == COPY_DLQ ? "dlq" : "delay",
+                rd_kafka_err2name(err), it->send_failures, (long long)backoff);
+        push(&c->redeliver, it);
+}
+
 /* Produces it's copy; the delivery report finishes it (dr_msg_cb). */
 static void produce_copy(dq_consumer_t *c, item_t *it)
 {
         const char *topic = it->copy == COPY_DLQ ? c->conf->topic_dlq
                                                  : c->tier_topics[it->tier];
         rd_kafka_headers_t *h = copy_headers(c, it);
+        size_t key_len = it->msg->key_len, len = it->msg->len;
+        int64_t max = it->max_bytes ? it->max_bytes : c->copy_max;
         rd_kafka_resp_err_t err;
 
+        if (it->copy == COPY_DLQ &&
+            (int64_t)(key_len + len + hdrs_size(h) + COPY_FRAMING) > max) {
+                cut_copy(it, h, max, &key_len, &len);
+                dq_warn("dispatch",
+                        "topic=%s partition=%d offset=%lld job=%s "
+                        "copy=dlq truncated=true original_bytes=%zu "
+                        "kept_bytes=%zu",
+                        it->topic, (int)it->partition, (long long)it->offset,
+                        job_id(it), it->msg->len, len);
+        }
         for (;;) {
                 err = rd_kafka_producev(
                     c->pk, RD_KAFKA_V_TOPIC(topic),
                     RD_KAFKA_V_PARTITION(it->orig_partition),
-                    RD_KAFKA_V_KEY(it->msg->key, it->msg->key_len),
-                    RD_KAFKA_V_VALUE(it->msg->payload, it->msg->len),
+                    RD_KAFKA_V_KEY(it->msg->key, key_len),
+                    RD_KAFKA_V_VALUE(it->msg->payload, len),
                     RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it),
                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
                 if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
@@ -690,12 +814,8 @@ static void produce_copy(dq_consumer_t *c, item_t *it)
                 rd_kafka_poll(c->pk, 100);
         }
         if (err) {
-                /* Not enqueued: the message stays unsettled and is read
-                 * again after the next rebalance or restart. */
                 rd_kafka_headers_destroy(h);
-                dq_error("dispatch", "topic=%s job=%s produce=failed err=%s",
-                         topic, job_id(it), rd_kafka_err2name(err));
-                abandon_item(c, it, "produce_failed");
+                copy_failed(c, it, err);
                 return;
         }
         c->outstanding++;
@@ -708,12 +828,6 @@ static void produce_copy(dq_consumer_t *c, item_t *it)
                  it->err_class ? it->err_code : "-");
 }
 
-static void push(item_t **list, item_t *it)
-{
-        it->next = *list;
-        *list = it;
-}
-
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
         dq_consumer_t *c = opaque;
@@ -722,12 +836,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         (void)rk;
         c->outstanding--;
         if (m->err) {
-                dq_warn("dispatch",
-                        "topic=%s job=%s delivery=failed err=%s action=%s",
-                        rd_kafka_topic_name(m->rkt), job_id(it),
-                        rd_kafka_err2name(m->err),
-                        item_part(c, it) ? "produce_again" : "drop");
-                push(&c->redeliver, it);
+                copy_failed(c, it, m->err);
                 return;
         }
         push(&c->delivered, it);
@@ -800,10 +909,14 @@ static void finish_delivered(dq_consumer_t *c)
         c->redeliver = NULL;
         for (it = list; it; it = next) {
                 next = it->next;
-                if (item_part(c, it) && !stopping_now(c))
-                        produce_copy(c, it);
-                else
+                if (!item_part(c, it))
                         abandon_item(c, it, "revoked");
+                else if (stopping_now(c))
+                        abandon_item(c, it, "shutdown");
+                else if (it->next_try > dq_mono_ms())
+                        push(&c->redeliver, it); /* in its backoff */
+                else
+                        produce_copy(c, it);
         }
 }
 
@@ -819,6 +932,23 @@ static void serve_copies(dq_consumer_t *c, int timeout_ms)
  * Batches
  */
 
+/* A fatal error of client rk (H3): says why at error level and stops the
+ * run at once, committing nothing more. */
+static void fatal_error(dq_consumer_t *c, rd_kafka_t *rk)
+{
+        char why[512];
+        rd_kafka_resp_err_t err = rd_kafka_fatal_error(rk, why, sizeof(why));
+
+        if (c->fatal)
+                return;
+        dq_error("kafka",
+                 "client=%s fatal=true err=%s reason=\"%s\" "
+                 "action=exit_without_commit",
+                 rd_kafka_name(rk), rd_kafka_err2name(err), dq_esc(why));
+        c->fatal = true;
+        c->stop = 2;
+}
+
 /* Builds an item for a consumed message, or returns NULL (and consumes the
  * message) for an error event. */
 static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m)
@@ -826,6 +956,8 @@ static item_t *item_new(dq_consumer_t *c, rd_kafka_message_t *m)
         item_t *it;
         part_t *p;
 
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+                fatal_error(c, c->rk);
         if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                         dq_warn("consume", "err=%s detail=\"%s\"",
@@ -1577,6 +1709,21 @@ static int set(rd_kafka_conf_t *k, const char *name, const char *v,
                    : -1;
 }
 
+/* Errors of either client. A fatal one (H3) ends the run at once: the
+ * client can do no more work, so a process that carried on would look
+ * ready and do nothing. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+        dq_consumer_t *c = opaque;
+
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+                fatal_error(c, rk);
+                return;
+        }
+        dq_warn("kafka", "client=%s err=%s reason=\"%s\"", rd_kafka_name(rk),
+                rd_kafka_err2name(err), dq_esc(reason));
+}
+
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
         dq_consumer_t *c = opaque;
@@ -1623,6 +1770,7 @@ static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
                         goto err;
         }
         rd_kafka_conf_set_stats_cb(k, stats_cb);
+        rd_kafka_conf_set_error_cb(k, error_cb);
         rd_kafka_conf_set_rebalance_cb(k, rebalance_cb);
         rd_kafka_conf_set_offset_commit_cb(k, offset_commit_cb);
         rd_kafka_conf_set_opaque(k, c);
@@ -1639,13 +1787,17 @@ static rd_kafka_t *new_producer(dq_consumer_t *c, char *errstr,
                                 size_t errstr_size)
 {
         rd_kafka_conf_t *k = rd_kafka_conf_new();
-        char tmo[32];
+        char tmo[32], max[32];
         rd_kafka_t *pk;
 
         snprintf(tmo, sizeof(tmo), "%lld",
                  (long long)c->conf->produce_timeout_ms);
+        /* A copy is a job of up to job.max.bytes and its headers (H2). */
+        snprintf(max, sizeof(max), "%lld",
+                 (long long)DQ_COPY_MAX_BYTES(c->conf->job_max_bytes));
         if (set(k, "message.timeout.ms", tmo, errstr, errstr_size) ||
-            set(k, "linger.ms", "5", errstr, errstr_size))
+            set(k, "linger.ms", "5", errstr, errstr_size) ||
+            set(k, "message.max.bytes", max, errstr, errstr_size))
                 goto err;
         /* Only the connection and security settings apply to the producer;
          * group and fetch settings are consumer-only. */
@@ -1665,6 +1817,7 @@ static rd_kafka_t *new_producer(dq_consumer_t *c, char *errstr,
             set(k, "acks", "all", errstr, errstr_size))
                 goto err;
         rd_kafka_conf_set_dr_msg_cb(k, dr_msg_cb);
+        rd_kafka_conf_set_error_cb(k, error_cb);
         rd_kafka_conf_set_opaque(k, c);
         pk = rd_kafka_new(RD_KAFKA_PRODUCER, k, errstr, errstr_size);
         if (!pk)
@@ -1684,10 +1837,14 @@ static int check_topics(dq_consumer_t *c, int create, char *errstr,
         const struct rd_kafka_metadata *md = NULL;
         const char **names = calloc((size_t)c->tier_cnt + 2, sizeof(*names));
         int cnt = 0, main_parts = -1, rc = -1;
+        int64_t need = DQ_COPY_MAX_BYTES(c->conf->job_max_bytes);
+        int64_t *max = calloc((size_t)c->tier_cnt + 2, sizeof(*max));
         rd_kafka_resp_err_t err;
 
-        if (!names) {
+        if (!names || !max) {
                 snprintf(errstr, errstr_size, "out of memory");
+                free(names);
+                free(max);
                 return -1;
         }
         names[cnt++] = c->conf->topic_jobs;
@@ -1696,8 +1853,8 @@ static int check_topics(dq_consumer_t *c, int create, char *errstr,
                 names[cnt++] = c->tier_topics[i];
 
         if (create > 0 &&
-            dq_kafka_create_topics(c->pk, names, (size_t)cnt, create, 30000,
-                                   errstr, errstr_size) != DQ_OK)
+            dq_kafka_create_topics(c->pk, names, (size_t)cnt, create, need,
+                                   30000, errstr, errstr_size) != DQ_OK)
                 goto out;
 
         err = rd_kafka_metadata(c->pk, 1, NULL, &md, 15000);
@@ -1733,11 +1890,37 @@ static int check_topics(dq_consumer_t *c, int create, char *errstr,
                         goto out;
                 }
         }
+        /* H2: every copy must fit in the topics that hold copies. */
+        c->copy_max = need;
+        if (dq_kafka_topic_max_bytes(c->pk, names + 1, (size_t)cnt - 1, max,
+                                     15000, errstr, errstr_size) != DQ_OK) {
+                /* A broker that will not say: copies too large for it are
+                 * cut (DLQ) or dead-lettered (delay) when refused. */
+                dq_warn("start",
+                        "check=max_message_bytes skipped reason=\"%s\"",
+                        errstr);
+        }
+        for (int i = 1; i < cnt; i++) {
+                if (max[i - 1] <= 0 || max[i - 1] >= need)
+                        continue;
+                snprintf(errstr, errstr_size,
+                         "topic %s accepts records of at most %lld bytes "
+                         "(max.message.bytes), but a copy of a job of "
+                         "job.max.bytes=%lld takes up to %lld: raise it "
+                         "(kafka-configs.sh --alter --entity-type topics "
+                         "--entity-name %s --add-config "
+                         "max.message.bytes=%lld) or lower job.max.bytes",
+                         names[i], (long long)max[i - 1],
+                         (long long)c->conf->job_max_bytes, (long long)need,
+                         names[i], (long long)need);
+                goto out;
+        }
         rc = 0;
 out:
         if (md)
                 rd_kafka_metadata_destroy(md);
         free(names);
+        free(max);
         return rc;
 }
 
@@ -1884,6 +2067,24 @@ static void summary(dq_consumer_t *c, const char *when)
                 (long long)c->st.abandoned);
 }
 
+/* Logs the signals the handler saw, from the loop (logging is not
+ * async-signal-safe). */
+static void log_signal(dq_consumer_t *c)
+{
+        for (int sig = 1; sig < 32; sig++) {
+                if (!c->signals[sig])
+                        continue;
+                c->signals[sig] = 0;
+                dq_info("signal", "signal=%s action=%s", sigabbrev_np(sig),
+                        sig == SIGUSR1   ? "summary"
+                        : sig == SIGUSR2 ? "ignored"
+                        : c->stop >= 2   ? "stop_now"
+                                         : "drain");
+                if (sig == SIGUSR1)
+                        summary(c, "signal");
+        }
+}
+
 static int next_timeout(dq_consumer_t *c)
 {
         int64_t now = dq_now_ms(), t = 100;
@@ -1894,14 +2095,14 @@ static int next_timeout(dq_consumer_t *c)
         return t < 0 ? 0 : (int)t;
 }
 
-int dq_consumer_run(dq_consumer_t *c)
+dq_run_t dq_consumer_run(dq_consumer_t *c)
 {
         size_t max = (size_t)c->conf->batch_size;
         item_t **batch = calloc(max, sizeof(*batch));
 
         if (!batch) {
                 dq_error("start", "out of memory");
-                return 1;
+                return DQ_RUN_HANDED_BACK;
         }
         c->next_commit = dq_mono_ms() + c->conf->commit_interval_ms;
         c->next_summary = dq_mono_ms() + c->conf->summary_interval_ms;
@@ -1909,6 +2110,7 @@ int dq_consumer_run(dq_consumer_t *c)
         while (c->stop < 2) {
                 int64_t now;
 
+                log_signal(c);
                 if (c->stop == 1 && !c->draining) {
                         /* G8: stop fetching, finish what is in flight. */
                         stopping_now(c); /* starts the drain's clock */
@@ -1967,6 +2169,7 @@ int dq_consumer_run(dq_consumer_t *c)
                 }
         }
 
+        log_signal(c);
         if (c->stop >= 2)
                 dq_warn("drain", "state=stopped_at_once pending_copies=%d",
                         c->outstanding);
@@ -1986,18 +2189,37 @@ int dq_consumer_run(dq_consumer_t *c)
                 c->parked = it->next;
                 abandon_item(c, it, "shutdown");
         }
+        while (c->redeliver) {
+                item_t *it = c->redeliver;
+                c->redeliver = it->next;
+                abandon_item(c, it, "shutdown");
+        }
         c->stored_since_commit = true;
-        commit(c, true);
-        dq_info("drain", "state=closing handed_back=%s",
-                c->handed_back ? "true" : "false");
+        c->commit_failed = !commit(c, true);
+        publish(c);
+        dq_info("drain", "state=closing handed_back=%s commit=%s fatal=%s",
+                c->handed_back ? "true" : "false",
+                c->commit_failed ? "failed" : "ok",
+                c->fatal ? "true" : "false");
         free(batch);
-        return c->handed_back ? 1 : 0;
+        if (c->fatal)
+                return DQ_RUN_FATAL;
+        return c->handed_back || c->commit_failed ? DQ_RUN_HANDED_BACK
+                                                  : DQ_RUN_DRAINED;
 }
 
 void dq_consumer_stop(dq_consumer_t *c)
 {
         if (c->stop < 2)
                 c->stop++;
+}
+
+void dq_consumer_signal(dq_consumer_t *c, int sig)
+{
+        if (sig > 0 && sig < 32)
+                c->signals[sig] = 1;
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT)
+                dq_consumer_stop(c);
 }
 
 void dq_consumer_destroy(dq_consumer_t *c)

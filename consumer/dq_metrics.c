@@ -394,6 +394,18 @@ char *dq_metrics_render(dq_metrics_t *m, size_t *lenp)
             "# HELP decayq_critical 1 while paused past critical.after.\n"
             "# TYPE decayq_critical gauge\n"
             "decayq_critical %d\n"
+            "# HELP decayq_copies_failing Delay or DLQ copies whose send "
+            "failed, waiting to be sent again.\n"
+            "# TYPE decayq_copies_failing gauge\n"
+            "decayq_copies_failing %d\n"
+            "# HELP decayq_partitions_blocked Partitions paused because the "
+            "DLQ or a delay tier lacks their partition.\n"
+            "# TYPE decayq_partitions_blocked gauge\n"
+            "decayq_partitions_blocked %d\n"
+            "# HELP decayq_fatal 1 after a fatal Kafka client error; the "
+            "process exits.\n"
+            "# TYPE decayq_fatal gauge\n"
+            "decayq_fatal %d\n"
             "# HELP decayq_kafka_brokers_up Brokers connected (librdkafka "
             "statistics; -1 before the first).\n"
             "# TYPE decayq_kafka_brokers_up gauge\n"
@@ -403,7 +415,8 @@ char *dq_metrics_render(dq_metrics_t *m, size_t *lenp)
             "# TYPE decayq_loop_idle_seconds gauge\n"
             "decayq_loop_idle_seconds %.3f\n",
             m->g.assigned, m->g.paused, m->g.in_flight, m->g.draining,
-            m->g.redis_ok, m->g.critical, m->kafka_up,
+            m->g.redis_ok, m->g.critical, m->g.copies_failing,
+            m->g.parts_blocked, m->g.fatal, m->kafka_up,
             (double)(now - m->last_tick) / 1000.0);
         pthread_mutex_unlock(&m->lock);
         *lenp = b.len;
@@ -414,8 +427,12 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size)
 {
         const char *no = NULL;
 
+        char buf[96];
+
         pthread_mutex_lock(&m->lock);
-        if (m->g.draining)
+        if (m->g.fatal)
+                no = "kafka: fatal error, exiting";
+        else if (m->g.draining)
                 no = "draining";
         else if (m->kafka_up == 0)
                 no = "kafka: no broker connected";
@@ -425,6 +442,18 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size)
                 no = "redis: unreachable";
         else if (m->g.critical)
                 no = "critical pause";
+        else if (m->g.copies_failing) {
+                snprintf(buf, sizeof(buf),
+                         "copies: %d failed to send, retrying",
+                         m->g.copies_failing);
+                no = buf;
+        } else if (m->g.parts_blocked) {
+                snprintf(buf, sizeof(buf),
+                         "partitions: %d blocked, the DLQ or a delay tier "
+                         "lacks them",
+                         m->g.parts_blocked);
+                no = buf;
+        }
         pthread_mutex_unlock(&m->lock);
         snprintf(why, why_size, "%s", no ? no : "ready");
         return !no;

@@ -34,6 +34,14 @@ typedef struct dq_gauges_s {
         bool redis_ok; /* Redis answers and holds the functions */
         bool critical; /* paused past critical.after */
         bool draining;
+        /* Copies whose send failed, waiting to be sent again: their
+         * messages cannot settle until they are. */
+        int copies_failing;
+        /* Partitions paused because their copies cannot be placed (the
+         * DLQ or a tier has fewer partitions). */
+        int parts_blocked;
+        /* librdkafka raised a fatal error: the process must exit. */
+        bool fatal;
 } dq_gauges_t;
 
 dq_metrics_t *dq_metrics_new(void);
@@ -65,9 +73,9 @@ void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len);
 /* The Prometheus text exposition; the caller frees it. */
 char *dq_metrics_render(dq_metrics_t *m, size_t *lenp);
 
-/* Ready: Kafka connected, group joined, Redis reachable, not draining and
- * not in a critical pause. When not, why names the first condition that
- * fails. */
+/* Ready: no fatal error, Kafka connected, group joined, Redis reachable,
+ * not draining, not in a critical pause, every copy sent and no partition
+ * blocked. When not, why names the first condition that fails. */
 bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size);
 
 /* Alive: the main loop ticked within stall_ms. */

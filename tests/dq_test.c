@@ -112,9 +112,26 @@ void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
 {
         char errstr[512];
         const char *topics[] = {topic};
-        dq_err_t err = dq_kafka_create_topics(rk, topics, 1, partitions, 15000,
-                                              errstr, sizeof(errstr));
+        dq_err_t err = dq_kafka_create_topics(rk, topics, 1, partitions, 0,
+                                              15000, errstr, sizeof(errstr));
         cr_assert_eq(err, DQ_OK, "create topic %s: %s", topic, errstr);
+}
+
+char *dq_test_slurp(const char *path)
+{
+        FILE *fp = fopen(path, "r");
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        int ch;
+
+        cr_assert(m);
+        while (fp && (ch = fgetc(fp)) != EOF)
+                fputc(ch, m);
+        if (fp)
+                fclose(fp);
+        fclose(m);
+        return buf;
 }
 
 long long dq_test_now_ms(void)

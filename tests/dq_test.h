@@ -33,6 +33,10 @@ rd_kafka_t *dq_test_consumer(const char *group);
  * error. */
 void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions);
 
+/* The whole file at path, NUL-terminated; "" when it cannot be read. The
+ * caller frees it. */
+char *dq_test_slurp(const char *path);
+
 /* Milliseconds on a monotonic clock. */
 long long dq_test_now_ms(void);
 

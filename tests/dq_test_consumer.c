@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dq_kafka.h"
 #include "dq_test.h"
 #include "banned.h"
 
@@ -33,10 +34,15 @@ void dq_tc_init(dq_tc_t *tc, const char *name, int partitions)
         rd_kafka_t *rk = dq_test_producer();
 
         dq_tc_setup(tc, name, partitions, dq_test_bootstrap());
+        const char *copies[] = {tc->dlq, tc->tier_topic[0], tc->tier_topic[1]};
+        char errstr[512];
+
         dq_test_create_topic(rk, tc->topic, partitions);
-        dq_test_create_topic(rk, tc->dlq, partitions);
-        dq_test_create_topic(rk, tc->tier_topic[0], partitions);
-        dq_test_create_topic(rk, tc->tier_topic[1], partitions);
+        /* Topics of copies hold a job of job.max.bytes plus its headers. */
+        cr_assert_eq(dq_kafka_create_topics(rk, copies, 3, partitions,
+                                            DQ_COPY_MAX_BYTES(1 << 20), 15000,
+                                            errstr, sizeof(errstr)),
+                     DQ_OK, "%s", errstr);
         rd_kafka_destroy(rk);
 }
 

@@ -12,6 +12,7 @@
 #include "dq_retry.h"
 #include "dq_test.h"
 #include "dq_test_consumer.h"
+#include "dq_kafka.h"
 #include "dq_test_store.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -650,5 +651,261 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         }
         for (int i = 0; i < 4; i++)
                 dq_job_destroy(jobs[i]);
+        rd_kafka_destroy(pk);
+}
+
+/* Creates topic with max.message.bytes max (to hold what production can
+ * send at the limit). */
+static void topic_with_max(const char *topic, int64_t max)
+{
+        rd_kafka_t *rk = dq_test_producer();
+        const char *t[] = {topic};
+        char errstr[512];
+
+        cr_assert_eq(dq_kafka_create_topics(rk, t, 1, 1, max, 15000, errstr,
+                                            sizeof(errstr)),
+                     DQ_OK, "%s", errstr);
+        rd_kafka_destroy(rk);
+}
+
+static rd_kafka_t *big_producer(void)
+{
+        rd_kafka_conf_t *k = rd_kafka_conf_new();
+        char errstr[512];
+        rd_kafka_t *rk;
+
+        rd_kafka_conf_set(k, "bootstrap.servers", dq_test_bootstrap(), NULL, 0);
+        rd_kafka_conf_set(k, "message.max.bytes", "4000000", NULL, 0);
+        rd_kafka_conf_set_dr_msg_cb(k, dq_tc_dr_cb);
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, k, errstr, sizeof(errstr));
+        cr_assert(rk, "%s", errstr);
+        return rk;
+}
+
+/* H2 (G7): messages at and over every size limit, all accepted by the
+ * broker, each reach their end; none wedges its partition's commits. */
+Test(consumer, messages_at_and_over_the_size_limits_never_wedge_a_partition,
+     .fini = teardown, .timeout = 180)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk;
+        const char *srcs[] = {"a"};
+        dq_job_t *padded;
+        char *json, *big, *huge, *padded_json;
+        size_t len, huge_len = 2u << 20, padded_len = 1u << 20;
+        dlq_rec_t recs[8];
+        pid_t pid;
+        int n;
+
+        dq_tc_setup(&tc, "sizes", 1, dq_test_bootstrap());
+        topic_with_max(tc.topic, 4000000);
+        topic_with_max(tc.dlq, DQ_COPY_MAX_BYTES(1 << 20));
+        topic_with_max(tc.tier_topic[0], DQ_COPY_MAX_BYTES(1 << 20));
+        topic_with_max(tc.tier_topic[1], DQ_COPY_MAX_BYTES(1 << 20));
+        open_store(&tc);
+        memory(&tc, "s/1", "a");
+
+        /* 1: 999,900 bytes that are not JSON; 2: 2 MiB, over
+         * job.max.bytes; 3: a valid job padded with JSON white space to
+         * exactly job.max.bytes, which fails once (its delay copy is the
+         * largest a job can make). */
+        big = malloc(999900);
+        memset(big, 'x', 999900);
+        huge = malloc(huge_len);
+        memset(huge, 'y', huge_len);
+        padded = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        padded->trace_id = strdup("fail-until:1");
+        json = dq_job_serialize(padded, &len);
+        padded_json = malloc(padded_len);
+        memset(padded_json, ' ', padded_len);
+        memcpy(padded_json, json, len - 1);
+        padded_json[padded_len - 1] = '}';
+        free(json);
+
+        pk = big_producer();
+        dq_tc_send(pk, tc.topic, 0, "k1", big, 999900, NULL);
+        dq_tc_send(pk, tc.topic, 0, "k2", huge, huge_len, NULL);
+        dq_tc_send(pk, tc.topic, 0, "s/1", padded_json, padded_len, NULL);
+        dq_tc_flush(pk);
+
+        pid = dq_tc_spawn(&tc, "w1");
+        dq_test_wait_state(store, padded, "completed", 60000);
+        wait_caught_up(&tc, 60000);
+        cr_assert_eq(job_field(padded, "attempts"), 2);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+
+        /* Both poison messages are in the DLQ; the 2 MiB one cut to fit,
+         * saying so, with its size and digest. */
+        n = read_dlq(&tc, recs, 8);
+        cr_assert_eq(n, 2, "%d DLQ records", n);
+        {
+                rd_kafka_t *ck = dq_test_consumer("sizes-reader");
+                rd_kafka_topic_partition_list_t *l =
+                    rd_kafka_topic_partition_list_new(1);
+                rd_kafka_message_t *m;
+                rd_kafka_headers_t *h;
+                const void *v;
+                size_t vlen;
+                int seen = 0;
+
+                rd_kafka_topic_partition_list_add(l, tc.dlq, 0)->offset = 0;
+                cr_assert_eq(rd_kafka_assign(ck, l), 0);
+                rd_kafka_topic_partition_list_destroy(l);
+                for (int i = 0; i < 200 && seen < 2; i++) {
+                        if (!(m = rd_kafka_consumer_poll(ck, 100)))
+                                continue;
+                        if (m->err) {
+                                rd_kafka_message_destroy(m);
+                                continue;
+                        }
+                        seen++;
+                        cr_assert_eq(rd_kafka_message_headers(m, &h), 0);
+                        if (m->key_len == 2 && !memcmp(m->key, "k1", 2)) {
+                                cr_assert_eq(m->len, 999900);
+                                cr_assert_neq(
+                                    rd_kafka_header_get_last(
+                                        h, "decayq-truncated", &v, &vlen),
+                                    0);
+                        } else {
+                                cr_assert_lt(m->len, huge_len);
+                                cr_assert_gt(m->len, 1000000);
+                                cr_assert_eq(
+                                    rd_kafka_header_get_last(
+                                        h, "decayq-truncated", &v, &vlen),
+                                    0);
+                                cr_assert_eq(
+                                    rd_kafka_header_get_last(
+                                        h, "decayq-original-size", &v, &vlen),
+                                    0);
+                                cr_assert(vlen == 7 &&
+                                          !memcmp(v, "2097152", 7));
+                                cr_assert_eq(
+                                    rd_kafka_header_get_last(
+                                        h, "decayq-original-sha256", &v, &vlen),
+                                    0);
+                                cr_assert_eq(vlen, 64);
+                                cr_assert_eq(
+                                    rd_kafka_header_get_last(
+                                        h, "decayq-error-code", &v, &vlen),
+                                    0);
+                                cr_assert(
+                                    vlen == 19 &&
+                                    !memcmp(v, "decay.job.too_large", 19));
+                        }
+                        rd_kafka_message_destroy(m);
+                }
+                cr_assert_eq(seen, 2);
+                rd_kafka_consumer_close(ck);
+                rd_kafka_destroy(ck);
+        }
+        free(big);
+        free(huge);
+        free(padded_json);
+        dq_job_destroy(padded);
+        rd_kafka_destroy(pk);
+}
+
+/* H2: a DLQ or tier topic too small for a copy of a job at job.max.bytes
+ * stops the consumer at start, saying how to fix it. */
+Test(consumer, topics_too_small_for_copies_refuse_the_start, .fini = teardown,
+     .timeout = 60)
+{
+        dq_tc_t tc;
+        char log[512], *text;
+        pid_t pid;
+
+        dq_tc_setup(&tc, "small", 1, dq_test_bootstrap());
+        topic_with_max(tc.topic, 0);
+        topic_with_max(tc.dlq, 0); /* the broker's default, 1 MiB + 12 */
+        topic_with_max(tc.tier_topic[0], DQ_COPY_MAX_BYTES(1 << 20));
+        topic_with_max(tc.tier_topic[1], DQ_COPY_MAX_BYTES(1 << 20));
+        open_store(&tc);
+        pid = dq_tc_spawn(&tc, "w1");
+        cr_assert_eq(dq_tc_wait(pid, 30000), 3);
+        dq_tc_log_path(&tc, "w1", log, sizeof(log));
+        text = dq_test_slurp(log);
+        cr_assert(strstr(text, "max.message.bytes=1064960"), "%s", text);
+        cr_assert(strstr(text, tc.dlq), "%s", text);
+        free(text);
+}
+
+/* H3: a static member fenced by another with the same instance id stops at
+ * once with exit 4, says so at error level, and commits nothing; the other
+ * goes on working. */
+Test(consumer, a_fenced_static_member_exits_non_zero, .fini = teardown,
+     .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char log[512], *text;
+        dq_job_t *job;
+        pid_t w1, w2;
+
+        dq_tc_init(&tc, "fenced", 2);
+        dq_tc_arg(&tc, "kafka.group.instance.id=pod-0");
+        open_store(&tc);
+        w1 = dq_tc_spawn(&tc, "w1");
+        job = send_job(pk, &tc, "s/1", "a", NULL, 0);
+        dq_test_wait_state(store, job, "completed", 30000);
+        dq_job_destroy(job);
+
+        w2 = dq_tc_spawn(&tc, "w2");
+        cr_assert_eq(dq_tc_wait(w1, 60000), 4, "the fenced member went on");
+        dq_tc_log_path(&tc, "w1", log, sizeof(log));
+        text = dq_test_slurp(log);
+        cr_assert(strstr(text, "level=error stage=kafka"), "%s", text);
+        cr_assert(strstr(text, "fatal=true"), "%s", text);
+        free(text);
+
+        job = send_job(pk, &tc, "s/1", "b", NULL, 0);
+        dq_test_wait_state(store, job, "completed", 60000);
+        kill(w2, SIGTERM);
+        cr_assert_eq(dq_tc_wait(w2, 30000), 0);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}
+
+/* M3: SIGHUP and SIGQUIT drain like SIGTERM; SIGUSR1 logs the summary and
+ * the consumer goes on; every signal is logged. */
+Test(consumer, every_signal_is_logged_and_none_kills_without_a_drain,
+     .fini = teardown, .timeout = 120)
+{
+        static const int stops[] = {SIGHUP, SIGQUIT};
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char log[512], worker[16], *text;
+        dq_job_t *job;
+        pid_t pid;
+
+        dq_tc_init(&tc, "signals", 1);
+        open_store(&tc);
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(worker, sizeof(worker), "w%zu", i);
+                pid = dq_tc_spawn(&tc, worker);
+                job = send_job(pk, &tc, "s/1", i ? "b" : "a", NULL, 0);
+                dq_test_wait_state(store, job, "completed", 30000);
+                kill(pid, SIGUSR1);
+                kill(pid, SIGUSR2);
+                dq_test_sleep_ms(500);
+                cr_assert_eq(kill(pid, 0), 0, "SIGUSR1 or 2 ended it");
+                kill(pid, stops[i]);
+                cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+                dq_tc_log_path(&tc, worker, log, sizeof(log));
+                text = dq_test_slurp(log);
+                cr_assert(strstr(text, "signal=USR1 action=summary"), "%s",
+                          text);
+                cr_assert(strstr(text, "when=signal"), "%s", text);
+                cr_assert(strstr(text, "signal=USR2 action=ignored"), "%s",
+                          text);
+                cr_assert(strstr(text, i ? "signal=QUIT action=drain"
+                                         : "signal=HUP action=drain"),
+                          "%s", text);
+                cr_assert(strstr(text, "state=closing handed_back=false "
+                                       "commit=ok"),
+                          "%s", text);
+                free(text);
+                dq_job_destroy(job);
+        }
         rd_kafka_destroy(pk);
 }

@@ -139,7 +139,7 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
         pid = dq_tc_spawn(&tc, "w");
         dq_tc_log_path(&tc, "w", log, sizeof(log));
         long long deadline = dq_test_now_ms() + 30000;
-        while (!count_lines(log, "delivery=failed", "action=produce_again")) {
+        while (!count_lines(log, "produce=failed", "action=retry")) {
                 cr_assert_lt(dq_test_now_ms(), deadline,
                              "no DLQ delivery failed while its leader was "
                              "down");
@@ -202,7 +202,7 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
         printf("fault_mock: jobs=%d dead=%d dlq_records=%lld "
                "dlq_delivery_failures=%d commit_failures=%d\n",
                2 * JOBS, dead, (long long)total,
-               count_lines(log, "delivery=failed", "produce_again"),
+               count_lines(log, "produce=failed", "action=retry"),
                count_lines(log, "stage=commit", "result=failed"));
         fflush(stdout);
 

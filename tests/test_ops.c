@@ -325,3 +325,76 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         free(a);
         free(b);
 }
+
+/* Sets topic's max.message.bytes on the broker, at run time. */
+static void alter_max_bytes(const char *topic, const char *max)
+{
+        rd_kafka_t *rk = dq_test_producer();
+        rd_kafka_ConfigResource_t *res =
+            rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_event_t *ev;
+
+        cr_assert_eq(
+            rd_kafka_ConfigResource_set_config(res, "max.message.bytes", max),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_AlterConfigs(rk, &res, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 15000);
+        cr_assert(ev && !rd_kafka_event_error(ev), "alter configs: %s",
+                  ev ? rd_kafka_event_error_string(ev) : "timed out");
+        rd_kafka_event_destroy(ev);
+        rd_kafka_ConfigResource_destroy(res);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+}
+
+/* H2: a DLQ copy the broker refuses is sent again with backoff, never
+ * dropped; meanwhile /readyz is 503 and a metric says why. Once the broker
+ * takes it, the partition's commits move on. */
+Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
+     .timeout = 180)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char *a = malloc(1 << 20), kv[64], ns[200], poison[6000];
+        const char *x[] = {ns};
+        int port = free_port();
+        pid_t pid;
+
+        dq_tc_init(&tc, "copyfail", 1);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
+        store = dq_test_store("test", x, 1, &conf);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
+        pid = dq_tc_spawn(&tc, "w");
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+
+        /* Smaller than any copy can be cut to (4 KiB). */
+        alter_max_bytes(tc.dlq, "1000");
+        memset(poison, 'z', sizeof(poison));
+        dq_tc_produce(pk, tc.topic, 0, "k", poison, sizeof(poison));
+        wait_status(port, "/readyz", 503, 20000, a, 1 << 20);
+        cr_assert(strstr(a, "copies: 1 failed to send"), "%s", a);
+        cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+        cr_assert_eq(metric(a, "decayq_copies_failing", NULL), 1);
+        dq_test_sleep_ms(2000);
+        cr_assert_eq(http_get(port, "/readyz", a, 1 << 20), 503,
+                     "the failing copy was given up: %s", a);
+
+        alter_max_bytes(tc.dlq, "1064960");
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+        {
+                rd_kafka_t *ck = dq_test_consumer(tc.group);
+                long long deadline = dq_test_now_ms() + 30000;
+                while (!dq_tc_caught_up(ck, &tc, tc.topic)) {
+                        cr_assert_lt(dq_test_now_ms(), deadline,
+                                     "the poison message never settled");
+                        dq_test_sleep_ms(200);
+                }
+                rd_kafka_destroy(ck);
+        }
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        free(a);
+        rd_kafka_destroy(pk);
+}
