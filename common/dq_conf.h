@@ -58,6 +58,9 @@ typedef struct dq_conf_s {
         bool debug_faults;
         int64_t http_port;
         char *http_address;
+        int64_t http_max_connections;
+        int64_t http_max_connections_per_ip;
+        int64_t http_timeout_ms;
         int64_t stats_interval_ms;
 
         dq_conf_kv_t *kafka;

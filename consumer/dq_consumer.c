@@ -2003,8 +2003,14 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
                         snprintf(errstr, errstr_size, "out of memory");
                         goto err;
                 }
+                dq_http_limits_t lim = {
+                    .max_connections = (unsigned)conf->http_max_connections,
+                    .max_per_ip = (unsigned)conf->http_max_connections_per_ip,
+                    .timeout_s =
+                        (unsigned)((conf->http_timeout_ms + 999) / 1000),
+                };
                 c->http = dq_http_start(
-                    conf->http_address, (int)conf->http_port, c->metrics,
+                    conf->http_address, (int)conf->http_port, &lim, c->metrics,
                     conf->lease_ms + 30000, errstr, errstr_size);
                 if (!c->http)
                         goto err;

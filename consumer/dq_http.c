@@ -99,14 +99,18 @@ static void quiet(void *cls, const char *fmt, va_list ap)
         (void)ap;
 }
 
-dq_http_t *dq_http_start(const char *address, int port, dq_metrics_t *m,
+dq_http_t *dq_http_start(const char *address, int port,
+                         const dq_http_limits_t *lim, dq_metrics_t *m,
                          int64_t stall_ms, char *errstr, size_t errstr_size)
 {
         dq_http_t *h = calloc(1, sizeof(*h));
         struct sockaddr_storage ss;
         struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
         struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+        /* One polling thread (epoll where there is one) serves every
+         * connection, so a slow client holds a slot, never the thread. */
+        unsigned flags =
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 
         if (!h) {
                 snprintf(errstr, errstr_size, "out of memory");
@@ -132,8 +136,9 @@ dq_http_t *dq_http_start(const char *address, int port, dq_metrics_t *m,
         h->stall_ms = stall_ms;
         h->d = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR,
-            (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+            (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+            lim->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            lim->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, lim->timeout_s,
             MHD_OPTION_EXTERNAL_LOGGER, quiet, NULL, MHD_OPTION_END);
         if (!h->d) {
                 snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s",

@@ -11,9 +11,19 @@
 
 typedef struct dq_http_s dq_http_t;
 
-/* Listens on address:port (an IPv4 or IPv6 literal). stall_ms bounds the
- * main loop's silence before /healthz fails. NULL with errstr on failure. */
-dq_http_t *dq_http_start(const char *address, int port, dq_metrics_t *m,
+/* Limits of the listener: connections held at once in all and from one
+ * address, and the silence after which a connection is closed. */
+typedef struct dq_http_limits_s {
+        unsigned max_connections;
+        unsigned max_per_ip;
+        unsigned timeout_s;
+} dq_http_limits_t;
+
+/* Listens on address:port (an IPv4 or IPv6 literal), within lim. stall_ms
+ * bounds the main loop's silence before /healthz fails. NULL with errstr
+ * on failure. */
+dq_http_t *dq_http_start(const char *address, int port,
+                         const dq_http_limits_t *lim, dq_metrics_t *m,
                          int64_t stall_ms, char *errstr, size_t errstr_size);
 
 /* Stops listening; NULL is a no-op. */

@@ -398,3 +398,88 @@ Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
         free(a);
         rd_kafka_destroy(pk);
 }
+
+/* A socket from source address src (127.0.0.N) to the listener, having
+ * sent the start of a request and no end to it; -1 when refused. */
+static int trickler(const char *src, int port)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET},
+                           s = {.sin_family = AF_INET};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        static const char start[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+
+        inet_pton(AF_INET, src, &s.sin_addr);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&s, sizeof(s)), 0);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons((uint16_t)port);
+        connect(fd, (struct sockaddr *)&a, sizeof(a));
+        dq_test_sleep_ms(1);
+        if (send(fd, start, sizeof(start) - 1, MSG_NOSIGNAL) < 0) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+/* H4: 200 connections that trickle a header line a second, from one
+ * address and from many, never crowd out the probes of another address,
+ * and consumption goes on. */
+Test(ops, trickling_connections_never_take_the_probes_down, .fini = teardown,
+     .timeout = 120)
+{
+        enum { SOCKS = 200 };
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char *a = malloc(1 << 20), kv[64], ns[200], src[32];
+        const char *x[] = {ns};
+        int port = free_port(), fds[SOCKS];
+        long long worst = 0;
+        dq_job_t *job;
+        pid_t pid;
+
+        dq_tc_init(&tc, "flood", 1);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
+        store = dq_test_store("test", x, 1, &conf);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
+        pid = dq_tc_spawn(&tc, "w");
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+
+        /* Half from 127.0.0.2, half spread over 127.0.0.3 to .27. */
+        for (int i = 0; i < SOCKS; i++) {
+                snprintf(src, sizeof(src), "127.0.0.%d",
+                         i < SOCKS / 2 ? 2 : 3 + i % 25);
+                fds[i] = trickler(src, port);
+        }
+        job = send_job(pk, &tc, "m-flood", NULL, true);
+        for (int round = 0; round < 8; round++) {
+                for (int i = 0; i < SOCKS; i++)
+                        if (fds[i] >= 0 &&
+                            send(fds[i], "X-T: 1\r\n", 8, MSG_NOSIGNAL) < 0) {
+                                close(fds[i]);
+                                fds[i] = -1;
+                        }
+                for (int k = 0; k < 2; k++) {
+                        const char *path = k ? "/readyz" : "/healthz";
+                        long long t0 = dq_test_now_ms(), took;
+                        int st = http_get(port, path, a, 1 << 20);
+                        took = dq_test_now_ms() - t0;
+                        cr_assert_eq(st, 200, "%s: %d during the flood: %s",
+                                     path, st, a);
+                        cr_assert_lt(took, 1000, "%s took %lld ms", path, took);
+                        if (took > worst)
+                                worst = took;
+                }
+                dq_test_sleep_ms(500);
+        }
+        dq_test_wait_state(store, job, "completed", 15000);
+        cr_log_info("flood: slowest probe %lld ms", worst);
+        for (int i = 0; i < SOCKS; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(job);
+        free(a);
+        rd_kafka_destroy(pk);
+}
