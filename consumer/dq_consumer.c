@@ -61,8 +61,12 @@ typedef struct part_s {
         dq_offsets_t off;
         int64_t store_next; /* offset to store at the next commit; -1 */
         bool delay_paused;  /* holding a record that is not due yet */
-        bool seek_pending;  /* read again from paused_offset on resume */
-        int64_t resume_at;  /* wall ms */
+        /* Paused: the DLQ or a tier lacks this partition number, so its
+         * copies could not be placed (H5). */
+        bool blocked;
+        int64_t lag;       /* blocked: measured here, as statistics have none */
+        bool seek_pending; /* read again from paused_offset on resume */
+        int64_t resume_at; /* wall ms */
         int64_t paused_offset;
         struct part_s *next;
 } part_t;
@@ -152,9 +156,11 @@ struct dq_consumer_s {
         item_t *parked;
         int64_t next_unpark;
 
-        bool paused_all;        /* consumption paused: Redis unavailable */
-        int64_t unavailable_at; /* mono ms of the first failed call */
-        bool critical;          /* unavailable past critical.after */
+        bool paused_all;         /* consumption paused: Redis unavailable */
+        int copy_parts;          /* fewest partitions of the DLQ and tiers */
+        int64_t next_part_check; /* mono ms; while a partition is blocked */
+        int64_t unavailable_at;  /* mono ms of the first failed call */
+        bool critical;           /* unavailable past critical.after */
         bool stored_since_commit;
         int64_t next_commit, next_summary;
         int64_t next_ping; /* an idle consumer checks Redis this often */
@@ -479,7 +485,7 @@ static void resume_all(dq_consumer_t *c)
         if (!c->paused_all)
                 return;
         for (part_t *p = c->parts; p; p = p->next)
-                if (!p->delay_paused)
+                if (!p->delay_paused && !p->blocked)
                         part_resume(c, p);
         c->paused_all = false;
         dq_info("consume", "resumed=all");
@@ -513,7 +519,8 @@ static void delay_resume_due(dq_consumer_t *c)
                 if (!p->delay_paused || p->resume_at > now)
                         continue;
                 p->delay_paused = false;
-                if (!c->paused_all) /* else resume_all() takes it back */
+                /* Else resume_all() or parts_check() takes it back. */
+                if (!c->paused_all && !p->blocked)
                         part_resume(c, p);
         }
 }
@@ -546,7 +553,8 @@ static void publish(dq_consumer_t *c)
                 return;
         for (part_t *p = c->parts; p; p = p->next) {
                 g.assigned++;
-                g.paused += c->paused_all || p->delay_paused;
+                g.paused += c->paused_all || p->delay_paused || p->blocked;
+                g.parts_blocked += p->blocked;
                 g.in_flight += (int)dq_offsets_pending(&p->off);
         }
         g.in_flight += (int)c->backlog_cnt;
@@ -1020,7 +1028,12 @@ static bool classify(dq_consumer_t *c, item_t *it, item_t **copies)
         dq_reject_t rej;
         int64_t now = dq_now_ms();
 
-        if (!p || p->delay_paused) {
+        if (p && p->blocked && !p->delay_paused && !p->seek_pending) {
+                /* Fetched before the pause: read again on resume. */
+                p->seek_pending = true;
+                p->paused_offset = it->offset;
+        }
+        if (!p || p->delay_paused || p->blocked) {
                 /* Revoked, or behind a held record (read again from it on
                  * resume). */
                 item_free(it);
@@ -1561,6 +1574,124 @@ static size_t read_batch(dq_consumer_t *c, item_t **batch, size_t max,
 }
 
 /*
+ * Partitions the copies cannot reach
+ */
+
+/* The fewest partitions among the DLQ and the tiers, or -1 when the
+ * metadata cannot be read. */
+static int copy_partitions(dq_consumer_t *c)
+{
+        const struct rd_kafka_metadata *md = NULL;
+        int least = -1;
+
+        if (rd_kafka_metadata(c->pk, 1, NULL, &md, 2000))
+                return -1;
+        for (int t = 0; t < md->topic_cnt; t++) {
+                const char *name = md->topics[t].topic;
+                if (md->topics[t].err || (strcmp(name, c->conf->topic_dlq) &&
+                                          topic_tier(c, name) < 0))
+                        continue;
+                if (least < 0 || md->topics[t].partition_cnt < least)
+                        least = md->topics[t].partition_cnt;
+        }
+        rd_kafka_metadata_destroy(md);
+        return least;
+}
+
+/* The lag of a partition that statistics do not cover (never fetched):
+ * its high watermark less the group's committed offset. */
+static int64_t measure_lag(dq_consumer_t *c, const part_t *p)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        int64_t lo, hi, off, lag = -1;
+
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        if (!rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition,
+                                              &lo, &hi, 2000) &&
+            !rd_kafka_committed(c->rk, l, 2000)) {
+                off = l->elems[0].offset;
+                lag = hi - (off >= 0 ? off : lo);
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        return lag;
+}
+
+/* H5: a copy keeps its partition number, so a partition numbered past the
+ * DLQ's or a tier's count is paused (blocked) rather than run into copies
+ * that cannot be placed; readiness says so. It resumes once they have
+ * grown. Checked at each assignment and every few seconds while anything
+ * is blocked. @locality main loop, rebalance callback */
+static void parts_check(dq_consumer_t *c)
+{
+        int n = copy_partitions(c);
+        const char **topics;
+        int32_t *parts;
+        int64_t *lags;
+        size_t cnt = 0, k = 0;
+
+        c->next_part_check = dq_mono_ms() + 5000;
+        if (n < 0)
+                return; /* unknown: keep what is known */
+        c->copy_parts = n;
+        for (part_t *p = c->parts; p; p = p->next) {
+                bool want = p->partition >= n;
+                rd_kafka_topic_partition_list_t *l;
+
+                cnt += want;
+                if (want == p->blocked)
+                        continue;
+                p->blocked = want;
+                if (!want) {
+                        dq_info("consume",
+                                "topic=%s partition=%d blocked=false", p->topic,
+                                (int)p->partition);
+                        if (!c->paused_all && !p->delay_paused)
+                                part_resume(c, p);
+                        continue;
+                }
+                l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+                rd_kafka_pause_partitions(c->rk, l);
+                rd_kafka_topic_partition_list_destroy(l);
+                dq_error("consume",
+                         "topic=%s partition=%d blocked=true reason=\"the "
+                         "DLQ or a delay tier has only %d partitions; a copy "
+                         "keeps its partition number\" fix=\"add "
+                         "partitions to %s and every %s* topic\"",
+                         p->topic, (int)p->partition, n, c->conf->topic_dlq,
+                         c->conf->topic_delay_prefix);
+        }
+        if (!c->metrics)
+                return;
+        topics = calloc(cnt + 1, sizeof(*topics));
+        parts = calloc(cnt + 1, sizeof(*parts));
+        lags = calloc(cnt + 1, sizeof(*lags));
+        if (!topics || !parts || !lags)
+                oom();
+        for (part_t *p = c->parts; p && k < cnt; p = p->next) {
+                if (!p->blocked)
+                        continue;
+                p->lag = measure_lag(c, p);
+                topics[k] = p->topic;
+                parts[k] = p->partition;
+                lags[k++] = p->lag;
+        }
+        dq_metrics_extra_lags(c->metrics, topics, parts, lags, k);
+        free(topics);
+        free(parts);
+        free(lags);
+}
+
+static bool any_blocked(const dq_consumer_t *c)
+{
+        for (const part_t *p = c->parts; p; p = p->next)
+                if (p->blocked)
+                        return true;
+        return false;
+}
+
+/*
  * Rebalances
  */
 
@@ -1668,6 +1799,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         pause_all(c, "redis_unavailable");
                 else if (c->drain_deadline)
                         pause_all(c, "shutdown");
+                parts_check(c);
                 break;
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
                 log_parts("revoked", partitions);
@@ -1752,6 +1884,8 @@ static rd_kafka_t *new_consumer(dq_consumer_t *c, char *errstr,
             set(k, "queued.max.messages.kbytes", "2048", errstr, errstr_size) ||
             set(k, "queued.min.messages", "1000", errstr, errstr_size) ||
             set(k, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
+            set(k, "topic.metadata.refresh.interval.ms", "30000", errstr,
+                errstr_size) ||
             dq_conf_kafka_apply(c->conf, k, errstr, errstr_size))
                 goto err;
         /* Guarantees they may not: offsets move only over settled messages
@@ -2162,6 +2296,8 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 serve_copies(c, 0);
                 unpark(c);
                 delay_resume_due(c);
+                if (dq_mono_ms() >= c->next_part_check && any_blocked(c))
+                        parts_check(c);
 
                 now = dq_mono_ms();
                 if (now >= c->next_commit) {

@@ -64,8 +64,10 @@ struct dq_metrics_s {
         hist_t hist[DQ_HIST__CNT];
         uint64_t events[DQ_EV__CNT];
         dq_gauges_t g;
-        lag_t *lags;
+        lag_t *lags; /* from statistics */
         size_t lag_cnt;
+        lag_t *extra; /* measured by the consumer (dq_metrics_extra_lags) */
+        size_t extra_cnt;
         int kafka_up; /* brokers UP in the last statistics; -1: none yet */
         int64_t last_tick;
 };
@@ -81,13 +83,13 @@ dq_metrics_t *dq_metrics_new(void)
         return m;
 }
 
-static void lags_free(dq_metrics_t *m)
+static void lags_free(lag_t **lags, size_t *cnt)
 {
-        for (size_t i = 0; i < m->lag_cnt; i++)
-                free(m->lags[i].topic);
-        free(m->lags);
-        m->lags = NULL;
-        m->lag_cnt = 0;
+        for (size_t i = 0; i < *cnt; i++)
+                free((*lags)[i].topic);
+        free(*lags);
+        *lags = NULL;
+        *cnt = 0;
 }
 
 void dq_metrics_destroy(dq_metrics_t *m)
@@ -100,7 +102,8 @@ void dq_metrics_destroy(dq_metrics_t *m)
                 free(m->counters[i].code);
         }
         free(m->counters);
-        lags_free(m);
+        lags_free(&m->lags, &m->lag_cnt);
+        lags_free(&m->extra, &m->extra_cnt);
         pthread_mutex_destroy(&m->lock);
         free(m);
 }
@@ -271,7 +274,7 @@ void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len)
                         up++;
         }
         pthread_mutex_lock(&m->lock);
-        lags_free(m);
+        lags_free(&m->lags, &m->lag_cnt);
         m->lags = lags;
         m->lag_cnt = cnt;
         m->kafka_up = up;
@@ -280,6 +283,37 @@ void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len)
 out:
         json_decref(root);
         free(lags);
+}
+
+void dq_metrics_extra_lags(dq_metrics_t *m, const char *const *topics,
+                           const int32_t *partitions, const int64_t *lags,
+                           size_t n)
+{
+        lag_t *l;
+
+        if (!m)
+                return;
+        if (!(l = calloc(n ? n : 1, sizeof(*l))))
+                abort();
+        for (size_t i = 0; i < n; i++) {
+                l[i].topic = dup_or_empty(topics[i]);
+                l[i].partition = partitions[i];
+                l[i].lag = lags[i];
+        }
+        pthread_mutex_lock(&m->lock);
+        lags_free(&m->extra, &m->extra_cnt);
+        m->extra = l;
+        m->extra_cnt = n;
+        pthread_mutex_unlock(&m->lock);
+}
+
+static bool has_lag(const dq_metrics_t *m, const lag_t *x)
+{
+        for (size_t i = 0; i < m->lag_cnt; i++)
+                if (m->lags[i].partition == x->partition &&
+                    !strcmp(m->lags[i].topic, x->topic))
+                        return true;
+        return false;
 }
 
 /* A growable text buffer. */
@@ -367,11 +401,15 @@ char *dq_metrics_render(dq_metrics_t *m, size_t *lenp)
         put(&b, "# HELP decayq_consumer_lag Messages behind the end of each "
                 "assigned partition (librdkafka statistics).\n"
                 "# TYPE decayq_consumer_lag gauge\n");
-        for (size_t i = 0; i < m->lag_cnt; i++) {
+        for (size_t i = 0; i < m->lag_cnt + m->extra_cnt; i++) {
+                const lag_t *x =
+                    i < m->lag_cnt ? &m->lags[i] : &m->extra[i - m->lag_cnt];
+                if ((i >= m->lag_cnt && has_lag(m, x)) || x->lag < 0)
+                        continue;
                 put(&b, "decayq_consumer_lag{");
-                put_label(&b, "topic", m->lags[i].topic, true);
-                put(&b, ",partition=\"%d\"} %lld\n", (int)m->lags[i].partition,
-                    (long long)m->lags[i].lag);
+                put_label(&b, "topic", x->topic, true);
+                put(&b, ",partition=\"%d\"} %lld\n", (int)x->partition,
+                    (long long)x->lag);
         }
         put(&b,
             "# HELP decayq_assigned_partitions Partitions assigned.\n"

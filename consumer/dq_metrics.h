@@ -70,6 +70,13 @@ void dq_metrics_tick(dq_metrics_t *m);
  * document. */
 void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len);
 
+/* Lags the consumer measured itself, for assigned partitions that
+ * statistics do not cover (paused before any fetch): replaces the earlier
+ * set. Strings are copied. */
+void dq_metrics_extra_lags(dq_metrics_t *m, const char *const *topics,
+                           const int32_t *partitions, const int64_t *lags,
+                           size_t n);
+
 /* The Prometheus text exposition; the caller frees it. */
 char *dq_metrics_render(dq_metrics_t *m, size_t *lenp);
 

@@ -483,3 +483,92 @@ Test(ops, trickling_connections_never_take_the_probes_down, .fini = teardown,
         free(a);
         rd_kafka_destroy(pk);
 }
+
+static void grow_topic(const char *topic, int partitions)
+{
+        rd_kafka_t *rk = dq_test_producer();
+        char errstr[256];
+        rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(
+            topic, (size_t)partitions, errstr, sizeof(errstr));
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_event_t *ev;
+        const rd_kafka_topic_result_t **res;
+        size_t n;
+
+        rd_kafka_CreatePartitions(rk, &np, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 15000);
+        cr_assert(ev && !rd_kafka_event_error(ev), "create partitions: %s",
+                  ev ? rd_kafka_event_error_string(ev) : "timed out");
+        res = rd_kafka_CreatePartitions_result_topics(
+            rd_kafka_event_CreatePartitions_result(ev), &n);
+        cr_assert(n == 1 && !rd_kafka_topic_result_error(res[0]), "%s",
+                  rd_kafka_topic_result_error_string(res[0]));
+        rd_kafka_event_destroy(ev);
+        rd_kafka_NewPartitions_destroy(np);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+}
+
+/* H5: the jobs topic grown past the DLQ and tiers at run time: the new
+ * partition is paused rather than run into copies that cannot be placed,
+ * /readyz says why, its lag is exported; once the others grow it runs. */
+Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
+     .fini = teardown, .timeout = 180)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        char *a = malloc(1 << 20), kv[64], ns[200], series[512];
+        const char *x[] = {ns}, *srcs[] = {"m-grow"};
+        int port = free_port();
+        long long deadline;
+        dq_record_t rec;
+        dq_job_t *job;
+        size_t len;
+        char *json;
+        pid_t pid;
+        bool present = false;
+
+        dq_tc_init(&tc, "grow", 1);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
+        store = dq_test_store("test", x, 1, &conf);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
+        dq_tc_arg(&tc, "kafka.topic.metadata.refresh.interval.ms=1000");
+        dq_tc_arg(&tc, "stats.interval=500ms");
+        pid = dq_tc_spawn(&tc, "w");
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+
+        grow_topic(tc.topic, 2);
+        dq_test_memory(store, "s/1", "m-grow", "candidate", "active", "m", 1);
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        json = dq_job_serialize(job, &len);
+        dq_tc_produce(pk, tc.topic, 1, "s/1", json, len);
+        free(json);
+
+        wait_status(port, "/readyz", 503, 30000, a, 1 << 20);
+        cr_assert(strstr(a, "partitions: 1 blocked"), "%s", a);
+        snprintf(series, sizeof(series),
+                 "decayq_consumer_lag{topic=\"%s\",partition=\"1\"}", tc.topic);
+        deadline = dq_test_now_ms() + 20000;
+        while (!present && dq_test_now_ms() < deadline) {
+                cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+                if (metric(a, series, &present) < 1)
+                        present = false;
+                dq_test_sleep_ms(300);
+        }
+        cr_assert(present, "no lag of 1 for the blocked partition: %s", a);
+        cr_assert_eq(metric(a, "decayq_partitions_blocked", NULL), 1);
+        cr_assert_eq(dq_store_job_get(store, "s/1", job->id, &rec),
+                     DQ_ERR_NOT_FOUND, "a blocked partition's job ran");
+
+        grow_topic(tc.dlq, 2);
+        grow_topic(tc.tier_topic[0], 2);
+        grow_topic(tc.tier_topic[1], 2);
+        dq_test_wait_state(store, job, "completed", 60000);
+        wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        dq_job_destroy(job);
+        free(a);
+        rd_kafka_destroy(pk);
+}
