@@ -300,6 +300,12 @@ local function replay(keys, args)
   return {'ok', s(state)}
 end
 
+-- The dry run of replay: reads only, so FCALL_RO may call it.
+local function replay_dry(keys, args)
+  args[4] = '1'
+  return replay(keys, args)
+end
+
 local function version()
   return LIB_VERSION
 end
@@ -311,5 +317,7 @@ redis.register_function('decayq_dead', dead)
 redis.register_function('decayq_cancel', cancel)
 redis.register_function('decayq_renew', renew)
 redis.register_function('decayq_replay', replay)
+redis.register_function{function_name = 'decayq_replay_dry',
+                        callback = replay_dry, flags = {'no-writes'}}
 redis.register_function{function_name = 'decayq_version', callback = version,
                         flags = {'no-writes'}}

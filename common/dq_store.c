@@ -2,6 +2,7 @@
  * and pipelined claims and settles. */
 #include "dq_store.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@ struct dq_store_s {
         int64_t max_attempts;
         int64_t next_connect_ms; /* reconnect backoff */
         int64_t backoff_ms;
+        bool readonly; /* loads nothing, writes nothing (DQ_STORE_READONLY) */
 };
 
 const char *dq_store_functions_version(void)
@@ -58,6 +60,36 @@ static void drop(dq_store_t *st)
         }
 }
 
+/* Says why the connection failed, pointing at the setting to look at. */
+static void conn_error(const dq_store_t *st, int saved_errno, char *errstr,
+                       size_t errstr_size)
+{
+        if (st->c && st->c->err == REDIS_ERR_IO &&
+            (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+             strstr(st->c->errstr, "temporarily unavailable")))
+                snprintf(errstr, errstr_size,
+                         "redis %s:%d: no reply within redis.timeout (%llds)",
+                         st->host, st->port,
+                         (long long)(st->timeout_ms + 999) / 1000);
+        else
+                snprintf(errstr, errstr_size, "redis %s:%d: %s", st->host,
+                         st->port, st->c ? st->c->errstr : "out of memory");
+}
+
+/* A command error, said for a person: NOAUTH names the setting. */
+static void reply_error(const dq_store_t *st, const char *what,
+                        const redisReply *r, char *errstr, size_t errstr_size)
+{
+        if (!strncmp(r->str, "NOAUTH", 6))
+                snprintf(errstr, errstr_size,
+                         "redis %s:%d requires a password: set "
+                         "redis.password (DECAYQ_REDIS_PASSWORD)",
+                         st->host, st->port);
+        else
+                snprintf(errstr, errstr_size, "redis %s:%d: %s: %s", st->host,
+                         st->port, what, r->str);
+}
+
 /* Runs one command and returns its reply, or NULL with errstr set. A
  * command error (REDIS_REPLY_ERROR) is returned as a reply. */
 static redisReply *cmd(dq_store_t *st, char *errstr, size_t errstr_size,
@@ -65,7 +97,7 @@ static redisReply *cmd(dq_store_t *st, char *errstr, size_t errstr_size,
 {
         redisReply *r = redisCommandArgv(st->c, argc, argv, lens);
         if (!r) {
-                snprintf(errstr, errstr_size, "redis: %s", st->c->errstr);
+                conn_error(st, errno, errstr, errstr_size);
                 drop(st);
         }
         return r;
@@ -83,10 +115,14 @@ static bool config_get(dq_store_t *st, const char *key, char *value,
             r->element[1]->type == REDIS_REPLY_STRING) {
                 snprintf(value, size, "%s", r->element[1]->str);
                 ok = true;
+        } else if (r && r->type == REDIS_REPLY_ERROR) {
+                char what[64];
+                snprintf(what, sizeof(what), "CONFIG GET %s", key);
+                reply_error(st, what, r, errstr, errstr_size);
         } else if (r) {
-                snprintf(errstr, errstr_size, "CONFIG GET %s: %s", key,
-                         r->type == REDIS_REPLY_ERROR ? r->str
-                                                      : "unexpected reply");
+                snprintf(errstr, errstr_size,
+                         "redis %s:%d: CONFIG GET %s: unexpected reply",
+                         st->host, st->port, key);
         }
         freeReplyObject(r);
         return ok;
@@ -133,6 +169,78 @@ static dq_err_t check_server(dq_store_t *st, bool allow_unsafe, char *errstr,
         return DQ_OK;
 }
 
+/* M1: loads this program's functions library only where the server has
+ * none or an older one, never a downgrade: a server whose library is newer
+ * is refused (DQ_ERR_UNSAFE_CONFIG), since this program's calls may not
+ * match it. Racing loaders settle on the newest. */
+static dq_err_t load_functions(dq_store_t *st, char *errstr, size_t errstr_size)
+{
+        const long long ours = atoll(DQ_FUNCTIONS_VERSION);
+
+        for (int tries = 0; tries < 3; tries++) {
+                const char *ask[] = {"FCALL_RO", "decayq_version", "0"};
+                const char *load[] = {"FUNCTION", "LOAD", "REPLACE",
+                                      dq_functions_lua};
+                size_t lens[] = {8, 4, 7, dq_functions_lua_len};
+                redisReply *r = cmd(st, errstr, errstr_size, 3, ask, NULL);
+                long long theirs = 0;
+                bool replace;
+
+                if (!r)
+                        return DQ_ERR_UNAVAILABLE;
+                if (r->type == REDIS_REPLY_STRING) {
+                        theirs = atoll(r->str);
+                } else if (r->type != REDIS_REPLY_ERROR ||
+                           !strstr(r->str, "Function not found")) {
+                        reply_error(st, "FCALL_RO decayq_version", r, errstr,
+                                    errstr_size);
+                        freeReplyObject(r);
+                        return DQ_ERR_UNAVAILABLE;
+                }
+                freeReplyObject(r);
+                if (theirs == ours)
+                        return DQ_OK;
+                if (theirs > ours) {
+                        snprintf(errstr, errstr_size,
+                                 "redis %s:%d holds decayq functions library "
+                                 "%lld, newer than this program's %lld: "
+                                 "upgrade this program (loading its library "
+                                 "would downgrade every consumer)",
+                                 st->host, st->port, theirs, ours);
+                        return DQ_ERR_UNSAFE_CONFIG;
+                }
+                /* None (plain LOAD fails if another loader won the race)
+                 * or older (REPLACE). */
+                replace = theirs > 0;
+                if (!replace)
+                        load[2] = dq_functions_lua, lens[2] = lens[3];
+                r = cmd(st, errstr, errstr_size, replace ? 4 : 3, load, lens);
+                if (!r)
+                        return DQ_ERR_UNAVAILABLE;
+                if (r->type != REDIS_REPLY_ERROR) {
+                        freeReplyObject(r);
+                        dq_info("redis",
+                                "functions=loaded version=%lld "
+                                "replaced=%lld",
+                                ours, theirs);
+                        return DQ_OK;
+                }
+                if (!strstr(r->str, "already exists")) {
+                        reply_error(st, "FUNCTION LOAD", r, errstr,
+                                    errstr_size);
+                        freeReplyObject(r);
+                        /* LOADING and the like pass; try again later. */
+                        return DQ_ERR_UNAVAILABLE;
+                }
+                freeReplyObject(r); /* raced: look again */
+        }
+        snprintf(errstr, errstr_size,
+                 "redis %s:%d: the functions library keeps changing under "
+                 "this program",
+                 st->host, st->port);
+        return DQ_ERR_UNAVAILABLE;
+}
+
 /* Connects, authenticates, selects the db and loads the functions. */
 static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
 {
@@ -143,8 +251,7 @@ static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
         drop(st);
         st->c = redisConnectWithTimeout(st->host, st->port, tv);
         if (!st->c || st->c->err) {
-                snprintf(errstr, errstr_size, "redis %s:%d: %s", st->host,
-                         st->port, st->c ? st->c->errstr : "out of memory");
+                conn_error(st, errno, errstr, errstr_size);
                 drop(st);
                 return DQ_ERR_UNAVAILABLE;
         }
@@ -160,8 +267,7 @@ static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
                         return DQ_ERR_UNAVAILABLE;
                 if (r->type == REDIS_REPLY_ERROR) {
                         /* The server's message never echoes the password. */
-                        snprintf(errstr, errstr_size, "redis AUTH failed: %s",
-                                 r->str);
+                        reply_error(st, "AUTH", r, errstr, errstr_size);
                         freeReplyObject(r);
                         drop(st);
                         return DQ_ERR_INVALID;
@@ -176,21 +282,12 @@ static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
                         return DQ_ERR_UNAVAILABLE;
                 freeReplyObject(r);
         }
-        {
-                const char *argv[] = {"FUNCTION", "LOAD", "REPLACE",
-                                      dq_functions_lua};
-                size_t lens[] = {8, 4, 7, dq_functions_lua_len};
-                if (!(r = cmd(st, errstr, errstr_size, 4, argv, lens)))
-                        return DQ_ERR_UNAVAILABLE;
-                if (r->type == REDIS_REPLY_ERROR) {
-                        snprintf(errstr, errstr_size,
-                                 "redis FUNCTION LOAD failed: %s", r->str);
-                        freeReplyObject(r);
-                        /* LOADING and the like pass; try again later. */
+        if (!st->readonly) {
+                dq_err_t err = load_functions(st, errstr, errstr_size);
+                if (err) {
                         drop(st);
-                        return DQ_ERR_UNAVAILABLE;
+                        return err;
                 }
-                freeReplyObject(r);
         }
         st->backoff_ms = 0;
         return DQ_OK;
@@ -229,6 +326,12 @@ static dq_err_t ensure(dq_store_t *st)
 dq_store_t *dq_store_new(const dq_conf_t *conf, const char *worker,
                          char *errstr, size_t errstr_size)
 {
+        return dq_store_open(conf, worker, 0, errstr, errstr_size);
+}
+
+dq_store_t *dq_store_open(const dq_conf_t *conf, const char *worker,
+                          unsigned flags, char *errstr, size_t errstr_size)
+{
         dq_store_t *st = calloc(1, sizeof(*st));
         dq_err_t err;
 
@@ -252,11 +355,13 @@ dq_store_t *dq_store_new(const dq_conf_t *conf, const char *worker,
         st->lease_ms = conf->lease_ms;
         st->retention_ms = conf->idempotency_retention_ms;
         st->max_attempts = conf->max_attempts;
+        st->readonly = flags & DQ_STORE_READONLY;
 
         if ((err = connect_now(st, errstr, errstr_size)))
                 goto err;
-        if ((err = check_server(st, conf->redis_allow_unsafe, errstr,
-                                errstr_size))) {
+        /* The durability checks guard writes; a reader needs none. */
+        if (!st->readonly && (err = check_server(st, conf->redis_allow_unsafe,
+                                                 errstr, errstr_size))) {
                 dq_error("redis", "check=refused reason=\"%s\"", errstr);
                 goto err;
         }
@@ -760,7 +865,15 @@ dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,
 {
         args_t a = {0};
 
-        job_fcall(st, &a, "decayq_replay", scope, id);
+        /* A dry run reads only, so it runs on a replica too. */
+        if (dry_run) {
+                arg(&a, "FCALL_RO");
+                arg(&a, "decayq_replay_dry");
+                arg(&a, "1");
+                key_arg(st, &a, "job", scope, id);
+        } else {
+                job_fcall(st, &a, "decayq_replay", scope, id);
+        }
         argf(&a, "%lld", (long long)now_ms);
         arg(&a, from);
         argf(&a, "%lld", (long long)replay_count);

@@ -86,13 +86,26 @@ typedef struct dq_record_s {
 } dq_record_t;
 
 /* Connects to Redis per conf (redis.*), authenticates, loads the functions
- * library and runs the start-up checks: unless redis.allow.unsafe is set it
- * refuses (DQ_ERR_UNSAFE_CONFIG) a server whose maxmemory-policy can evict
- * or whose appendonly is off. conf is read, not kept. NULL with errstr set
- * on failure; the password never appears in errstr or logs.
+ * library where the server has none or an older one (a newer one is
+ * refused: DQ_ERR_UNSAFE_CONFIG) and runs the start-up checks: unless
+ * redis.allow.unsafe is set it refuses (DQ_ERR_UNSAFE_CONFIG) a server whose
+ * maxmemory-policy can evict or whose appendonly is off. conf is read, not
+ * kept. NULL with errstr set on failure; the password never appears in errstr
+ * or logs.
  * @locality one thread at a time per store. */
 dq_store_t *dq_store_new(const dq_conf_t *conf, const char *worker,
                          char *errstr, size_t errstr_size);
+
+/* Flags of dq_store_open(). */
+#define DQ_STORE_READONLY 0x1 /* no library load, no checks, no writes */
+
+/* dq_store_new() with flags. A DQ_STORE_READONLY store loads no functions
+ * and skips the durability checks, so that it works on a replica and as a
+ * read-only ACL user; it offers reads (dq_store_job_get(),
+ * dq_store_record_get()) and dry runs (dq_store_replay() with dry_run)
+ * only. */
+dq_store_t *dq_store_open(const dq_conf_t *conf, const char *worker,
+                          unsigned flags, char *errstr, size_t errstr_size);
 
 /* Frees store; NULL is a no-op. */
 void dq_store_destroy(dq_store_t *store);

@@ -79,8 +79,9 @@ int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs);
  * CTL_EXIT_USAGE for a bad configuration. */
 int ctl_load(ctl_t *ctl);
 
-/* Opens the Redis store, or prints why not. */
-dq_store_t *ctl_store(const ctl_t *ctl);
+/* Opens the Redis store, or prints why not. readonly: for commands that
+ * only read (DQ_STORE_READONLY). */
+dq_store_t *ctl_store(const ctl_t *ctl, bool readonly);
 
 /* Prints a JSON value on one line to stdout and frees it. NULL (a value
  * that could not be built) ends the program like a failed ctl_jset(). */

@@ -1091,7 +1091,7 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
                 if (!rp.canary_ids || !rp.canary_scopes)
                         abort();
         }
-        if (!(rp.st = ctl_store(ctl))) {
+        if (!(rp.st = ctl_store(ctl, !o.execute))) {
                 rc = CTL_EXIT_UNAVAILABLE;
                 goto out;
         }

@@ -250,16 +250,18 @@ int ctl_load(ctl_t *ctl)
         return CTL_GO_ON;
 }
 
-dq_store_t *ctl_store(const ctl_t *ctl)
+dq_store_t *ctl_store(const ctl_t *ctl, bool readonly)
 {
         char errstr[512];
         dq_store_t *st;
 
-        /* decayctl only reads and fences; it never needs the server's
-         * durability settings to be safe to run. */
-        st = dq_store_new(ctl->conf, ctl_who(), errstr, sizeof(errstr));
+        /* A command that only reads loads nothing and writes nothing, so
+         * that it works on a replica and as a read-only user (M1). */
+        st = dq_store_open(ctl->conf, ctl_who(),
+                           readonly ? DQ_STORE_READONLY : 0, errstr,
+                           sizeof(errstr));
         if (!st)
-                fprintf(stderr, "error: redis: %s\n", errstr);
+                fprintf(stderr, "error: %s\n", errstr);
         return st;
 }
 
@@ -548,7 +550,7 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
 
         if (rc != CTL_GO_ON)
                 return rc;
-        if (!(st = ctl_store(ctl)))
+        if (!(st = ctl_store(ctl, true)))
                 return CTL_EXIT_UNAVAILABLE;
         err = dq_store_job_get(st, scope, id, &rec);
         if (err == DQ_ERR_NOT_FOUND) {
@@ -606,7 +608,7 @@ int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
 
         if (rc != CTL_GO_ON)
                 return rc;
-        if (!(st = ctl_store(ctl)))
+        if (!(st = ctl_store(ctl, false)))
                 return CTL_EXIT_UNAVAILABLE;
         if (!reason) {
                 snprintf(why, sizeof(why), "cancelled by %s", ctl_who());
@@ -657,7 +659,7 @@ int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
 
         if (rc != CTL_GO_ON)
                 return rc;
-        if (!(st = ctl_store(ctl)))
+        if (!(st = ctl_store(ctl, true)))
                 return CTL_EXIT_UNAVAILABLE;
         err = dq_store_record_get(st, episode ? DQ_REC_EPISODE : DQ_REC_MEMORY,
                                   scope, id, &rec);
@@ -803,7 +805,7 @@ int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
                         strerror(errno));
                 return CTL_EXIT_INPUT;
         }
-        if (!(st = ctl_store(ctl))) {
+        if (!(st = ctl_store(ctl, false))) {
                 if (in != stdin)
                         fclose(in);
                 return CTL_EXIT_UNAVAILABLE;

@@ -527,7 +527,7 @@ Test(store, authenticates_and_never_reveals_the_password)
         st = store_on(port, "redis.password=wrong-battery", errstr,
                       sizeof(errstr));
         cr_expect_null(st);
-        cr_expect(strstr(errstr, "AUTH failed"), "%s", errstr);
+        cr_expect(strstr(errstr, "AUTH: WRONGPASS"), "%s", errstr);
         cr_expect_null(strstr(errstr, "wrong-battery"), "%s", errstr);
         st = store_on(port, "redis.password=correct-horse", errstr,
                       sizeof(errstr));
