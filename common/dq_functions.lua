@@ -9,7 +9,9 @@
 --                                                (claim)
 --   ok | fenced | terminal | rejected            (settles, cancel, renew)
 
-local LIB_VERSION = '4'
+-- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
+-- dq_store.c): a server keeps a library of the same version as it is.
+local LIB_VERSION = '5'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true}
 
@@ -244,13 +246,17 @@ local function dead(keys, args)
   return {'ok', 'dead'}
 end
 
--- cancel(KEYS: job; ARGV: now, retention_ms, reason)
--- For operators: no epoch; bumps it so that a running worker is fenced.
+-- cancel(KEYS: job; ARGV: now, retention_ms, reason [, force])
+-- For operators: no epoch; bumps it so that a running worker is fenced. A
+-- job with no state is cancelled (a tombstone) only with force = '1'.
 local function cancel(keys, args)
   local now = tonumber(args[1])
   local st = redis.call('HMGET', keys[1], 'state', 'epoch')
   if st[1] and TERMINAL[st[1]] then
     return {'terminal', st[1], s(st[2])}
+  end
+  if not st[1] and args[4] ~= '1' then
+    return {'refused', 'missing', '0'}
   end
   redis.call('HINCRBY', keys[1], 'epoch', 1)
   redis.call('HSETNX', keys[1], 'created_at', now)

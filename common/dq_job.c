@@ -126,6 +126,18 @@ static bool ident_ok(const char *s, size_t len, size_t max)
         return true;
 }
 
+bool dq_job_scope_valid(const char *s)
+{
+        return s && dq_utf8_valid(s, strlen(s)) &&
+               ident_ok(s, strlen(s), DQ_JOB_MAX_SCOPE);
+}
+
+bool dq_job_source_id_valid(const char *s)
+{
+        return s && dq_utf8_valid(s, strlen(s)) &&
+               ident_ok(s, strlen(s), DQ_JOB_MAX_SOURCE_ID);
+}
+
 /* Free text: non-empty, bounded, no control characters. */
 static bool text_ok(const char *s, size_t len, size_t max)
 {

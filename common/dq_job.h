@@ -88,6 +88,12 @@ bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej);
  * length. */
 char *dq_job_serialize(const dq_job_t *job, size_t *lenp);
 
+/* True when s is a scope, or a source id, that a job may carry: 1 to 255
+ * bytes of UTF-8 without white space, control characters or braces. The
+ * same rules as dq_job_validate(), for every program that takes one. */
+bool dq_job_scope_valid(const char *s);
+bool dq_job_source_id_valid(const char *s);
+
 /* Wire names of kinds and methods; parse returns -1 when unknown. */
 const char *dq_kind_name(dq_kind_t kind);
 int dq_kind_parse(const char *s);

@@ -18,7 +18,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "4"
+#define DQ_FUNCTIONS_VERSION "5"
 
 struct dq_store_s {
         redisContext *c;
@@ -847,16 +847,24 @@ static dq_err_t state_call(dq_store_t *st, args_t *a, char *state_out,
 }
 
 dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
-                         const char *reason, int64_t now_ms, char *state_out,
-                         size_t state_size)
+                         const char *reason, bool force, int64_t now_ms,
+                         char *state_out, size_t state_size)
 {
         args_t a = {0};
+        char state[32];
+        dq_err_t err;
 
         job_fcall(st, &a, "decayq_cancel", scope, id);
         argf(&a, "%lld", (long long)now_ms);
         argf(&a, "%lld", (long long)st->retention_ms);
         arg(&a, reason ? reason : "");
-        return state_call(st, &a, state_out, state_size);
+        arg(&a, force ? "1" : "0");
+        err = state_call(st, &a, state, sizeof(state));
+        if (err == DQ_ERR_TERMINAL && !strcmp(state, "missing"))
+                err = DQ_ERR_NOT_FOUND;
+        if (state_out)
+                snprintf(state_out, state_size, "%s", state);
+        return err;
 }
 
 dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,

@@ -128,11 +128,13 @@ dq_err_t dq_store_ping(dq_store_t *store);
 dq_err_t dq_store_renew(dq_store_t *store, const dq_job_t *job, int64_t epoch,
                         int64_t now_ms);
 
-/* Cancels a job that is not terminal, fencing any running worker. Returns
- * DQ_OK, or DQ_ERR_TERMINAL with its state in state_out. */
+/* Cancels a job that is not terminal, fencing any running worker. A job
+ * with no state is cancelled (a tombstone its first claim finds) only with
+ * force. Returns DQ_OK; DQ_ERR_TERMINAL with its state in state_out;
+ * DQ_ERR_NOT_FOUND when it has no state and force is false. */
 dq_err_t dq_store_cancel(dq_store_t *store, const char *scope, const char *id,
-                         const char *reason, int64_t now_ms, char *state_out,
-                         size_t state_size);
+                         const char *reason, bool force, int64_t now_ms,
+                         char *state_out, size_t state_size);
 
 /* For DLQ replay: puts a dead job (or one with no state left) back to
  * pending, attempts 0, with a new epoch, and records from (the DLQ record,
@@ -182,7 +184,7 @@ void dq_record_release(dq_record_t *rec);
 int dq_store_key(const dq_store_t *store, char *buf, size_t size,
                  const char *type, const char *scope, const char *id);
 
-/* The functions library version this program carries ("4"). */
+/* The functions library version this program carries ("5"). */
 const char *dq_store_functions_version(void);
 
 #endif

@@ -95,12 +95,15 @@ static const ctl_cmd_t cmds[] = {
      "a job, and the memory it wrote. Exit 1 when Redis has no state for it\n"
      "(never run, or past its retention).\n"},
     {"job", "cancel", ctl_job_cancel, "cancel a job that is not terminal",
-     "<JOB-ID> --scope SCOPE [--reason TEXT]\n"
+     "<JOB-ID> --scope SCOPE [--reason TEXT] [--force]\n"
      "\n"
      "Marks the job cancelled; a consumer then skips it (outcome cancelled)\n"
-     "and a worker running it is fenced: it cannot settle. A job with no\n"
-     "state yet is cancelled before it runs. Exit 1 when the job is already\n"
-     "terminal (completed, dead, cancelled, duplicate); its state is shown.\n"},
+     "and a worker running it is fenced: it cannot settle. Exit 1 when the\n"
+     "job is already terminal (completed, dead, cancelled, duplicate); its\n"
+     "state is shown. Exit 1 too when Redis has no state for the job in\n"
+     "that scope, which is what a mistyped scope looks like: nothing is\n"
+     "written. --force cancels such a job all the same, before it first\n"
+     "runs (a tombstone its first claim finds).\n"},
     {"memory", "load", ctl_memory_load,
      "write memories and episodes from NDJSON",
      "[--file FILE | -]\n"
@@ -452,19 +455,26 @@ void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max)
  * job status | cancel
  */
 
-enum { OPT_SCOPE = CTL_OPT__FIRST_OWN, OPT_REASON, OPT_FILE, OPT_EPISODE };
+enum {
+        OPT_SCOPE = CTL_OPT__FIRST_OWN,
+        OPT_REASON,
+        OPT_FILE,
+        OPT_EPISODE,
+        OPT_FORCE
+};
 
 /* Parses "<ID> --scope S" commands; returns CTL_GO_ON with *id and *scope
  * set, or an exit code. */
 static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
                           const char **id, const char **scope,
-                          const char **reason, bool *episode)
+                          const char **reason, bool *episode, bool *force)
 {
         static const struct option longopts[] = {
             CTL_COMMON_LONGOPTS,
             {"scope", required_argument, NULL, OPT_SCOPE},
             {"reason", required_argument, NULL, OPT_REASON},
             {"episode", no_argument, NULL, OPT_EPISODE},
+            {"force", no_argument, NULL, OPT_FORCE},
             {NULL, 0, NULL, 0},
         };
         int opt, rc;
@@ -483,6 +493,8 @@ static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
                         *reason = optarg;
                 else if (opt == OPT_EPISODE && episode)
                         *episode = true;
+                else if (opt == OPT_FORCE && force)
+                        *force = true;
                 else
                         return ctl_usage_error(ctl,
                                                "option '%s' does not "
@@ -496,15 +508,23 @@ static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
                 return ctl_usage_error(ctl,
                                        "'%s' is not a job id (a ULID such as "
                                        "01JD3Q6V2R8YB6K3ZKQ9T1M4XH)",
-                                       *id);
-        if (!want_ulid && (!**id || strlen(*id) > DQ_JOB_MAX_SOURCE_ID))
-                return ctl_usage_error(ctl, "an id has 1 to %d bytes",
-                                       DQ_JOB_MAX_SOURCE_ID);
+                                       dq_esc(*id));
+        /* M5: the job validator's rules, so that no command accepts a
+         * scope or an id that no job can carry. */
+        if (!want_ulid && !dq_job_source_id_valid(*id))
+                return ctl_usage_error(ctl,
+                                       "'%s' is not a memory id (1 to %d "
+                                       "bytes of UTF-8 without white space, "
+                                       "control characters or braces)",
+                                       dq_esc(*id), DQ_JOB_MAX_SOURCE_ID);
         if (!*scope)
                 return ctl_usage_error(ctl, "--scope is required");
-        if (!**scope || strlen(*scope) > DQ_JOB_MAX_SCOPE)
-                return ctl_usage_error(ctl, "--scope: expected 1 to %d bytes",
-                                       DQ_JOB_MAX_SCOPE);
+        if (!dq_job_scope_valid(*scope))
+                return ctl_usage_error(ctl,
+                                       "--scope '%s' is not a scope (1 to %d "
+                                       "bytes of UTF-8 without white space, "
+                                       "control characters or braces)",
+                                       dq_esc(*scope), DQ_JOB_MAX_SCOPE);
         return ctl_load(ctl);
 }
 
@@ -546,7 +566,8 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
         dq_record_t rec, mem = {0};
         dq_store_t *st;
         dq_err_t err;
-        int rc = parse_id_scope(ctl, argc, argv, true, &id, &scope, NULL, NULL);
+        int rc = parse_id_scope(ctl, argc, argv, true, &id, &scope, NULL, NULL,
+                                NULL);
 
         if (rc != CTL_GO_ON)
                 return rc;
@@ -601,10 +622,11 @@ int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
 {
         const char *id, *scope, *reason = NULL;
         char state[32], why[300];
+        bool force = false;
         dq_store_t *st;
         dq_err_t err;
-        int rc =
-            parse_id_scope(ctl, argc, argv, true, &id, &scope, &reason, NULL);
+        int rc = parse_id_scope(ctl, argc, argv, true, &id, &scope, &reason,
+                                NULL, &force);
 
         if (rc != CTL_GO_ON)
                 return rc;
@@ -614,9 +636,24 @@ int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
                 snprintf(why, sizeof(why), "cancelled by %s", ctl_who());
                 reason = why;
         }
-        err = dq_store_cancel(st, scope, id, reason, dq_now_ms(), state,
+        err = dq_store_cancel(st, scope, id, reason, force, dq_now_ms(), state,
                               sizeof(state));
         dq_store_destroy(st);
+        if (err == DQ_ERR_NOT_FOUND) {
+                /* M5: a mistyped scope must not look like a cancel. */
+                if (ctl->json)
+                        ctl_json_print(json_pack("{s:s, s:b, s:s}", "job", id,
+                                                 "cancelled", 0, "state",
+                                                 "none"));
+                else
+                        fprintf(stderr,
+                                "error: job %s has no state in scope '%s': "
+                                "nothing cancelled (check the scope; "
+                                "--force cancels a job before it first "
+                                "runs)\n",
+                                id, dq_esc(scope));
+                return CTL_EXIT_NOT_FOUND;
+        }
         if (err == DQ_ERR_TERMINAL) {
                 if (ctl->json)
                         ctl_json_print(json_pack("{s:s, s:b, s:s}", "job", id,
@@ -654,8 +691,8 @@ int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
         dq_record_t rec;
         dq_store_t *st;
         dq_err_t err;
-        int rc =
-            parse_id_scope(ctl, argc, argv, false, &id, &scope, NULL, &episode);
+        int rc = parse_id_scope(ctl, argc, argv, false, &id, &scope, NULL,
+                                &episode, NULL);
 
         if (rc != CTL_GO_ON)
                 return rc;
@@ -700,17 +737,20 @@ static char **memory_line(json_t *o, const char **scope, const char **id,
         }
         *scope = json_string_value(json_object_get(o, "scope"));
         *id = json_string_value(json_object_get(o, "id"));
-        if (!*scope || !**scope || strlen(*scope) > DQ_JOB_MAX_SCOPE) {
+        if (!dq_job_scope_valid(*scope)) {
                 *code = "decay.memory.bad_scope";
                 snprintf(msg, msg_size,
-                         "\"scope\" must be a string of 1 to "
-                         "255 bytes");
+                         "\"scope\" must be a scope a job can name: 1 to "
+                         "255 bytes without white space, control characters "
+                         "or braces");
                 return NULL;
         }
-        if (!*id || !**id || strlen(*id) > DQ_JOB_MAX_SOURCE_ID) {
+        if (!dq_job_source_id_valid(*id)) {
                 *code = "decay.memory.bad_id";
                 snprintf(msg, msg_size,
-                         "\"id\" must be a string of 1 to 255 bytes");
+                         "\"id\" must be an id a job can name: 1 to 255 "
+                         "bytes without white space, control characters or "
+                         "braces");
                 return NULL;
         }
         *kind = DQ_REC_MEMORY;

@@ -242,7 +242,7 @@ Test(consumer, a_cancelled_job_is_skipped, .fini = teardown, .timeout = 90)
         const char *srcs[] = {"a"};
         job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
         memory(&tc, "s/1", "a");
-        cr_assert_eq(dq_store_cancel(store, "s/1", job->id, "operator",
+        cr_assert_eq(dq_store_cancel(store, "s/1", job->id, "operator", true,
                                      dq_now_ms(), state, sizeof(state)),
                      DQ_OK);
         size_t len;

@@ -847,7 +847,17 @@ Test(ctl, cancel_works_end_to_end_with_a_running_consumer, .fini = teardown,
         dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
         free(json);
 
+        /* M5: a scope that differs by case or by a space cancels nothing,
+         * and says so. */
+        ctl(&tc, r, "job cancel %s --scope S/1", job->id);
+        cr_assert_eq(r->rc, 1, "%s", r->err);
+        cr_assert(strstr(r->err, "has no state in scope 'S/1'"), "%s", r->err);
+        ctl(&tc, r, "job cancel %s --scope s/1\x01", job->id);
+        cr_assert_eq(r->rc, 2, "%s", r->err);
+        /* Before its first run, only --force cancels it. */
         ctl(&tc, r, "job cancel %s --scope s/1 --reason test", job->id);
+        cr_assert_eq(r->rc, 1, "%s", r->err);
+        ctl(&tc, r, "job cancel %s --scope s/1 --reason test --force", job->id);
         cr_assert_eq(r->rc, 0, "%s", r->err);
         cr_assert(strstr(r->out, "cancelled"), "%s", r->out);
         ctl(&tc, r, "job cancel %s --scope s/1", job->id);
