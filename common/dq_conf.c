@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_log.h"
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -49,6 +51,10 @@ static const dq_conf_def_t dq_conf_defs[] = {
      "delay tiers, ascending, comma separated durations"},
     {"job.max.bytes", DQ_CONF_INT, "1048576", OFF(job_max_bytes), 0, 64,
      64 * 1024 * 1024, "largest accepted job message, in bytes"},
+    {"schedule.max.ahead", DQ_CONF_DURATION, "365d", OFF(schedule_max_ahead_ms),
+     0, 1000, 36500 * DAY,
+     "how far ahead scheduled_for may be; a job for later is rejected "
+     "(decay.job.scheduled_too_far)"},
     {"redis.host", DQ_CONF_STR, "127.0.0.1", OFF(redis_host), 0, 0, 0,
      "Redis server host"},
     {"redis.port", DQ_CONF_INT, "6379", OFF(redis_port), 0, 1, 65535,
@@ -121,12 +127,24 @@ static const dq_conf_def_t *dq_conf_find(const char *key)
 
 bool dq_conf_is_secret(const char *key)
 {
+        static const char *const words[] = {
+            "password", "secret", "oauthbearer.config", "key.pem", "sasl.jaas",
+            "api.key",  "token",
+        };
         const dq_conf_def_t *def = dq_conf_find(key);
+        char low[256];
+        size_t n = 0;
+
         if (def)
                 return def->flags & DQ_CONF_F_SECRET;
-        return strstr(key, "password") || strstr(key, "secret") ||
-               strstr(key, "oauthbearer.config") || strstr(key, "key.pem") ||
-               strstr(key, "sasl.jaas");
+        /* Any spelling: kafka.Sasl.Password is a password too. */
+        for (; key[n] && n + 1 < sizeof(low); n++)
+                low[n] = (char)tolower((unsigned char)key[n]);
+        low[n] = '\0';
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (strstr(low, words[i]))
+                        return true;
+        return false;
 }
 
 static bool parse_tiers(dq_conf_t *conf, const char *value)
@@ -205,6 +223,13 @@ dq_err_t dq_conf_set(dq_conf_t *conf, const char *key, const char *value,
                 return DQ_ERR_INVALID;
         }
         field = (char *)conf + def->offset;
+        if (!strcmp(key, "log.level") && dq_log_level_parse(value) < 0) {
+                snprintf(errstr, errstr_size,
+                         "%s: log.level: expected error, warn, info or "
+                         "debug, got '%s'",
+                         origin, value);
+                return DQ_ERR_INVALID;
+        }
 
         switch (def->type) {
         case DQ_CONF_TIERS:
@@ -411,6 +436,20 @@ static void env_name(const char *key, char *buf, size_t size)
         buf[o] = '\0';
 }
 
+/* True when the variable name[0..eq) names a declared key. */
+static bool env_known(const char *name, const char *eq)
+{
+        char want[128];
+
+        for (size_t i = 0; i < DQ_CONF_CNT; i++) {
+                env_name(dq_conf_defs[i].key, want, sizeof(want));
+                if (strlen(want) == (size_t)(eq - name) &&
+                    !strncmp(want, name, (size_t)(eq - name)))
+                        return true;
+        }
+        return false;
+}
+
 dq_err_t dq_conf_load_env(dq_conf_t *conf, char *errstr, size_t errstr_size)
 {
         dq_err_t err;
@@ -430,6 +469,17 @@ dq_err_t dq_conf_load_env(dq_conf_t *conf, char *errstr, size_t errstr_size)
                 char key[256], origin[300];
                 const char *eq = strchr(*e, '=');
                 size_t o = 0;
+                if (!strncmp(*e, "DECAYQ_", 7) && eq &&
+                    strncmp(*e, "DECAYQ_KAFKA_", 13) && !env_known(*e, eq)) {
+                        char name[128];
+                        dq_escape(*e, (size_t)(eq - *e), name, sizeof(name));
+                        dq_warn("config",
+                                "env=%s known=false action=ignored "
+                                "hint=\"DECAYQ_<KEY> sets a key of --help, "
+                                "DECAYQ_KAFKA_<PROPERTY> a librdkafka "
+                                "property\"",
+                                name);
+                }
                 if (strncmp(*e, "DECAYQ_KAFKA_", 13) || !eq)
                         continue;
                 for (const char *p = *e + 13; p < eq && o + 1 < sizeof(key);

@@ -32,6 +32,7 @@ typedef struct dq_conf_s {
         int64_t delay_tier_ms[DQ_CONF_MAX_TIERS];
         int delay_tier_cnt;
         int64_t job_max_bytes;
+        int64_t schedule_max_ahead_ms;
 
         char *redis_host;
         int64_t redis_port;

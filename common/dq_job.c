@@ -301,6 +301,21 @@ bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej)
         return true;
 }
 
+bool dq_job_check_schedule(const dq_job_t *job, int64_t now_ms,
+                           int64_t max_ahead_ms, dq_reject_t *rej)
+{
+        char ts[32];
+
+        if (job->scheduled_for_ms <= now_ms + max_ahead_ms)
+                return true;
+        return reject(
+            rej, "decay.job.scheduled_too_far",
+            "'scheduled_for' %s is more than schedule.max.ahead "
+            "(%lld days) ahead",
+            dq_time_format_rfc3339(job->scheduled_for_ms, ts, sizeof(ts)),
+            (long long)(max_ahead_ms / 86400000));
+}
+
 /* Maps a jansson decoding error to a reason code. */
 static const char *json_error_reason(const json_error_t *jerr)
 {

@@ -81,6 +81,12 @@ void dq_job_destroy(dq_job_t *job);
  * *rej. */
 bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej);
 
+/* Checks that job's scheduled_for is at most max_ahead_ms past now_ms: a
+ * job for the year 9999 would otherwise hop through the delay tiers
+ * forever. Returns true or fills *rej (decay.job.scheduled_too_far). */
+bool dq_job_check_schedule(const dq_job_t *job, int64_t now_ms,
+                           int64_t max_ahead_ms, dq_reject_t *rej);
+
 /* Serializes job to compact schema-1 JSON with fields in a fixed order.
  * Returns a malloc'ed NUL-terminated string the caller frees, or NULL when
  * a value cannot be encoded (validate first: dq_job_validate() names the

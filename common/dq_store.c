@@ -43,6 +43,12 @@ const char *dq_store_functions_version(void)
         return DQ_FUNCTIONS_VERSION;
 }
 
+void dq_print_version(FILE *fp, const char *program)
+{
+        fprintf(fp, "%s %s (functions library %s)\n", program, DQ_VERSION,
+                DQ_FUNCTIONS_VERSION);
+}
+
 int dq_store_key(const dq_store_t *store, char *buf, size_t size,
                  const char *type, const char *scope, const char *id)
 {

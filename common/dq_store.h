@@ -6,6 +6,7 @@
 #define DQ_STORE_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -183,6 +184,10 @@ void dq_record_release(dq_record_t *rec);
 /* Writes "<ns>:<type>:{<scope>}:<id>" (id may be NULL: no ":<id>"). */
 int dq_store_key(const dq_store_t *store, char *buf, size_t size,
                  const char *type, const char *scope, const char *id);
+
+/* Prints "<program> <version> (functions library N)" on fp, for
+ * --version. */
+void dq_print_version(FILE *fp, const char *program);
 
 /* The functions library version this program carries ("5"). */
 const char *dq_store_functions_version(void);

@@ -8,6 +8,7 @@
 #include "dq_conf.h"
 #include "dq_consumer.h"
 #include "dq_log.h"
+#include "dq_store.h"
 #include "banned.h"
 
 /* Stable exit codes; documented in --help. */
@@ -36,6 +37,7 @@ static const char usage[] =
     "                          DLQ) with N partitions, then run\n"
     "      --dump-config       print the effective configuration, secrets\n"
     "                          masked, and exit\n"
+    "      --version           print the version and exit\n"
     "  -h, --help              this help\n"
     "DECAYQ_* environment variables override the file; -X overrides both.\n"
     "kafka.* keys go to librdkafka: kafka.group.id (default decayq),\n"
@@ -76,11 +78,12 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_DUMP = 256, OPT_CREATE };
+        enum { OPT_DUMP = 256, OPT_CREATE, OPT_VERSION };
         static const struct option longopts[] = {
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {"dump-config", no_argument, NULL, OPT_DUMP},
+            {"version", no_argument, NULL, OPT_VERSION},
             {"create-topics", required_argument, NULL, OPT_CREATE},
             {NULL, 0, NULL, 0},
         };
@@ -111,6 +114,9 @@ int main(int argc, char **argv)
                         fputs("\nConfiguration keys (default, meaning):\n",
                               stdout);
                         dq_conf_describe(stdout);
+                        goto out;
+                case OPT_VERSION:
+                        dq_print_version(stdout, "decay-consumer");
                         goto out;
                 case OPT_DUMP:
                         dump = true;

@@ -1061,6 +1061,12 @@ static bool classify(dq_consumer_t *c, item_t *it, item_t **copies)
 
         it->job = dq_job_parse(it->msg->payload, it->msg->len,
                                (size_t)c->conf->job_max_bytes, &rej);
+        if (it->job &&
+            !dq_job_check_schedule(it->job, now, c->conf->schedule_max_ahead_ms,
+                                   &rej)) {
+                dq_job_destroy(it->job);
+                it->job = NULL;
+        }
         if (!it->job && dq_err_is_critical(rej.err))
                 oom(); /* the process's fault: never the message's */
         if (!it->job) {

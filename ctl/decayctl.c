@@ -162,9 +162,32 @@ static void print_overview(FILE *fp)
                 }
                 fprintf(fp, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
         }
-        fputs("\n'decayctl <group> <command> --help' tells more.\n", fp);
+        fputs("\n'decayctl <group> <command> --help' tells more;\n"
+              "'decayctl --version' prints the version.\n",
+              fp);
         fputs(common_help, fp);
         fputs(exit_help, fp);
+}
+
+/* The commands of group; false when there is no such group. */
+static bool print_group(const char *group, FILE *fp)
+{
+        bool any = false;
+
+        for (size_t i = 0; i < CMD_CNT; i++) {
+                if (strcmp(group, cmds[i].group))
+                        continue;
+                if (!any)
+                        fprintf(fp,
+                                "usage: decayctl %s <command> [options]\n\n",
+                                group);
+                any = true;
+                fprintf(fp, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+        }
+        if (any)
+                fprintf(fp, "\n'decayctl %s <command> --help' tells more.\n",
+                        group);
+        return any;
 }
 
 static void print_cmd_usage(const ctl_cmd_t *cmd, FILE *fp)
@@ -562,7 +585,7 @@ static void record_print(const dq_record_t *rec, const char *indent)
 
 int ctl_job_status(ctl_t *ctl, int argc, char **argv)
 {
-        const char *id, *scope, *res;
+        const char *id = NULL, *scope = NULL, *res;
         dq_record_t rec, mem = {0};
         dq_store_t *st;
         dq_err_t err;
@@ -620,7 +643,7 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv)
 
 int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
 {
-        const char *id, *scope, *reason = NULL;
+        const char *id = NULL, *scope = NULL, *reason = NULL;
         char state[32], why[300];
         bool force = false;
         dq_store_t *st;
@@ -686,7 +709,7 @@ int ctl_job_cancel(ctl_t *ctl, int argc, char **argv)
 
 int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
 {
-        const char *id, *scope;
+        const char *id = NULL, *scope = NULL;
         bool episode = false;
         dq_record_t rec;
         dq_store_t *st;
@@ -936,6 +959,10 @@ int main(int argc, char **argv)
 
         dq_log_set_program("decayctl");
         signal(SIGPIPE, SIG_IGN);
+        if (argc >= 2 && !strcmp(argv[1], "--version")) {
+                dq_print_version(stdout, "decayctl");
+                return CTL_EXIT_OK;
+        }
         if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
             !strcmp(argv[1], "help")) {
                 print_overview(argc < 2 ? stderr : stdout);
@@ -965,11 +992,17 @@ int main(int argc, char **argv)
                 }
         }
         if (name && (!strcmp(name, "-h") || !strcmp(name, "--help"))) {
-                print_overview(stdout);
+                if (!print_group(group, stdout))
+                        return ctl_usage_error(&ctl, "unknown group '%s'",
+                                               dq_esc(group));
                 return CTL_EXIT_OK;
         }
-        if (!name)
-                return ctl_usage_error(&ctl, "'%s' needs a command", group);
-        return ctl_usage_error(&ctl, "unknown command '%s%s%s'", group,
-                               name ? " " : "", name ? name : "");
+        if (!name) {
+                fprintf(stderr, "error: '%s' needs a command\n", dq_esc(group));
+                if (!print_group(group, stderr))
+                        print_overview(stderr);
+                return CTL_EXIT_USAGE;
+        }
+        return ctl_usage_error(&ctl, "unknown command '%s%s%s'", dq_esc(group),
+                               name ? " " : "", name ? dq_esc(name) : "");
 }

@@ -11,6 +11,7 @@
 #include "dq_conf.h"
 #include "dq_log.h"
 #include "dq_producer.h"
+#include "dq_store.h"
 #include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -61,6 +62,7 @@ static const char usage[] =
     "      --dump-config       print the effective configuration, secrets\n"
     "                          masked, and exit\n"
     "  -q, --quiet             no progress line\n"
+    "      --version           print the version and exit\n"
     "  -h, --help              this help\n"
     "DECAYQ_* environment variables override the file (DECAYQ_REDIS_PORT\n"
     "sets redis.port, DECAYQ_KAFKA_BOOTSTRAP_SERVERS sets\n"
@@ -197,6 +199,7 @@ int main(int argc, char **argv)
                 OPT_CREATED_BY,
                 OPT_TIMEOUT,
                 OPT_DUMP,
+                OPT_VERSION,
         };
         static const struct option longopts[] = {
             {"file", required_argument, NULL, 'f'},
@@ -216,6 +219,7 @@ int main(int argc, char **argv)
             {"created-by", required_argument, NULL, OPT_CREATED_BY},
             {"timeout", required_argument, NULL, OPT_TIMEOUT},
             {"dump-config", no_argument, NULL, OPT_DUMP},
+            {"version", no_argument, NULL, OPT_VERSION},
             {NULL, 0, NULL, 0},
         };
         const char *file = NULL, *config = NULL;
@@ -298,6 +302,10 @@ int main(int argc, char **argv)
                                  "produce.timeout=%s", optarg);
                         overrides[override_cnt++] = timeout_kv;
                         break;
+                case OPT_VERSION:
+                        dq_print_version(stdout, "decay-produce");
+                        rc = 0;
+                        goto out;
                 case OPT_DUMP:
                         dump = true;
                         break;
@@ -330,6 +338,7 @@ int main(int argc, char **argv)
                 dq_conf_dump(conf, stdout);
                 goto out;
         }
+        dq_log_level = (dq_log_level_t)dq_log_level_parse(conf->log_level);
 
         if (!validate_only) {
                 p = dq_producer_new(conf, on_delivery, &st, errstr,
@@ -352,7 +361,10 @@ int main(int argc, char **argv)
                         rc = EXIT_USAGE;
                 } else if (build_job(&f, &job)) {
                         rc = EXIT_USAGE;
-                } else if (!dq_job_validate(job, &rej)) {
+                } else if (!dq_job_validate(job, &rej) ||
+                           !dq_job_check_schedule(job, dq_now_ms(),
+                                                  conf->schedule_max_ahead_ms,
+                                                  &rej)) {
                         fprintf(stderr, "error: %s: %s\n", rej.code,
                                 rej.message);
                         rc = EXIT_USAGE;
@@ -403,6 +415,14 @@ int main(int argc, char **argv)
                                 dq_job_t *job = dq_job_parse(
                                     line, (size_t)n,
                                     (size_t)conf->job_max_bytes, &rej);
+                                /* The same checks as a real send. */
+                                if (job &&
+                                    !dq_job_check_schedule(
+                                        job, dq_now_ms(),
+                                        conf->schedule_max_ahead_ms, &rej)) {
+                                        dq_job_destroy(job);
+                                        job = NULL;
+                                }
                                 err = job ? DQ_OK : DQ_ERR_INVALID;
                                 dq_job_destroy(job);
                         } else {

@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_time.h"
 #include "banned.h"
 
 struct dq_producer_s {
         rd_kafka_t *rk;
         char *topic;
         size_t max_bytes;
+        int64_t max_ahead_ms;
         dq_delivery_cb_t *cb;
         void *opaque;
         int outstanding;
@@ -74,6 +76,7 @@ dq_producer_t *dq_producer_new(const dq_conf_t *conf, dq_delivery_cb_t *cb,
         p->cb = cb;
         p->opaque = opaque;
         p->max_bytes = (size_t)conf->job_max_bytes;
+        p->max_ahead_ms = conf->schedule_max_ahead_ms;
         if (!dq_conf_kafka_get(conf, "bootstrap.servers")) {
                 /* Else librdkafka waits out message.timeout.ms in
                  * silence. */
@@ -169,6 +172,11 @@ dq_err_t dq_producer_send(dq_producer_t *p, const char *buf, size_t len,
         dq_job_t *job = dq_job_parse(buf, len, p->max_bytes, rej);
         dq_err_t err;
 
+        if (job &&
+            !dq_job_check_schedule(job, dq_now_ms(), p->max_ahead_ms, rej)) {
+                dq_job_destroy(job);
+                job = NULL;
+        }
         if (!job) {
                 snprintf(errstr, errstr_size, "%s: %s", rej->code,
                          rej->message);
@@ -189,7 +197,8 @@ dq_err_t dq_producer_send_job(dq_producer_t *p, const dq_job_t *job,
         char *buf;
         dq_err_t err;
 
-        if (!dq_job_validate(job, rej)) {
+        if (!dq_job_validate(job, rej) ||
+            !dq_job_check_schedule(job, dq_now_ms(), p->max_ahead_ms, rej)) {
                 snprintf(errstr, errstr_size, "%s: %s", rej->code,
                          rej->message);
                 return DQ_ERR_INVALID;

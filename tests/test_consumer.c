@@ -607,7 +607,7 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
         const char *src_bad[] = {"m1"}, *src_ok[] = {"m2"};
-        dq_job_t *jobs[4];
+        dq_job_t *jobs[5];
         dlq_rec_t recs[8];
         const dlq_rec_t *d;
         int n;
@@ -623,10 +623,13 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         jobs[2] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
         jobs[2]->idempotency_key = strdup("k1");
         jobs[3] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
+        /* 4: scheduled past schedule.max.ahead (a rogue producer). */
+        jobs[4] = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", src_ok, 1);
+        jobs[4]->scheduled_for_ms = 253370764800000LL; /* 9999-01-01 */
         redis_do("SET %s:mem:{s/1}:m1 not-a-hash", tc.ns);
         redis_do("SET %s:job:{s/1}:%s not-a-hash", tc.ns, jobs[1]->id);
         redis_do("HSET %s:idem:{s/1}:k1 f v", tc.ns);
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 5; i++) {
                 size_t len;
                 char *json = dq_job_serialize(jobs[i], &len);
                 dq_tc_send(pk, tc.topic, 0, "s/1", json, len, NULL);
@@ -643,13 +646,15 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
 
         n = read_dlq(&tc, recs, 8);
-        cr_assert_eq(n, 3, "%d DLQ records", n);
+        cr_assert_eq(n, 4, "%d DLQ records", n);
         for (int i = 0; i < 3; i++) {
                 cr_assert(d = dlq_find(recs, n, jobs[i]->id), "job %d", i);
                 cr_assert_str_eq(d->code, "decay.store.command_error");
                 cr_assert(strstr(d->message, "WRONGTYPE"), "%s", d->message);
         }
-        for (int i = 0; i < 4; i++)
+        cr_assert(d = dlq_find(recs, n, jobs[4]->id));
+        cr_assert_str_eq(d->code, "decay.job.scheduled_too_far");
+        for (int i = 0; i < 5; i++)
                 dq_job_destroy(jobs[i]);
         rd_kafka_destroy(pk);
 }

@@ -87,7 +87,11 @@ static int cmp_exp(const void *a, const void *b)
 static exp_t *exp_find(const char *id)
 {
         exp_t key;
-        snprintf(key.id, sizeof(key.id), "%s", id);
+        size_t n = strlen(id);
+
+        if (n >= sizeof(key.id))
+                return NULL;
+        memcpy(key.id, id, n + 1);
         return bsearch(&key, exps, exp_cnt, sizeof(*exps), cmp_exp);
 }
 
@@ -457,11 +461,9 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
                 dc->records++;
                 rd_kafka_message_headers(m, &h);
                 const char *cls = hdr(h, "decayq-error-class", b1, sizeof(b1));
-                char code[128], att[32];
-                snprintf(code, sizeof(code), "%s",
-                         hdr(h, "decayq-error-code", b2, sizeof(b2)));
-                snprintf(att, sizeof(att), "%s",
-                         hdr(h, "decayq-attempts", b2, sizeof(b2)));
+                char code[128] = "", att[32] = "";
+                hdr(h, "decayq-error-code", code, sizeof(code));
+                hdr(h, "decayq-attempts", att, sizeof(att));
                 if (strcmp(hdr(h, "decayq-original-topic", b2, sizeof(b2)),
                            tc.topic) ||
                     atoi(hdr(h, "decayq-original-partition", b2, sizeof(b2))) !=

@@ -363,7 +363,7 @@ Test(produce, one_job_from_flags_arrives_with_generated_id, .timeout = 60)
         snprintf(cmd, sizeof(cmd),
                  "%s -X kafka.bootstrap.servers=%s -t %s --kind "
                  "episode_compression --scope tenant-9/agent-1 --source ep_1 "
-                 "--source ep_2 --scheduled-for 2030-01-01T00:00:00Z "
+                 "--source ep_2 --scheduled-for 2027-06-01T00:00:00Z "
                  "--idempotency-key nightly-9 --created-by svc:cron -q "
                  ">%s 2>/dev/null",
                  PRODUCE_BIN, dq_test_bootstrap(), topic, out);
@@ -397,7 +397,7 @@ Test(produce, one_job_from_flags_arrives_with_generated_id, .timeout = 60)
         cr_assert_str_eq(job->scope, "tenant-9/agent-1");
         cr_assert_eq(job->source_cnt, 2);
         cr_assert_str_eq(job->source_ids[1], "ep_2");
-        cr_assert_eq(job->scheduled_for_ms, 1893456000000LL);
+        cr_assert_eq(job->scheduled_for_ms, 1811808000000LL);
         cr_assert_str_eq(job->idempotency_key, "nightly-9");
         cr_assert_str_eq(job->created_by, "svc:cron");
         cr_assert_gt(job->created_at_ms, 0);
@@ -572,4 +572,85 @@ Test(produce, bad_id_and_missing_bootstrap_fail_at_once)
         cr_assert_str_eq(err, "");
         free(err);
         unlink(errf);
+}
+
+/* Low items of the hardening: every mistake is said, no secret leaks by
+ * its spelling, and a job for the year 9999 is refused up front. */
+Test(produce, configuration_mistakes_are_reported_and_far_schedules_refused,
+     .timeout = 60)
+{
+        char errf[] = "/tmp/decayq-err-XXXXXX",
+             outf[] = "/tmp/decayq-out-XXXXXX", cmd[1024], *err, *out;
+
+        close(mkstemp(errf));
+        close(mkstemp(outf));
+        /* An unknown DECAYQ_ variable is named, not ignored. */
+        snprintf(cmd, sizeof(cmd),
+                 "DECAYQ_REDIS_PROT=1 %s -X kafka.bootstrap.servers=b:1 "
+                 "--dump-config >/dev/null 2>%s",
+                 PRODUCE_BIN, errf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        err = slurp_file(errf);
+        cr_assert(strstr(err, "env=DECAYQ_REDIS_PROT known=false"), "%s", err);
+        free(err);
+
+        /* A log level that does not exist. */
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X log.level=verbose -X kafka.bootstrap.servers=b:1 "
+                 "--validate-only </dev/null 2>%s",
+                 PRODUCE_BIN, errf);
+        cr_assert_eq(run(cmd, NULL), 2);
+        err = slurp_file(errf);
+        cr_assert(strstr(err, "log.level: expected error, warn, info or debug"),
+                  "%s", err);
+        free(err);
+
+        /* A secret in any spelling is masked. */
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X kafka.Sasl.Password=hunter2 -X "
+                 "kafka.bootstrap.servers=b:1 --dump-config >%s",
+                 PRODUCE_BIN, outf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        out = slurp_file(outf);
+        cr_assert_null(strstr(out, "hunter2"), "%s", out);
+        free(out);
+
+        /* Scheduled past schedule.max.ahead: refused, in a check and a
+         * send alike. */
+        for (int validate = 0; validate < 2; validate++) {
+                snprintf(cmd, sizeof(cmd),
+                         "%s -X kafka.bootstrap.servers=%s -q --kind "
+                         "candidate_compression --scope s/a --source m1 "
+                         "--scheduled-for 9999-01-01T00:00:00Z %s >%s 2>%s",
+                         PRODUCE_BIN, dq_test_bootstrap(),
+                         validate ? "--validate-only" : "", outf, errf);
+                cr_assert_eq(run(cmd, NULL), 2);
+                err = slurp_file(errf);
+                cr_assert(strstr(err, "decay.job.scheduled_too_far"), "%s",
+                          err);
+                free(err);
+        }
+
+        /* --version everywhere; a group's --help is the group's. */
+        snprintf(cmd, sizeof(cmd), "%s --version >%s", PRODUCE_BIN, outf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        out = slurp_file(outf);
+        cr_assert(!strncmp(out, "decay-produce ", 14), "%s", out);
+        free(out);
+        snprintf(cmd, sizeof(cmd), "%s/ctl/decayctl dlq --help >%s",
+                 DQ_BINARY_DIR, outf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        out = slurp_file(outf);
+        cr_assert(strstr(out, "usage: decayctl dlq <command>"), "%s", out);
+        cr_assert(strstr(out, "replay"), "%s", out);
+        cr_assert_null(strstr(out, "memory"), "%s", out);
+        free(out);
+        snprintf(cmd, sizeof(cmd), "%s/ctl/decayctl --version >%s",
+                 DQ_BINARY_DIR, outf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        snprintf(cmd, sizeof(cmd), "%s/consumer/decay-consumer --version >%s",
+                 DQ_BINARY_DIR, outf);
+        cr_assert_eq(run(cmd, NULL), 0);
+        unlink(errf);
+        unlink(outf);
 }
