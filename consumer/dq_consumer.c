@@ -113,6 +113,7 @@ typedef struct item_s {
         dq_claim_t claim;
         dq_settle_t settle;
         int64_t claimed_at; /* mono ms; 0 until claimed */
+        int64_t claim_wall; /* wall ms the claim was made at (its "now") */
         struct item_s *next;
 } item_t;
 
@@ -1185,8 +1186,8 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                 }
                 if (!m)
                         break;
-                int64_t t0 = dq_mono_ms();
-                dq_store_claim(c->store, cl, m, dq_now_ms());
+                int64_t t0 = dq_mono_ms(), wall = dq_now_ms();
+                dq_store_claim(c->store, cl, m, wall);
                 if (c->metrics)
                         dq_metrics_observe(c->metrics, DQ_HIST_REDIS,
                                            (double)(dq_mono_ms() - t0));
@@ -1197,6 +1198,7 @@ static size_t claim_all(dq_consumer_t *c, item_t **items, size_t n)
                         } else {
                                 left[i]->claim = cl[i];
                                 left[i]->claimed_at = t0;
+                                left[i]->claim_wall = wall;
                                 items[done++] = left[i];
                         }
                 }
@@ -1297,11 +1299,12 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                                  dq_kind_name(it->job->kind), NULL);
                 dq_debug("claim",
                          "job=%s kind=%s scope=%s status=claimed attempt=%lld "
-                         "epoch=%lld scheduled_for=%lld%s",
+                         "epoch=%lld scheduled_for=%lld at=%lld msg=%s%s",
                          it->job->id, dq_kind_name(it->job->kind),
                          it->job->scope, (long long)cl->attempts,
                          (long long)cl->epoch,
                          (long long)it->job->scheduled_for_ms,
+                         (long long)it->claim_wall, it->ref,
                          cl->took_over ? " took_over=true" : "");
         }
 
@@ -1429,12 +1432,14 @@ static void settle_all(dq_consumer_t *c, item_t **items, size_t n,
                                 } else {
                                         dq_info("retry",
                                                 "job=%s attempt=%lld "
-                                                "code=%s backoff_ms=%lld",
+                                                "code=%s backoff_ms=%lld "
+                                                "not_before=%lld",
                                                 it->job->id,
                                                 (long long)it->attempts,
                                                 it->err_code,
                                                 (long long)(it->not_before -
-                                                            dq_now_ms()));
+                                                            dq_now_ms()),
+                                                (long long)it->not_before);
                                         to_delay(c, it, it->not_before,
                                                  "retried");
                                         push(copies, it);

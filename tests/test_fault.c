@@ -38,6 +38,13 @@ enum {
         C_ALWAYS,    /* always fails: DLQ after MAX_ATTEMPTS */
         C_LLM,       /* llm_summary without attestation: DLQ at once */
         C_MISSING,   /* a source does not exist: DLQ at once */
+        C_COPIES,    /* sent 3 times in one wave and again 2 waves later */
+        C_RESEND,    /* fails once; its message is sent again a wave later,
+                        while it waits in its backoff */
+        C_BIG,       /* padded with white space to exactly job.max.bytes */
+        C_WT_SRC,    /* a source key holds a string: DLQ, command error */
+        C_WT_IDEM,   /* its idempotency key holds a hash: DLQ, command error */
+        C_WT_JOB,    /* its state key holds a string: DLQ, command error */
         C__CNT
 };
 
@@ -45,7 +52,21 @@ static const int cat_count[C__CNT] = {
     [C_OK] = 2000,      [C_EPISODE] = 150, [C_REVIEW] = 100, [C_FAIL1] = 60,
     [C_FAIL2] = 60,     [C_SCHED] = 100,   [C_DUP_A] = 50,   [C_DUP_B] = 50,
     [C_REDELIVER] = 50, [C_ALWAYS] = 30,   [C_LLM] = 10,     [C_MISSING] = 10,
+    [C_COPIES] = 40,    [C_RESEND] = 40,   [C_BIG] = 10,     [C_WT_SRC] = 5,
+    [C_WT_IDEM] = 5,    [C_WT_JOB] = 5,
 };
+
+#define JOB_MAX_BYTES 16384
+#define DQ_STR_(x)    #x
+#define DQ_STR(x)     DQ_STR_(x)
+#define LEASE_MS      5000
+
+/* One run of a job, from a consumer's claim line. */
+typedef struct run_s {
+        int64_t attempt;
+        int64_t at; /* the claim's time, as Redis was given it */
+        char msg[96];
+} run_t;
 
 typedef struct exp_s {
         char id[DQ_ULID_LEN + 1];
@@ -55,9 +76,13 @@ typedef struct exp_s {
         char *json;
         size_t len;
         int64_t offset;
+        int wave; /* sent in this wave */
         /* from the logs */
         int claims;
         int64_t first_claim;
+        run_t runs[16];
+        int run_cnt;
+        int64_t not_before[16]; /* by the attempt that failed */
         int applied;
         int dead_logged;
         int dlq_copies;
@@ -73,6 +98,9 @@ typedef struct poison_s {
 } poison_t;
 
 #define POISON 30
+/* Poison over the limit of the consumer's copies (job.max.bytes + 16 KiB):
+ * their DLQ copies are cut. */
+#define POISON_HUGE_LEN 40000
 
 static exp_t *exps;
 static size_t exp_cnt;
@@ -146,6 +174,7 @@ static void build_jobs(redisContext *r, int64_t t0)
                         dq_reject_t rej;
 
                         e->cat = c;
+                        e->wave = -1; /* not sent yet */
                         /* A pair shares scope and key: A is sent first. */
                         if (c == C_DUP_B)
                                 memcpy(
@@ -174,12 +203,19 @@ static void build_jobs(redisContext *r, int64_t t0)
                                     strdup(sid);
                                 if (c == C_MISSING && s == 1)
                                         continue; /* never written */
+                                if (c == C_WT_SRC && s == 1) {
+                                        redisAppendCommand(
+                                            r, "SET %s:mem:{%s}:%s not-a-hash",
+                                            tc.ns, e->scope, sid);
+                                        pending++;
+                                        continue;
+                                }
                                 hset(r, &pending, c == C_EPISODE ? "ep" : "mem",
                                      e->scope, sid,
                                      c == C_REVIEW ? "principle" : "candidate",
                                      (long long)(1000 - s));
                         }
-                        if (c == C_FAIL1)
+                        if (c == C_FAIL1 || c == C_RESEND)
                                 job->trace_id = strdup("fail-until:1");
                         else if (c == C_FAIL2)
                                 job->trace_id = strdup("fail-until:2");
@@ -193,11 +229,39 @@ static void build_jobs(redisContext *r, int64_t t0)
                                 snprintf(key, sizeof(key), "idem-%d", i);
                                 job->idempotency_key = strdup(key);
                         }
+                        if (c == C_WT_IDEM) {
+                                char key[32];
+                                snprintf(key, sizeof(key), "wt-idem-%d", i);
+                                job->idempotency_key = strdup(key);
+                                redisAppendCommand(r,
+                                                   "HSET %s:idem:{%s}:%s f v",
+                                                   tc.ns, e->scope, key);
+                                pending++;
+                        }
+                        if (c == C_WT_JOB) {
+                                redisAppendCommand(
+                                    r, "SET %s:job:{%s}:%s not-a-hash", tc.ns,
+                                    e->scope, job->id);
+                                pending++;
+                        }
                         cr_assert(dq_job_validate(job, &rej), "%s",
                                   rej.message);
                         memcpy(e->id, job->id, sizeof(e->id));
                         e->sched_ms = job->scheduled_for_ms;
                         e->json = dq_job_serialize(job, &e->len);
+                        if (c == C_BIG) {
+                                /* At the limit: the same job, in white
+                                 * space up to job.max.bytes. */
+                                char *big = malloc(JOB_MAX_BYTES);
+                                cr_assert(big && e->len < JOB_MAX_BYTES);
+                                memcpy(big, e->json, e->len - 1);
+                                memset(big + e->len - 1, ' ',
+                                       JOB_MAX_BYTES - e->len);
+                                big[JOB_MAX_BYTES - 1] = '}';
+                                free(e->json);
+                                e->json = big;
+                                e->len = JOB_MAX_BYTES;
+                        }
                         dq_job_destroy(job);
                         if (pending > 1000)
                                 drain_replies(r, &pending);
@@ -227,7 +291,7 @@ static void build_poison(void)
                         break;
                 case 1:
                         p->code = "decay.job.too_large";
-                        p->len = 20000;
+                        p->len = i % 10 == 1 ? POISON_HUGE_LEN : 20000;
                         p->value = malloc(p->len + 1);
                         memset(p->value, ' ', p->len);
                         p->value[0] = '{';
@@ -255,13 +319,28 @@ static void build_poison(void)
 /* Sends the jobs in [from, to) of a shuffled order, plus a share of the
  * poison; redelivered jobs go twice, back to back. */
 static void send_wave(rd_kafka_t *rk, size_t *order, size_t from, size_t to,
-                      int poison_from, int poison_to)
+                      int poison_from, int poison_to, int wave)
 {
         for (size_t k = from; k < to; k++) {
                 exp_t *e = &exps[order[k]];
+                e->wave = wave;
                 dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
                            &e->offset);
                 if (e->cat == C_REDELIVER)
+                        dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
+                                   NULL);
+                for (int n = 0; e->cat == C_COPIES && n < 2; n++)
+                        dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
+                                   NULL);
+        }
+        /* The same messages again, across the faults between waves: the
+         * copies of two waves back, and the retried jobs of the last one,
+         * most of which wait in their backoff now. */
+        for (size_t i = 0; i < exp_cnt && wave > 0; i++) {
+                exp_t *e = &exps[i];
+                if (e->len && e->wave >= 0 &&
+                    ((e->cat == C_COPIES && e->wave == wave - 2) ||
+                     (e->cat == C_RESEND && e->wave == wave - 1)))
                         dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
                                    NULL);
         }
@@ -333,9 +412,24 @@ static void parse_line(logs_t *lg, const char *line)
         if (!strcmp(stage, "claim") && kv(line, "status", v, sizeof(v)) &&
             !strcmp(v, "claimed") && kv(line, "job", job, sizeof(job)) &&
             (e = exp_find(job))) {
+                char at[32], att[16];
                 e->claims++;
                 if (!e->first_claim || ts < e->first_claim)
                         e->first_claim = ts;
+                if (e->run_cnt < 16 && kv(line, "at", at, sizeof(at)) &&
+                    kv(line, "attempt", att, sizeof(att))) {
+                        run_t *r = &e->runs[e->run_cnt++];
+                        r->at = atoll(at);
+                        r->attempt = atoll(att);
+                        kv(line, "msg", r->msg, sizeof(r->msg));
+                }
+        } else if (!strcmp(stage, "retry") &&
+                   kv(line, "job", job, sizeof(job)) && (e = exp_find(job))) {
+                char nb[32], att[16];
+                if (kv(line, "not_before", nb, sizeof(nb)) &&
+                    kv(line, "attempt", att, sizeof(att)) && atoi(att) > 0 &&
+                    atoi(att) < 16)
+                        e->not_before[atoi(att)] = atoll(nb);
         } else if (!strcmp(stage, "dead") &&
                    kv(line, "job", job, sizeof(job)) && (e = exp_find(job))) {
                 e->dead_logged++;
@@ -421,11 +515,19 @@ static const char *hdr(rd_kafka_headers_t *h, const char *name, char *buf,
 
 typedef struct dlq_counts_s {
         int records, missing, unexpected, bad_headers, extra_copies;
+        int completed_in_dlq; /* a job both completed and dead-lettered */
+        int truncated;        /* poison copies cut to fit */
 } dlq_counts_t;
+
+static bool dead_cat(int cat)
+{
+        return cat == C_ALWAYS || cat == C_LLM || cat == C_MISSING ||
+               cat == C_WT_SRC || cat == C_WT_IDEM || cat == C_WT_JOB;
+}
 
 /* Reads the whole DLQ; checks that it holds exactly the poison messages and
  * the failing jobs, each with the right headers. */
-static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
+static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc, char (*states)[16])
 {
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new(PARTS);
@@ -478,7 +580,7 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
                     !*hdr(h, "decayq-error-message", b2, sizeof(b2)))
                         bad = true;
 
-                job = dq_job_parse(m->payload, m->len, 16384, &rej);
+                job = dq_job_parse(m->payload, m->len, JOB_MAX_BYTES, &rej);
                 if (!job) {
                         int64_t oo = atoll(
                             hdr(h, "decayq-original-offset", b2, sizeof(b2)));
@@ -492,15 +594,37 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
                         } else {
                                 if (p->dlq_copies++)
                                         dc->extra_copies++;
+                                if (p->len == POISON_HUGE_LEN) {
+                                        /* Cut to fit, and saying so. */
+                                        dc->truncated++;
+                                        if (strcmp(hdr(h, "decayq-truncated",
+                                                       b2, sizeof(b2)),
+                                                   "payload") ||
+                                            atoll(hdr(h, "decayq-original-size",
+                                                      b2, sizeof(b2))) !=
+                                                (long long)p->len ||
+                                            m->len >= p->len ||
+                                            memcmp(m->payload, p->value,
+                                                   m->len))
+                                                bad = true;
+                                } else if (m->len != p->len ||
+                                           memcmp(m->payload, p->value,
+                                                  p->len)) {
+                                        bad = true;
+                                }
                                 if (strcmp(cls, "fatal") ||
-                                    strcmp(code, p->code) || m->len != p->len ||
-                                    memcmp(m->payload, p->value, p->len))
+                                    strcmp(code, p->code))
                                         bad = true;
                         }
                 } else {
                         exp_t *e = exp_find(job->id);
-                        if (!e || (e->cat != C_ALWAYS && e->cat != C_LLM &&
-                                   e->cat != C_MISSING)) {
+                        if (e && !strcmp(states[e - exps], "completed")) {
+                                dc->completed_in_dlq++;
+                                cr_log_warn("job %s completed and is in the "
+                                            "DLQ too (%s %s)",
+                                            job->id, cls, code);
+                        }
+                        if (!e || !dead_cat(e->cat)) {
                                 dc->unexpected++;
                                 cr_log_warn("unexpected DLQ job %s (%s %s)",
                                             job->id, cls, code);
@@ -527,6 +651,12 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
                                                   "requires_operator_"
                                                   "attestation")))
                                         bad = true;
+                                if ((e->cat == C_WT_SRC ||
+                                     e->cat == C_WT_IDEM ||
+                                     e->cat == C_WT_JOB) &&
+                                    (strcmp(cls, "fatal") ||
+                                     strcmp(code, "decay.store.command_error")))
+                                        bad = true;
                                 if (e->cat == C_MISSING &&
                                     (strcmp(cls, "fatal") ||
                                      strcmp(code,
@@ -549,9 +679,7 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc)
                 if (!poison[i].dlq_copies)
                         dc->missing++;
         for (size_t i = 0; i < exp_cnt; i++)
-                if ((exps[i].cat == C_ALWAYS || exps[i].cat == C_LLM ||
-                     exps[i].cat == C_MISSING) &&
-                    !exps[i].dlq_copies)
+                if (dead_cat(exps[i].cat) && !exps[i].dlq_copies)
                         dc->missing++;
 }
 
@@ -562,7 +690,11 @@ static const char *want_state(int cat)
         case C_ALWAYS:
         case C_LLM:
         case C_MISSING:
+        case C_WT_SRC:
+        case C_WT_IDEM:
                 return "dead";
+        case C_WT_JOB:
+                return "wrongtype"; /* its state key holds a string still */
         case C_DUP_B:
                 return "duplicate";
         default:
@@ -573,7 +705,45 @@ static const char *want_state(int cat)
 static bool terminal(const char *s)
 {
         return !strcmp(s, "completed") || !strcmp(s, "dead") ||
-               !strcmp(s, "duplicate") || !strcmp(s, "cancelled");
+               !strcmp(s, "duplicate") || !strcmp(s, "cancelled") ||
+               !strcmp(s, "wrongtype");
+}
+
+/* Judges every run of a job from the claim lines, not the final state: a
+ * run before scheduled_for or before the not-before time of the attempt
+ * it follows is early; a run by another record while the last run's claim
+ * was live (no retry between, lease not out) spent an attempt on a
+ * duplicate delivery. */
+static void judge_runs(const exp_t *e, int *early, int *dup_attempts)
+{
+        for (int i = 0; i < e->run_cnt; i++) {
+                const run_t *r = &e->runs[i];
+                int64_t nb = r->attempt >= 2 && r->attempt < 16
+                                 ? e->not_before[r->attempt - 1]
+                                 : 0;
+                if ((e->sched_ms && r->at < e->sched_ms) ||
+                    (nb && r->at < nb)) {
+                        (*early)++;
+                        cr_log_warn("job %s: attempt %lld ran at %lld, before "
+                                    "%lld",
+                                    e->id, (long long)r->attempt,
+                                    (long long)r->at,
+                                    (long long)(nb ? nb : e->sched_ms));
+                }
+                for (int j = 0; j < e->run_cnt; j++) {
+                        const run_t *p = &e->runs[j];
+                        if (p->attempt + 1 != r->attempt ||
+                            !strcmp(p->msg, r->msg) ||
+                            (p->attempt < 16 && e->not_before[p->attempt]) ||
+                            r->at >= p->at + LEASE_MS)
+                                continue;
+                        (*dup_attempts)++;
+                        cr_log_warn("job %s: attempt %lld by %s while attempt "
+                                    "%lld by %s held a live claim",
+                                    e->id, (long long)r->attempt, r->msg,
+                                    (long long)p->attempt, p->msg);
+                }
+        }
 }
 
 /* Reads each job's state, attempts and result; returns how many are
@@ -590,6 +760,15 @@ static size_t redis_states(redisContext *r, char (*states)[16],
                 redisReply *rep;
                 if (redisGetReply(r, (void **)&rep) != REDIS_OK)
                         cr_assert_fail("redis: %s", r->errstr);
+                if (rep->type == REDIS_REPLY_ERROR) {
+                        /* WRONGTYPE: a state key made a string on purpose
+                         * (C_WT_JOB); its end is its DLQ record. */
+                        snprintf(states[i], 16, "wrongtype");
+                        attempts[i] = 0;
+                        done++;
+                        freeReplyObject(rep);
+                        continue;
+                }
                 snprintf(states[i], 16, "%s",
                          rep->element[0]->str ? rep->element[0]->str : "");
                 attempts[i] =
@@ -694,7 +873,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         dq_tc_init(&tc, "fault", PARTS);
         snprintf(buf, sizeof(buf), "max.attempts=%d", MAX_ATTEMPTS);
         dq_tc_arg(&tc, buf);
-        dq_tc_arg(&tc, "job.max.bytes=16384");
+        dq_tc_arg(&tc, "job.max.bytes=" DQ_STR(JOB_MAX_BYTES));
         dq_tc_arg(&tc, "batch.size=50");
         dq_tc_arg(&tc, "redis.timeout=1s");
         dq_tc_arg(&tc, "critical.after=2s");
@@ -729,7 +908,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
 #define WAVE(k)                                                      \
         send_wave(pk, order, exp_cnt *(k) / WAVES,                   \
                   exp_cnt * ((k) + 1) / WAVES, POISON * (k) / WAVES, \
-                  POISON * ((k) + 1) / WAVES)
+                  POISON * ((k) + 1) / WAVES, (k))
         WAVE(0);
         for (int w = 0; w < WORKERS; w++)
                 spawn(w);
@@ -811,7 +990,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         done = redis_states(r, states, attempts);
         read_logs(&lg);
 
-        int lost = 0, wrong = 0, over = 0, early = 0, twice = 0;
+        int lost = 0, wrong = 0, over = 0, early = 0, twice = 0, dup_att = 0;
         int committed_early = 0, unsettled_at_end = 0;
         for (size_t i = 0; i < exp_cnt; i++) {
                 exp_t *e = &exps[i];
@@ -826,9 +1005,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
                 }
                 if (attempts[i] > MAX_ATTEMPTS || e->claims > MAX_ATTEMPTS)
                         over++;
-                if (e->sched_ms && e->first_claim &&
-                    e->first_claim < e->sched_ms)
-                        early++;
+                judge_runs(e, &early, &dup_att);
                 if (e->applied > 1 || (e->applied && e->dead_logged))
                         twice++;
         }
@@ -853,20 +1030,23 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
                                         unsettled_at_end++;
 
         ck = dq_test_consumer("fault-dlq-reader");
-        check_dlq(ck, &dc);
+        check_dlq(ck, &dc, states);
         rd_kafka_consumer_close(ck);
         rd_kafka_destroy(ck);
 
         printf("fault suite oracle (seed %u, %.1f s): jobs=%zu poison=%d "
                "commits=%zu\n"
                "  lost=%d duplicated_effects=%d committed_early=%d "
-               "over_attempts=%d ran_early=%d wrong_outcome=%d\n"
+               "over_attempts=%d attempts_on_duplicates=%d ran_early=%d "
+               "wrong_outcome=%d\n"
                "  dlq_records=%d dlq_missing=%d dlq_unexpected=%d "
-               "dlq_bad_headers=%d (extra DLQ copies after crashes: %d)\n"
+               "dlq_bad_headers=%d completed_in_dlq=%d (truncated copies: "
+               "%d, extra DLQ copies after crashes: %d)\n"
                "  messages never settled=%d, handed back unsettled=%d\n",
                seed, (double)(dq_test_now_ms() - start) / 1000.0, exp_cnt,
-               POISON, lg.commit_cnt, lost, twice, committed_early, over, early,
-               wrong, dc.records, dc.missing, dc.unexpected, dc.bad_headers,
+               POISON, lg.commit_cnt, lost, twice, committed_early, over,
+               dup_att, early, wrong, dc.records, dc.missing, dc.unexpected,
+               dc.bad_headers, dc.completed_in_dlq, dc.truncated,
                dc.extra_copies, unsettled_at_end, lg.abandoned);
         fflush(stdout);
 
@@ -874,7 +1054,10 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         cr_expect_eq(twice, 0, "effects applied twice");
         cr_expect_eq(committed_early, 0, "offsets committed past unsettled");
         cr_expect_eq(over, 0, "runs over max_attempts");
-        cr_expect_eq(early, 0, "jobs run before scheduled_for");
+        cr_expect_eq(early, 0, "runs before scheduled_for or not-before");
+        cr_expect_eq(dup_att, 0, "attempts spent on duplicate deliveries");
+        cr_expect_eq(dc.completed_in_dlq, 0, "completed jobs in the DLQ");
+        cr_expect_gt(dc.truncated, 0, "no oversized poison was cut");
         cr_expect_eq(wrong, 0, "jobs with a wrong terminal state");
         cr_expect_eq(dc.missing, 0, "DLQ records missing");
         cr_expect_eq(dc.unexpected, 0, "unexpected DLQ records");
