@@ -9,6 +9,7 @@
 #include "dq_consumer.h"
 #include "dq_log.h"
 #include "dq_store.h"
+#include "dq_text.h"
 #include "banned.h"
 
 /* Stable exit codes; documented in --help. */
@@ -150,7 +151,7 @@ int main(int argc, char **argv)
         conf = dq_conf_load(config, overrides, override_cnt, errstr,
                             sizeof(errstr));
         if (!conf) {
-                fprintf(stderr, "error: %s\n", errstr);
+                fprintf(stderr, "error: %s\n", dq_esc(errstr));
                 rc = EXIT_USAGE;
                 goto out;
         }
@@ -168,7 +169,8 @@ int main(int argc, char **argv)
 
         c = dq_consumer_new(conf, create, errstr, sizeof(errstr));
         if (!c) {
-                dq_error("start", "result=failed reason=\"%s\"", errstr);
+                dq_error("start", "result=failed reason=\"%s\"",
+                         dq_esc(errstr));
                 rc = EXIT_START;
                 goto out;
         }

@@ -260,7 +260,7 @@ int ctl_load(ctl_t *ctl)
         ctl->conf = dq_conf_load(ctl->config, ctl->overrides, ctl->override_cnt,
                                  errstr, sizeof(errstr));
         if (!ctl->conf) {
-                fprintf(stderr, "error: %s\n", errstr);
+                fprintf(stderr, "error: %s\n", dq_esc(errstr));
                 return CTL_EXIT_USAGE;
         }
         if (ctl->dump) {
@@ -287,7 +287,7 @@ dq_store_t *ctl_store(const ctl_t *ctl, bool readonly)
                            readonly ? DQ_STORE_READONLY : 0, errstr,
                            sizeof(errstr));
         if (!st)
-                fprintf(stderr, "error: %s\n", errstr);
+                fprintf(stderr, "error: %s\n", dq_esc(errstr));
         return st;
 }
 
@@ -741,6 +741,60 @@ int ctl_memory_get(ctl_t *ctl, int argc, char **argv)
         return CTL_EXIT_OK;
 }
 
+static bool one_of(const char *s, const char *const *set)
+{
+        for (; s && *set; set++)
+                if (!strcmp(s, *set))
+                        return true;
+        return false;
+}
+
+/* The fields the jobs read must hold what they can use: a known status
+ * and type, and times as positive ms or RFC 3339 UTC. */
+static bool memory_fields_ok(json_t *o, dq_rec_kind_t kind, const char **code,
+                             char *msg, size_t msg_size)
+{
+        static const char *const statuses[] = {"active", "compressed", NULL};
+        static const char *const types[] = {"candidate", "principle", "summary",
+                                            NULL};
+        const char *key;
+        json_t *v;
+        int64_t ms;
+
+        json_object_foreach(o, key, v)
+        {
+                if (!strcmp(key, "status") &&
+                    !one_of(json_string_value(v), statuses)) {
+                        *code = "decay.memory.bad_status";
+                        snprintf(msg, msg_size,
+                                 "\"status\" must be \"active\" or "
+                                 "\"compressed\"");
+                        return false;
+                }
+                if (!strcmp(key, "type") && kind == DQ_REC_MEMORY &&
+                    !one_of(json_string_value(v), types)) {
+                        *code = "decay.memory.bad_type";
+                        snprintf(msg, msg_size,
+                                 "\"type\" must be \"candidate\", "
+                                 "\"principle\" or \"summary\"");
+                        return false;
+                }
+                if (is_time_field(key) &&
+                    !(json_is_integer(v) && json_integer_value(v) > 0) &&
+                    !(json_is_string(v) &&
+                      dq_time_parse_rfc3339(json_string_value(v),
+                                            json_string_length(v), &ms))) {
+                        *code = "decay.memory.bad_time";
+                        snprintf(msg, msg_size,
+                                 "\"%s\" must be ms since the epoch or an "
+                                 "RFC 3339 UTC time",
+                                 dq_esc(key));
+                        return false;
+                }
+        }
+        return true;
+}
+
 /* Checks one NDJSON record and turns it into field, value pairs. Returns
  * NULL (reason in *code, *msg) or the kv array (2 * *pairs strings, owned
  * by the caller: free each, then the array). */
@@ -790,17 +844,25 @@ static char **memory_line(json_t *o, const char **scope, const char **id,
                         return NULL;
                 }
         }
+        if (!memory_fields_ok(o, *kind, code, msg, msg_size))
+                return NULL;
         kv = calloc(2 * json_object_size(o) + 1, sizeof(*kv));
         if (!kv)
                 abort();
         json_object_foreach(o, key, v)
         {
                 char *text = NULL;
+                int64_t ms;
 
                 if (!strcmp(key, "scope") || !strcmp(key, "id") ||
                     !strcmp(key, "store"))
                         continue;
-                if (json_is_string(v))
+                /* Times are kept as ms, which is what the jobs compare. */
+                if (is_time_field(key) && json_is_string(v) &&
+                    dq_time_parse_rfc3339(json_string_value(v),
+                                          json_string_length(v), &ms))
+                        (void)!asprintf(&text, "%lld", (long long)ms);
+                else if (json_is_string(v))
                         text = strdup(json_string_value(v));
                 else if (json_is_integer(v))
                         (void)!asprintf(&text, "%" JSON_INTEGER_FORMAT,

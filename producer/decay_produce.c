@@ -330,7 +330,7 @@ int main(int argc, char **argv)
         conf = dq_conf_load(config, overrides, override_cnt, errstr,
                             sizeof(errstr));
         if (!conf) {
-                fprintf(stderr, "error: %s\n", errstr);
+                fprintf(stderr, "error: %s\n", dq_esc(errstr));
                 rc = EXIT_USAGE;
                 goto out;
         }
@@ -366,7 +366,7 @@ int main(int argc, char **argv)
                                                   conf->schedule_max_ahead_ms,
                                                   &rej)) {
                         fprintf(stderr, "error: %s: %s\n", rej.code,
-                                rej.message);
+                                dq_esc(rej.message));
                         rc = EXIT_USAGE;
                 } else {
                         st.read = 1;
@@ -375,7 +375,7 @@ int main(int argc, char **argv)
                         } else if (dq_producer_send_job(p, job, (void *)1, &rej,
                                                         errstr,
                                                         sizeof(errstr))) {
-                                fprintf(stderr, "error: %s\n", errstr);
+                                fprintf(stderr, "error: %s\n", dq_esc(errstr));
                                 st.failed++;
                         } else {
                                 st.sent++;
@@ -435,13 +435,13 @@ int main(int argc, char **argv)
                         if (err == DQ_ERR_INVALID) {
                                 st.rejected++;
                                 fprintf(stderr, "error: line %ld: %s: %s\n",
-                                        lineno, rej.code, rej.message);
+                                        lineno, rej.code, dq_esc(rej.message));
                         } else if (err) {
                                 st.failed++;
                                 fprintf(stderr,
                                         "error: not delivered: line %ld "
                                         "job %s: %s\n",
-                                        lineno, job_id, errstr);
+                                        lineno, job_id, dq_esc(errstr));
                         } else if (!validate_only) {
                                 st.sent++;
                         }

@@ -931,7 +931,17 @@ Test(ctl, memory_load_reports_bad_lines_and_loads_the_rest, .fini = teardown,
               "\"content\":\"talked\",\"flag\":true}\n"
               "{\"scope\":\"s/1\"}\n"
               "{\"scope\":\"s/1\",\"id\":\"x\",\"deep\":[1]}\n"
-              "not json\n",
+              "not json\n"
+              /* What no job can use: a scope with white space, an id with
+               * braces, an unknown status or type, a time of nothing. */
+              "{\"scope\":\"s/1 \",\"id\":\"c2\"}\n"
+              "{\"scope\":\"s/1\",\"id\":\"c{2}\"}\n"
+              "{\"scope\":\"s/1\",\"id\":\"c2\",\"status\":\"actve\"}\n"
+              "{\"scope\":\"s/1\",\"id\":\"c2\",\"type\":\"memo\"}\n"
+              "{\"scope\":\"s/1\",\"id\":\"c2\",\"created_at\":\"soon\"}\n"
+              "{\"scope\":\"s/1\",\"id\":\"c3\",\"type\":\"candidate\","
+              "\"status\":\"active\",\"created_at\":"
+              "\"2026-11-23T12:00:00Z\"}\n",
               fp);
         fclose(fp);
         ctl(&tc, r, "memory load %s", path);
@@ -941,7 +951,23 @@ Test(ctl, memory_load_reports_bad_lines_and_loads_the_rest, .fini = teardown,
                   r->err);
         cr_assert(strstr(r->err, "line 6: decay.memory.malformed_json"), "%s",
                   r->err);
-        cr_assert(strstr(r->err, "loaded=2 rejected=3"), "%s", r->err);
+        cr_assert(strstr(r->err, "line 7: decay.memory.bad_scope"), "%s",
+                  r->err);
+        cr_assert(strstr(r->err, "line 8: decay.memory.bad_id"), "%s", r->err);
+        cr_assert(strstr(r->err, "line 9: decay.memory.bad_status"), "%s",
+                  r->err);
+        cr_assert(strstr(r->err, "line 10: decay.memory.bad_type"), "%s",
+                  r->err);
+        cr_assert(strstr(r->err, "line 11: decay.memory.bad_time"), "%s",
+                  r->err);
+        cr_assert(strstr(r->err, "loaded=3 rejected=8"), "%s", r->err);
+        /* An RFC 3339 time is kept as ms, as the jobs compare them. */
+        ctl(&tc, r, "memory get c3 --scope s/1 --json");
+        cr_assert_eq(r->rc, 0, "%s", r->err);
+        o = json_out(r);
+        cr_assert_str_eq(json_string_value(json_object_get(o, "created_at")),
+                         "1795435200000");
+        json_decref(o);
 
         ctl(&tc, r, "memory get c1 --scope s/1 --json");
         cr_assert_eq(r->rc, 0, "%s", r->err);
