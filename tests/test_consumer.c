@@ -914,3 +914,72 @@ Test(consumer, every_signal_is_logged_and_none_kills_without_a_drain,
         }
         rd_kafka_destroy(pk);
 }
+
+/* H8 (G6): kill -9 after the delay copy was delivered and before the
+ * original's offset was committed. The next owner reads the original again
+ * while the job waits in its backoff, and the delay copy too: the job runs
+ * once more, not before its not-before time, and nothing reaches the DLQ. */
+Test(consumer, a_kill_between_delay_copy_and_commit_never_runs_early,
+     .fini = teardown, .timeout = 120)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        const char *srcs[] = {"a"};
+        char log[512], *text;
+        dq_job_t *job;
+        char *json;
+        size_t len;
+        int64_t not_before;
+        pid_t pid;
+
+        dq_tc_init(&tc, "killbackoff", 1);
+        dq_tc_arg(&tc, "backoff.base=30s");
+        dq_tc_arg(&tc, "backoff.max=30s");
+        dq_tc_arg(&tc, "commit.interval=1h"); /* nothing committed by then */
+        open_store(&tc);
+        memory(&tc, "s/1", "a");
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, "s/1", srcs, 1);
+        job->trace_id = strdup("fail-until:1");
+        json = dq_job_serialize(job, &len);
+        dq_tc_produce(pk, tc.topic, 0, "s/1", json, len);
+
+        pid = dq_tc_spawn(&tc, "w1");
+        dq_test_wait_state(store, job, "retry_wait", 30000);
+        not_before = job_field(job, "not_before");
+        /* Its delay copy is out (the tier's high watermark moves). */
+        {
+                long long deadline = dq_test_now_ms() + 15000;
+                while (high(tc.tier_topic[0]) + high(tc.tier_topic[1]) == 0) {
+                        cr_assert_lt(dq_test_now_ms(), deadline,
+                                     "no delay copy was written");
+                        dq_test_sleep_ms(50);
+                }
+        }
+        kill(pid, SIGKILL);
+        cr_assert_eq(dq_tc_wait(pid, 10000), 128 + SIGKILL);
+
+        pid = dq_tc_spawn(&tc, "w2");
+        int64_t respawned = dq_now_ms();
+        dq_test_wait_state(store, job, "completed", 60000);
+        cr_assert_geq(job_field(job, "completed_at"), not_before,
+                      "ran %lld ms before its not-before time",
+                      (long long)(not_before - job_field(job, "completed_at")));
+        cr_assert_eq(job_field(job, "attempts"), 2);
+        dq_tc_log_path(&tc, "w2", log, sizeof(log));
+        text = dq_test_slurp(log);
+        /* The new owner joins within about 10 s; a backoff (drawn from
+         * [0, 30 s]) that ends later than that is met by the original
+         * read again, which must wait. */
+        if (not_before > respawned + 12000)
+                cr_assert(strstr(text, "status=not_due"),
+                          "the original was not deferred: %s", text);
+        else
+                cr_log_info("backoff ended before the new owner joined");
+        free(text);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        cr_assert_eq(high(tc.dlq), 0);
+        free(json);
+        dq_job_destroy(job);
+        rd_kafka_destroy(pk);
+}

@@ -208,6 +208,36 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
 
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+
+        /* 3. M4: a drain whose final commit fails does not exit 0. */
+        pid = dq_tc_spawn(&tc, "w2");
+        dq_tc_log_path(&tc, "w2", log, sizeof(log));
+        deadline = dq_test_now_ms() + 30000;
+        while (!count_lines(log, "stage=rebalance", "event=assigned")) {
+                cr_assert_lt(dq_test_now_ms(), deadline, "w2 never joined");
+                dq_test_sleep_ms(200);
+        }
+        dq_job_t *more[5];
+        send_jobs(rk, st, tc.topic, more, 1, 5); /* plain ones, all done */
+        wait_terminal(st, more + 1, 4, 30000);
+        deadline = dq_test_now_ms() + 10000;
+        while (count_lines(log, "stage=commit", "result=ok") == 0) {
+                cr_assert_lt(dq_test_now_ms(), deadline, "w2 never committed");
+                dq_test_sleep_ms(200);
+        }
+        for (int i = 1; i < 5; i++)
+                dq_job_destroy(more[i]);
+        /* The coordinator goes: this job settles, its offset cannot be
+         * committed. */
+        rd_kafka_mock_broker_set_down(mc, 2);
+        send_jobs(rk, st, tc.topic, more, 1, 2);
+        wait_terminal(st, more + 1, 1, 30000);
+        dq_job_destroy(more[1]);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 60000), 1,
+                     "exit 0 although the final commit failed");
+        cr_assert(count_lines(log, "state=closing", "commit=failed"));
+        rd_kafka_mock_broker_set_up(mc, 2);
         rd_kafka_destroy(ck);
         for (int i = 0; i < 2 * JOBS; i++)
                 dq_job_destroy(jobs[i]);
