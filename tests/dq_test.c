@@ -117,6 +117,18 @@ void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions)
         cr_assert_eq(err, DQ_OK, "create topic %s: %s", topic, errstr);
 }
 
+int64_t dq_test_high(const char *topic, int32_t partition)
+{
+        rd_kafka_t *p = dq_test_producer();
+        int64_t lo = 0, hi = 0;
+
+        cr_assert_eq(rd_kafka_query_watermark_offsets(p, topic, partition, &lo,
+                                                      &hi, 10000),
+                     RD_KAFKA_RESP_ERR_NO_ERROR, "watermarks of %s", topic);
+        rd_kafka_destroy(p);
+        return hi;
+}
+
 char *dq_test_slurp(const char *path)
 {
         FILE *fp = fopen(path, "r");

@@ -4,6 +4,7 @@
 #define DQ_TEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
@@ -32,6 +33,10 @@ rd_kafka_t *dq_test_consumer(const char *group);
 /* Creates a fresh topic with partitions partitions; fails the test on
  * error. */
 void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions);
+
+/* The high watermark of topic's partition: the messages it has ever held,
+ * for a topic that was never trimmed. */
+int64_t dq_test_high(const char *topic, int32_t partition);
 
 /* The whole file at path, NUL-terminated; "" when it cannot be read. The
  * caller frees it. */

@@ -220,6 +220,20 @@ int64_t dq_tc_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
         return offset;
 }
 
+void dq_tc_wait_caught_up(const dq_tc_t *tc, const char *topic, long ms)
+{
+        rd_kafka_t *ck = dq_test_consumer(tc->group);
+        long long deadline = dq_test_now_ms() + ms;
+
+        while (!dq_tc_caught_up(ck, tc, topic)) {
+                cr_assert_lt(dq_test_now_ms(), deadline,
+                             "the group never committed every message of %s",
+                             topic);
+                dq_test_sleep_ms(100);
+        }
+        rd_kafka_destroy(ck);
+}
+
 int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic)
 {
         rd_kafka_topic_partition_list_t *l =

@@ -71,4 +71,8 @@ int64_t dq_tc_produce(rd_kafka_t *rk, const char *topic, int32_t partition,
  * watermarks of topic. */
 int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic);
 
+/* Waits up to ms for the fixture's group to have committed every message
+ * of topic; fails the test otherwise. */
+void dq_tc_wait_caught_up(const dq_tc_t *tc, const char *topic, long ms);
+
 #endif

@@ -384,32 +384,6 @@ Test(consumer, a_job_that_keeps_killing_its_worker_is_dead_lettered,
         rd_kafka_destroy(pk);
 }
 
-/* Messages in partition 0 of topic. */
-static int64_t high(const char *topic)
-{
-        rd_kafka_t *p = dq_test_producer();
-        int64_t lo = 0, hi = 0;
-
-        cr_assert_eq(
-            rd_kafka_query_watermark_offsets(p, topic, 0, &lo, &hi, 10000),
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-        rd_kafka_destroy(p);
-        return hi;
-}
-
-static void wait_caught_up(dq_tc_t *tc, long ms)
-{
-        rd_kafka_t *ck = dq_test_consumer(tc->group);
-        long long deadline = dq_test_now_ms() + ms;
-
-        while (!dq_tc_caught_up(ck, tc, tc->topic)) {
-                cr_assert_lt(dq_test_now_ms(), deadline,
-                             "the group never committed every message");
-                dq_test_sleep_ms(100);
-        }
-        rd_kafka_destroy(ck);
-}
-
 /* H7 (G4, G1): the same job message 6 times in one batch, copies during a
  * run, and copies after a restart: one run, one attempt, nothing in the
  * DLQ. */
@@ -445,7 +419,7 @@ Test(consumer, copies_of_a_job_cost_one_attempt_and_never_reach_the_dlq,
                 dq_tc_produce(pk, tc.topic, 0, "s/2", slow_json, slow_len);
         dq_test_wait_state(store, job, "completed", 30000);
         dq_test_wait_state(store, slow, "completed", 30000);
-        wait_caught_up(&tc, 30000);
+        dq_tc_wait_caught_up(&tc, tc.topic, 30000);
         cr_assert_eq(job_field(job, "attempts"), 1);
         cr_assert_eq(job_field(slow, "attempts"), 1);
         kill(pid, SIGTERM);
@@ -456,12 +430,13 @@ Test(consumer, copies_of_a_job_cost_one_attempt_and_never_reach_the_dlq,
                 dq_tc_send(pk, tc.topic, 0, "s/1", json, len, NULL);
         dq_tc_flush(pk);
         pid = dq_tc_spawn(&tc, "w2");
-        wait_caught_up(&tc, 30000);
+        dq_tc_wait_caught_up(&tc, tc.topic, 30000);
         cr_assert_eq(job_field(job, "attempts"), 1);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
 
-        cr_assert_eq(high(tc.dlq), 0, "a completed job was dead-lettered");
+        cr_assert_eq(dq_test_high(tc.dlq, 0), 0,
+                     "a completed job was dead-lettered");
         free(json);
         free(slow_json);
         dq_job_destroy(job);
@@ -506,11 +481,11 @@ Test(consumer, a_redelivery_during_backoff_never_runs_the_job_early,
                       "ran %lld ms before its not-before time",
                       (long long)(not_before - job_field(job, "completed_at")));
         cr_assert_eq(job_field(job, "attempts"), 2);
-        wait_caught_up(&tc, 30000);
+        dq_tc_wait_caught_up(&tc, tc.topic, 30000);
         cr_assert_eq(job_field(job, "attempts"), 2);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
-        cr_assert_eq(high(tc.dlq), 0);
+        cr_assert_eq(dq_test_high(tc.dlq, 0), 0);
         free(json);
         dq_job_destroy(job);
         rd_kafka_destroy(pk);
@@ -525,7 +500,7 @@ typedef struct dlq_rec_s {
 /* Reads every record of the fixture's DLQ partition 0 into recs. */
 static int read_dlq(const dq_tc_t *tc, dlq_rec_t *recs, int max)
 {
-        int64_t hi = high(tc->dlq), n = 0;
+        int64_t hi = dq_test_high(tc->dlq, 0), n = 0;
         rd_kafka_t *ck = dq_test_consumer("dlq-reader");
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new(1);
@@ -639,7 +614,7 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
 
         pid = dq_tc_spawn(&tc, "w1");
         dq_test_wait_state(store, jobs[3], "completed", 30000);
-        wait_caught_up(&tc, 30000);
+        dq_tc_wait_caught_up(&tc, tc.topic, 30000);
         dq_test_wait_state(store, jobs[0], "dead", 10000);
         dq_test_wait_state(store, jobs[2], "dead", 10000);
         kill(pid, SIGTERM);
@@ -735,7 +710,7 @@ Test(consumer, messages_at_and_over_the_size_limits_never_wedge_a_partition,
 
         pid = dq_tc_spawn(&tc, "w1");
         dq_test_wait_state(store, padded, "completed", 60000);
-        wait_caught_up(&tc, 60000);
+        dq_tc_wait_caught_up(&tc, tc.topic, 60000);
         cr_assert_eq(job_field(padded, "attempts"), 2);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
@@ -949,7 +924,9 @@ Test(consumer, a_kill_between_delay_copy_and_commit_never_runs_early,
         /* Its delay copy is out (the tier's high watermark moves). */
         {
                 long long deadline = dq_test_now_ms() + 15000;
-                while (high(tc.tier_topic[0]) + high(tc.tier_topic[1]) == 0) {
+                while (dq_test_high(tc.tier_topic[0], 0) +
+                           dq_test_high(tc.tier_topic[1], 0) ==
+                       0) {
                         cr_assert_lt(dq_test_now_ms(), deadline,
                                      "no delay copy was written");
                         dq_test_sleep_ms(50);
@@ -978,7 +955,7 @@ Test(consumer, a_kill_between_delay_copy_and_commit_never_runs_early,
         free(text);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
-        cr_assert_eq(high(tc.dlq), 0);
+        cr_assert_eq(dq_test_high(tc.dlq, 0), 0);
         free(json);
         dq_job_destroy(job);
         rd_kafka_destroy(pk);

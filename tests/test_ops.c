@@ -383,16 +383,7 @@ Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
 
         alter_max_bytes(tc.dlq, "1064960");
         wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
-        {
-                rd_kafka_t *ck = dq_test_consumer(tc.group);
-                long long deadline = dq_test_now_ms() + 30000;
-                while (!dq_tc_caught_up(ck, &tc, tc.topic)) {
-                        cr_assert_lt(dq_test_now_ms(), deadline,
-                                     "the poison message never settled");
-                        dq_test_sleep_ms(200);
-                }
-                rd_kafka_destroy(ck);
-        }
+        dq_tc_wait_caught_up(&tc, tc.topic, 30000);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
         free(a);
