@@ -1223,8 +1223,12 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                 item_t *it = items[i];
                 const dq_claim_t *cl = &it->claim;
 
-                it->attempts = cl->attempts;
-                it->epoch = cl->epoch;
+                /* A parked delivery keeps what its record says, so that a
+                 * later claim still knows a stale copy. */
+                if (cl->status != DQ_CLAIM_BUSY) {
+                        it->attempts = cl->attempts;
+                        it->epoch = cl->epoch;
+                }
                 if (dq_err_is_fatal(cl->err)) {
                         /* H6: Redis refused the claim itself (a key of the
                          * wrong type): this job only is dead-lettered. */
