@@ -799,17 +799,31 @@ static void row(const char *what, double v, const char *unit)
         printf("  %-52s %14.*f %s\n", what, v < 10 ? 2 : 0, v, unit);
 }
 
+/* Sets o[k] to v (stolen); a value that cannot be built or set ends the
+ * run, so that results.json is never short of a figure. */
+static void jset(json_t *o, const char *k, json_t *v)
+{
+        if (!o || !v || json_object_set_new(o, k, v))
+                die("cannot record '%s' in the results", k);
+}
+
+static void jappend(json_t *a, json_t *v)
+{
+        if (!a || !v || json_array_append_new(a, v))
+                die("cannot record a row in the results");
+}
+
 static json_t *section(const char *name)
 {
         json_t *s = json_object();
 
-        json_object_set_new(B.out, name, s);
+        jset(B.out, name, s);
         return s;
 }
 
 static void jnum(json_t *o, const char *k, double v)
 {
-        json_object_set_new(o, k, json_real(round(v * 1000) / 1000));
+        jset(o, k, json_real(round(v * 1000) / 1000));
 }
 
 /*
@@ -933,7 +947,7 @@ static void run_produce(void)
         row("decay-produce CLI (reads NDJSON, whole process)", cli, "jobs/s");
         row("library / raw", lib / raw, "");
         row("decay-produce / raw", cli / raw, "");
-        json_object_set_new(s, "jobs", json_integer(n));
+        jset(s, "jobs", json_integer(n));
         jnum(s, "raw_jobs_per_s", raw);
         jnum(s, "library_jobs_per_s", lib);
         jnum(s, "cli_jobs_per_s", cli);
@@ -994,7 +1008,7 @@ static void run_consume(void)
             "CPU-s");
         row("Redis bytes per retained job state (MEMORY USAGE)", state_b, "B");
         row("Redis bytes per idempotency key (MEMORY USAGE)", idem_b, "B");
-        json_object_set_new(s, "jobs", json_integer(n));
+        jset(s, "jobs", json_integer(n));
         jnum(s, "jobs_per_s", c.rate);
         jnum(s, "steady_jobs_per_s", c.steady);
         jnum(s, "raw_consume_jobs_per_s", raw);
@@ -1131,19 +1145,19 @@ static void run_latency(void)
                 json_t *r = json_object();
                 jnum(r, "load", loads[k]);
                 jnum(r, "offered_jobs_per_s", rate);
-                json_object_set_new(r, "jobs", json_integer(n));
+                jset(r, "jobs", json_integer(n));
                 jnum(r, "p50_ms", q[0]);
                 jnum(r, "p90_ms", q[1]);
                 jnum(r, "p99_ms", q[2]);
                 jnum(r, "p99_9_ms", q[3]);
                 jnum(r, "max_ms", q[4]);
-                json_array_append_new(arr, r);
+                jappend(arr, r);
                 free(o.settled_at);
                 free(due);
                 at += n;
         }
         fleet_sample(&f);
-        json_object_set_new(s, "rates", arr);
+        jset(s, "rates", arr);
         jnum(s, "max_jobs_per_s", B.max_rate);
         jnum(s, "rss_bytes", (double)f.last_rss);
         fleet_stop(&f, "latency");
@@ -1182,15 +1196,15 @@ static void run_scale(void)
                 printf("  %-10d %14.0f %14.0f %11.2f\n", procs[k], c.rate,
                        c.steady, eff);
                 json_t *r = json_object();
-                json_object_set_new(r, "processes", json_integer(procs[k]));
+                jset(r, "processes", json_integer(procs[k]));
                 jnum(r, "jobs_per_s", c.rate);
                 jnum(r, "steady_jobs_per_s", c.steady);
                 jnum(r, "efficiency", eff);
                 jnum(r, "cpu_s_per_1000_jobs", c.cpu_s * 1000.0 / (double)n);
-                json_array_append_new(arr, r);
+                jappend(arr, r);
         }
-        json_object_set_new(s, "jobs", json_integer(n));
-        json_object_set_new(s, "runs", arr);
+        jset(s, "jobs", json_integer(n));
+        jset(s, "runs", arr);
 }
 
 /*
@@ -1356,7 +1370,7 @@ int main(int argc, char **argv)
                 die("redis %s:%d: %s", B.rhost, B.rport,
                     B.redis ? B.redis->errstr : "out of memory");
         B.out = json_object();
-        json_object_set_new(B.out, "machine", json_string(bench_machine()));
+        jset(B.out, "machine", json_string(bench_machine()));
         printf("decayq benchmark: %s; logs in %s\n", bench_machine(), B.logdir);
         fflush(stdout);
 
@@ -1372,7 +1386,7 @@ int main(int argc, char **argv)
         if (strstr(sections, "scale"))
                 run_scale();
 
-        json_object_set_new(B.out, "failures", json_integer(B.failures));
+        jset(B.out, "failures", json_integer(B.failures));
         char *js = json_dumps(B.out, JSON_COMPACT);
         printf("\n%s\n", js);
         if (B.json_path) {
