@@ -44,6 +44,20 @@ static int free_port(void)
         return port;
 }
 
+/* The topics of name, a store on its namespace and a consumer argument
+ * for the HTTP listener on port. */
+static void ops_fixture(dq_tc_t *tc, const char *name, int port)
+{
+        char ns[200], kv[64];
+        const char *x[] = {ns};
+
+        dq_tc_init(tc, name, 1);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc->ns);
+        store = dq_test_store("test", x, 1, &conf);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(tc, kv);
+}
+
 /* Sends raw bytes; returns the status code (0: no answer) and the body. */
 static int http_raw(int port, const char *req, char *body, size_t size)
 {
@@ -153,8 +167,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         enum { OK = 5, RETRY = 2, SLOW = 12 };
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
-        char *a = malloc(1 << 20), *b = malloc(1 << 20), kv[64], ns[200];
-        const char *x[] = {ns};
+        char *a = malloc(1 << 20), *b = malloc(1 << 20);
         dq_job_t *jobs[OK + RETRY + 1 + SLOW + 2];
         size_t nj = 0;
         double max_lag = 0;
@@ -163,11 +176,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         pid_t pid;
 
         cr_assert(a && b);
-        dq_tc_init(&tc, "ops", 1);
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        store = dq_test_store("test", x, 1, &conf);
-        snprintf(kv, sizeof(kv), "http.port=%d", port);
-        dq_tc_arg(&tc, kv);
+        ops_fixture(&tc, "ops", port);
         dq_tc_arg(&tc, "stats.interval=200ms");
         dq_tc_arg(&tc, "critical.after=1s");
         dq_tc_arg(&tc, "drain.timeout=20s");
@@ -356,16 +365,11 @@ Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
 {
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
-        char *a = malloc(1 << 20), kv[64], ns[200], poison[6000];
-        const char *x[] = {ns};
+        char *a = malloc(1 << 20), poison[6000];
         int port = free_port();
         pid_t pid;
 
-        dq_tc_init(&tc, "copyfail", 1);
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        store = dq_test_store("test", x, 1, &conf);
-        snprintf(kv, sizeof(kv), "http.port=%d", port);
-        dq_tc_arg(&tc, kv);
+        ops_fixture(&tc, "copyfail", port);
         pid = dq_tc_spawn(&tc, "w");
         wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
 
@@ -421,18 +425,13 @@ Test(ops, trickling_connections_never_take_the_probes_down, .fini = teardown,
         enum { SOCKS = 200 };
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
-        char *a = malloc(1 << 20), kv[64], ns[200], src[32];
-        const char *x[] = {ns};
+        char *a = malloc(1 << 20), src[32];
         int port = free_port(), fds[SOCKS];
         long long worst = 0;
         dq_job_t *job;
         pid_t pid;
 
-        dq_tc_init(&tc, "flood", 1);
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        store = dq_test_store("test", x, 1, &conf);
-        snprintf(kv, sizeof(kv), "http.port=%d", port);
-        dq_tc_arg(&tc, kv);
+        ops_fixture(&tc, "flood", port);
         pid = dq_tc_spawn(&tc, "w");
         wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
 
@@ -508,8 +507,8 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
 {
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
-        char *a = malloc(1 << 20), kv[64], ns[200], series[512];
-        const char *x[] = {ns}, *srcs[] = {"m-grow"};
+        char *a = malloc(1 << 20), series[512];
+        const char *srcs[] = {"m-grow"};
         int port = free_port();
         long long deadline;
         dq_record_t rec;
@@ -519,11 +518,7 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
         pid_t pid;
         bool present = false;
 
-        dq_tc_init(&tc, "grow", 1);
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        store = dq_test_store("test", x, 1, &conf);
-        snprintf(kv, sizeof(kv), "http.port=%d", port);
-        dq_tc_arg(&tc, kv);
+        ops_fixture(&tc, "grow", port);
         dq_tc_arg(&tc, "kafka.topic.metadata.refresh.interval.ms=1000");
         dq_tc_arg(&tc, "stats.interval=500ms");
         pid = dq_tc_spawn(&tc, "w");
