@@ -54,8 +54,8 @@ static const char usage_text[] =
     "  scale     jobs/s of 1, 2 and 4 decay-consumer processes\n"
     "\n"
     "Options:\n"
-    "  -b, --bootstrap H:P     Kafka (default $DECAYQ_TEST_BOOTSTRAP)\n"
-    "  -r, --redis H:P         Redis (default $DECAYQ_TEST_REDIS_HOST:PORT)\n"
+    "  -b, --bootstrap H:P     Kafka (default $DQ_TEST_BOOTSTRAP)\n"
+    "  -r, --redis H:P         Redis (default $DQ_TEST_REDIS_HOST:PORT)\n"
     "      --bin DIR           where decay-consumer and decay-produce are\n"
     "                          (default: build/)\n"
     "  -n, --jobs N            consume section jobs (default 1000000)\n"
@@ -1274,10 +1274,10 @@ int main(int argc, char **argv)
         const char *env;
         int opt;
 
-        B.bootstrap = getenv("DECAYQ_TEST_BOOTSTRAP");
+        B.bootstrap = getenv("DQ_TEST_BOOTSTRAP");
         snprintf(B.rhost, sizeof(B.rhost), "%s",
-                 (env = getenv("DECAYQ_TEST_REDIS_HOST")) ? env : "127.0.0.1");
-        B.rport = (env = getenv("DECAYQ_TEST_REDIS_PORT")) ? atoi(env) : 6379;
+                 (env = getenv("DQ_TEST_REDIS_HOST")) ? env : "127.0.0.1");
+        B.rport = (env = getenv("DQ_TEST_REDIS_PORT")) ? atoi(env) : 6379;
         B.bindir = "build";
         B.jobs = 1000000;
         B.produce_jobs = 200000;
@@ -1342,7 +1342,7 @@ int main(int argc, char **argv)
                 usage_error("unexpected argument '%s'", argv[optind]);
         if (!B.bootstrap)
                 usage_error("%s", "no Kafka: give --bootstrap or set "
-                                  "DECAYQ_TEST_BOOTSTRAP");
+                                  "DQ_TEST_BOOTSTRAP");
         for (const char *p = sections; *p;) {
                 size_t len = strcspn(p, ",");
                 if (!((len == 7 && !strncmp(p, "produce", 7)) ||

@@ -24,17 +24,17 @@ static const char *dq_test_env(const char *name)
 
 const char *dq_test_bootstrap(void)
 {
-        return dq_test_env("DECAYQ_TEST_BOOTSTRAP");
+        return dq_test_env("DQ_TEST_BOOTSTRAP");
 }
 
 const char *dq_test_redis_host(void)
 {
-        return dq_test_env("DECAYQ_TEST_REDIS_HOST");
+        return dq_test_env("DQ_TEST_REDIS_HOST");
 }
 
 int dq_test_redis_port(void)
 {
-        return atoi(dq_test_env("DECAYQ_TEST_REDIS_PORT"));
+        return atoi(dq_test_env("DQ_TEST_REDIS_PORT"));
 }
 
 void dq_test_unique(char *buf, size_t size, const char *prefix)
@@ -166,8 +166,8 @@ void dq_test_services(const char *verb)
         int rc;
 
         snprintf(cmd, sizeof(cmd), "'%s' %s '%s' >/dev/null",
-                 dq_test_env("DECAYQ_SERVICES_SCRIPT"), verb,
-                 dq_test_env("DECAYQ_TEST_SERVICES"));
+                 dq_test_env("DQ_SERVICES_SCRIPT"), verb,
+                 dq_test_env("DQ_TEST_SERVICES"));
         rc = system(cmd);
         cr_assert_eq(rc, 0, "services %s failed (%d)", verb, rc);
 }

@@ -8,11 +8,11 @@
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
-/* Kafka bootstrap of the test broker (DECAYQ_TEST_BOOTSTRAP). Fails the
+/* Kafka bootstrap of the test broker (DQ_TEST_BOOTSTRAP). Fails the
  * test when unset: integration tests never skip silently. */
 const char *dq_test_bootstrap(void);
 
-/* Redis host and port of the test server (DECAYQ_TEST_REDIS_*). */
+/* Redis host and port of the test server (DQ_TEST_REDIS_*). */
 const char *dq_test_redis_host(void);
 int dq_test_redis_port(void);
 
