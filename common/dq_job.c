@@ -590,25 +590,22 @@ err:
 
 char *dq_job_serialize(const dq_job_t *job, size_t *lenp)
 {
-        json_t *root = json_object(), *sources = json_array();
+        json_t *root = json_object(), *sources;
         char *out = NULL;
 
-        if (!root) {
-                json_decref(sources);
+        if (!root)
                 return NULL;
-        }
 
         /* Every set and append is checked: a value that cannot be encoded
          * fails the whole job rather than vanish from it. */
         if (!put(root, "schema", json_integer(DQ_JOB_SCHEMA)) ||
             !put(root, "id", json_string(job->id)) ||
             !put(root, "kind", json_string(dq_kind_name(job->kind))) ||
-            !put(root, "scope", json_string(job->scope))) {
-                json_decref(sources);
+            !put(root, "scope", json_string(job->scope)))
                 goto out;
-        }
         /* sources is owned by root from here on, also when the set fails;
          * the appends below borrow it. */
+        sources = json_array();
         if (!put(root, "source_ids", sources))
                 goto out;
         for (size_t i = 0; i < job->source_cnt; i++)

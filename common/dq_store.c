@@ -66,13 +66,12 @@ static void drop(dq_store_t *st)
         }
 }
 
-/* Says why the connection failed, pointing at the setting to look at. */
-static void conn_error(const dq_store_t *st, int saved_errno, char *errstr,
-                       size_t errstr_size)
+/* Says why the connection failed, pointing at the setting to look at: a
+ * read that timed out is hiredis's EAGAIN. */
+static void conn_error(const dq_store_t *st, char *errstr, size_t errstr_size)
 {
         if (st->c && st->c->err == REDIS_ERR_IO &&
-            (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
-             strstr(st->c->errstr, "temporarily unavailable")))
+            !strcmp(st->c->errstr, strerror(EAGAIN)))
                 snprintf(errstr, errstr_size,
                          "redis %s:%d: no reply within redis.timeout (%llds)",
                          st->host, st->port,
@@ -103,7 +102,7 @@ static redisReply *cmd(dq_store_t *st, char *errstr, size_t errstr_size,
 {
         redisReply *r = redisCommandArgv(st->c, argc, argv, lens);
         if (!r) {
-                conn_error(st, errno, errstr, errstr_size);
+                conn_error(st, errstr, errstr_size);
                 drop(st);
         }
         return r;
@@ -257,7 +256,7 @@ static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
         drop(st);
         st->c = redisConnectWithTimeout(st->host, st->port, tv);
         if (!st->c || st->c->err) {
-                conn_error(st, errno, errstr, errstr_size);
+                conn_error(st, errstr, errstr_size);
                 drop(st);
                 return DQ_ERR_UNAVAILABLE;
         }
@@ -573,10 +572,7 @@ static const char *reply_status(const redisReply *r, dq_store_t *st,
         return r->element[0]->str;
 }
 
-/* The reason code and server message of a command error (see
- * command_error()). */
-#define DQ_STORE_COMMAND_ERROR "decay.store.command_error"
-
+/* The server message of a command error (see command_error()). */
 static void command_message(const redisReply *r, char *buf, size_t size)
 {
         snprintf(buf, size, "redis: %s",

@@ -30,6 +30,10 @@ typedef enum dq_claim_status_e {
         DQ_CLAIM_STALE,
 } dq_claim_status_t;
 
+/* The reason code of a job whose command Redis refused (a key of the
+ * wrong type): fatal for that job alone. */
+#define DQ_STORE_COMMAND_ERROR "decay.store.command_error"
+
 typedef struct dq_claim_s {
         const dq_job_t *job; /* in */
         /* in: the delivered record, "topic/partition/offset" (NULL: none).

@@ -64,7 +64,6 @@ typedef struct part_s {
         /* Paused: the DLQ or a tier lacks this partition number, so its
          * copies could not be placed (H5). */
         bool blocked;
-        int64_t lag;       /* blocked: measured here, as statistics have none */
         bool seek_pending; /* read again from paused_offset on resume */
         int64_t resume_at; /* wall ms */
         int64_t paused_offset;
@@ -158,7 +157,6 @@ struct dq_consumer_s {
         int64_t next_unpark;
 
         bool paused_all;         /* consumption paused: Redis unavailable */
-        int copy_parts;          /* fewest partitions of the DLQ and tiers */
         int64_t next_part_check; /* mono ms; while a partition is blocked */
         int64_t unavailable_at;  /* mono ms of the first failed call */
         bool critical;           /* unavailable past critical.after */
@@ -494,8 +492,8 @@ static void resume_all(dq_consumer_t *c)
 
 /* Holds a delay-tier partition at offset until due_ms (G6: the tier's
  * records come due in order, so nothing behind it is due earlier). */
-static void delay_pause(dq_consumer_t *c, part_t *p, int64_t offset,
-                        int64_t due_ms)
+/* Stops fetching from p alone. */
+static void part_pause(dq_consumer_t *c, const part_t *p)
 {
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new(1);
@@ -503,6 +501,12 @@ static void delay_pause(dq_consumer_t *c, part_t *p, int64_t offset,
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
         rd_kafka_pause_partitions(c->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void delay_pause(dq_consumer_t *c, part_t *p, int64_t offset,
+                        int64_t due_ms)
+{
+        part_pause(c, p);
         p->delay_paused = true;
         p->seek_pending = true;
         p->paused_offset = offset;
@@ -570,6 +574,14 @@ static void publish(dq_consumer_t *c)
         dq_metrics_tick(c->metrics);
 }
 
+/* The wait before try number tries + 1 (0-based tries): 100 ms doubling,
+ * at most max_ms. */
+static int64_t capped_backoff(int tries, int64_t max_ms)
+{
+        int64_t ms = 100LL << (tries < 10 ? tries : 10);
+        return ms < max_ms ? ms : max_ms;
+}
+
 /* Called after a Redis call whose outcome is unknown. Pauses consumption
  * (nothing new is claimed and no offset moves), keeps serving the group,
  * waits with capped backoff, and returns true to try again, or false when
@@ -577,12 +589,9 @@ static void publish(dq_consumer_t *c)
  * for an outage (it is not the job's fault). */
 static bool redis_wait(dq_consumer_t *c, int *tries)
 {
-        int64_t backoff = 100LL << (*tries < 5 ? *tries : 5);
+        int64_t backoff = capped_backoff((*tries)++, REDIS_BACKOFF_MAX);
         int64_t until;
 
-        if (backoff > REDIS_BACKOFF_MAX)
-                backoff = REDIS_BACKOFF_MAX;
-        (*tries)++;
         if (!c->unavailable_at) {
                 c->unavailable_at = dq_mono_ms();
                 dq_warn("redis", "state=unavailable action=pause_and_retry");
@@ -717,8 +726,9 @@ static size_t hdrs_size(const rd_kafka_headers_t *h)
         return n;
 }
 
-#define COPY_FRAMING  512  /* a record's own framing in its batch */
-#define COPY_KEY_KEPT 1024 /* a cut copy keeps this much of its key */
+#define COPY_FRAMING     512  /* a record's own framing in its batch */
+#define COPY_BACKOFF_MAX 5000 /* ms between sends of a failing copy */
+#define COPY_KEY_KEPT    1024 /* a cut copy keeps this much of its key */
 
 /* Cuts a DLQ copy that would not fit in max bytes (G7: it reaches the DLQ
  * all the same): the key to COPY_KEY_KEPT bytes, then the payload to what
@@ -754,12 +764,8 @@ static void to_dlq(item_t *it, const char *cls, const char *code,
  * the DLQ instead. */
 static void copy_failed(dq_consumer_t *c, item_t *it, rd_kafka_resp_err_t err)
 {
-        int64_t backoff = 100LL
-                          << (it->send_failures < 6 ? it->send_failures : 6);
+        int64_t backoff = capped_backoff(it->send_failures++, COPY_BACKOFF_MAX);
 
-        it->send_failures++;
-        if (backoff > 5000)
-                backoff = 5000;
         if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
                 if (it->copy == COPY_DELAY) {
                         char msg[256];
@@ -1232,8 +1238,8 @@ static size_t run_handlers(dq_consumer_t *c, item_t **items, size_t n,
                 if (dq_err_is_fatal(cl->err)) {
                         /* H6: Redis refused the claim itself (a key of the
                          * wrong type): this job only is dead-lettered. */
-                        to_dlq(it, "fatal", "decay.store.command_error",
-                               cl->message, true);
+                        to_dlq(it, "fatal", DQ_STORE_COMMAND_ERROR, cl->message,
+                               true);
                         push(copies, it);
                         items[i] = NULL;
                         continue;
@@ -1648,10 +1654,8 @@ static void parts_check(dq_consumer_t *c)
         c->next_part_check = dq_mono_ms() + 5000;
         if (n < 0)
                 return; /* unknown: keep what is known */
-        c->copy_parts = n;
         for (part_t *p = c->parts; p; p = p->next) {
                 bool want = p->partition >= n;
-                rd_kafka_topic_partition_list_t *l;
 
                 cnt += want;
                 if (want == p->blocked)
@@ -1665,10 +1669,7 @@ static void parts_check(dq_consumer_t *c)
                                 part_resume(c, p);
                         continue;
                 }
-                l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-                rd_kafka_pause_partitions(c->rk, l);
-                rd_kafka_topic_partition_list_destroy(l);
+                part_pause(c, p);
                 dq_error("consume",
                          "topic=%s partition=%d blocked=true reason=\"the "
                          "DLQ or a delay tier has only %d partitions; a copy "
@@ -1687,10 +1688,9 @@ static void parts_check(dq_consumer_t *c)
         for (part_t *p = c->parts; p && k < cnt; p = p->next) {
                 if (!p->blocked)
                         continue;
-                p->lag = measure_lag(c, p);
                 topics[k] = p->topic;
                 parts[k] = p->partition;
-                lags[k++] = p->lag;
+                lags[k++] = measure_lag(c, p);
         }
         dq_metrics_extra_lags(c->metrics, topics, parts, lags, k);
         free(topics);
