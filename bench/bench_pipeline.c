@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "dq_envelope.h"
+#include "dq_kafka_produce.h"
 #include "dq_conf.h"
 #include "dq_kafka.h"
 #include "dq_producer.h"
@@ -850,16 +852,18 @@ static double raw_produce(const char *topic, long first, long n)
                 int len = job_json(i, buf, sizeof(buf));
                 rd_kafka_headers_t *h = rd_kafka_headers_new(2);
                 job_scope(i, scope, sizeof(scope));
-                rd_kafka_header_add(h, "decayq-schema", -1, "1", 1);
-                rd_kafka_resp_err_t err;
-                while ((err = rd_kafka_producev(
-                            rk, RD_KAFKA_V_TOPIC(topic),
-                            RD_KAFKA_V_KEY(scope, strlen(scope)),
-                            RD_KAFKA_V_VALUE(buf, (size_t)len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END)) ==
-                       RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                        rd_kafka_poll(rk, 10);
+                rd_kafka_header_add(h, DQ_HDR_SCHEMA, -1, DQ_ENVELOPE_SCHEMA,
+                                    -1);
+                rd_kafka_resp_err_t err =
+                    dq_kafka_produce(rk, &(dq_kafka_record_t){
+                                             .topic = topic,
+                                             .partition = RD_KAFKA_PARTITION_UA,
+                                             .key = scope,
+                                             .key_len = strlen(scope),
+                                             .value = buf,
+                                             .len = (size_t)len,
+                                             .headers = h,
+                                         });
                 if (err)
                         die("produce: %s", rd_kafka_err2str(err));
                 rd_kafka_poll(rk, 0);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dq_conf.h"
+#include "dq_cli.h"
 #include "dq_consumer.h"
 #include "dq_log.h"
 #include "dq_store.h"
@@ -79,95 +79,65 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-        enum { OPT_DUMP = 256, OPT_CREATE, OPT_VERSION };
+        enum { OPT_CREATE = DQ_CLI_OPT__FIRST_OWN };
         static const struct option longopts[] = {
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {"dump-config", no_argument, NULL, OPT_DUMP},
-            {"version", no_argument, NULL, OPT_VERSION},
+            DQ_CLI_LONGOPTS,
             {"create-topics", required_argument, NULL, OPT_CREATE},
             {NULL, 0, NULL, 0},
         };
-        const char *config = NULL;
-        char **overrides = calloc((size_t)argc + 1, sizeof(char *));
-        int override_cnt = 0, opt, rc = EXIT_DRAINED, create = 0, level;
-        bool dump = false;
+        int opt, rc = EXIT_DRAINED, create = 0;
         char errstr[512], *end;
-        dq_conf_t *conf = NULL;
         dq_consumer_t *c = NULL;
         struct sigaction sa;
+        dq_cli_t cli;
 
-        dq_log_set_program("decay-consumer");
-        if (!overrides) {
-                fprintf(stderr, "error: out of memory\n");
+        if (!dq_cli_init(&cli, "decay-consumer", argc, EXIT_USAGE))
                 return EXIT_USAGE;
-        }
-        while ((opt = getopt_long(argc, argv, "c:X:h", longopts, NULL)) != -1) {
-                switch (opt) {
-                case 'c':
-                        config = optarg;
-                        break;
-                case 'X':
-                        overrides[override_cnt++] = optarg;
-                        break;
-                case 'h':
-                        fputs(usage, stdout);
-                        fputs("\nConfiguration keys (default, meaning):\n",
-                              stdout);
-                        dq_conf_describe(stdout);
+        while ((opt = getopt_long(argc, argv, DQ_CLI_SHORTOPTS, longopts,
+                                  NULL)) != -1) {
+                if ((rc = dq_cli_option(&cli, opt, optarg)) == DQ_CLI_GO_ON)
+                        continue;
+                if (rc != DQ_CLI_NOT_MINE)
                         goto out;
-                case OPT_VERSION:
-                        dq_print_version(stdout, "decay-consumer");
+                rc = EXIT_DRAINED;
+                if (opt != OPT_CREATE) {
+                        rc = dq_cli_usage_error(&cli, usage,
+                                                "unknown option, or one "
+                                                "missing its value: '%s'",
+                                                argv[optind - 1]);
                         goto out;
-                case OPT_DUMP:
-                        dump = true;
-                        break;
-                case OPT_CREATE:
-                        create = (int)strtol(optarg, &end, 10);
-                        if (*end || create < 1 || create > 10000) {
-                                fprintf(stderr,
-                                        "error: --create-topics: expected a "
-                                        "partition count from 1 to 10000, "
-                                        "got '%s'\n",
-                                        optarg);
-                                rc = EXIT_USAGE;
-                                goto out;
-                        }
-                        break;
-                default:
-                        fputs(usage, stderr);
-                        rc = EXIT_USAGE;
+                }
+                create = (int)strtol(optarg, &end, 10);
+                if (*end || create < 1 || create > 10000) {
+                        rc = dq_cli_usage_error(
+                            &cli, NULL,
+                            "--create-topics: expected a partition count "
+                            "from 1 to 10000, got '%s'",
+                            optarg);
                         goto out;
                 }
         }
+        if (cli.help) {
+                fputs(usage, stdout);
+                fputs("\nConfiguration keys (default, meaning):\n", stdout);
+                dq_conf_describe(stdout);
+                rc = EXIT_DRAINED;
+                goto out;
+        }
         if (optind < argc) {
-                fprintf(stderr, "error: unexpected argument '%s'\n",
-                        argv[optind]);
-                fputs(usage, stderr);
-                rc = EXIT_USAGE;
+                rc = dq_cli_usage_error(&cli, usage, "unexpected argument '%s'",
+                                        argv[optind]);
                 goto out;
         }
-
-        conf = dq_conf_load(config, overrides, override_cnt, errstr,
-                            sizeof(errstr));
-        if (!conf) {
-                fprintf(stderr, "error: %s\n", dq_esc(errstr));
-                rc = EXIT_USAGE;
+        if ((rc = dq_cli_load(&cli, DQ_LOG_ERROR)) != DQ_CLI_GO_ON)
                 goto out;
-        }
-        if (dump) {
-                dq_conf_dump(conf, stdout);
-                goto out;
-        }
-        level = dq_log_level_parse(conf->log_level);
-        if (level >= 0)
-                dq_log_level = (dq_log_level_t)level;
+        rc = EXIT_DRAINED;
 
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = SIG_IGN;
         sigaction(SIGPIPE, &sa, NULL);
 
-        c = dq_consumer_new(conf, create, errstr, sizeof(errstr));
+        c = dq_consumer_new(cli.conf, create, errstr, sizeof(errstr));
         if (!c) {
                 dq_error("start", "result=failed reason=\"%s\"",
                          dq_esc(errstr));
@@ -201,7 +171,6 @@ int main(int argc, char **argv)
 out:
         running = NULL;
         dq_consumer_destroy(c);
-        dq_conf_destroy(conf);
-        free(overrides);
+        dq_cli_release(&cli);
         return rc;
 }

@@ -10,7 +10,8 @@
 #include <string.h>
 #include <openssl/sha.h>
 
-#include "dq_kafka.h"
+#include "dq_envelope.h"
+#include "dq_kafka_produce.h"
 #include "dq_log.h"
 #include "dq_retry.h"
 #include "dq_time.h"
@@ -20,53 +21,49 @@
 #define COPY_BACKOFF_MAX 5000 /* ms between sends of a failing copy */
 #define COPY_KEY_KEPT    1024 /* a cut copy keeps this much of its key */
 
-static void add_hdr(rd_kafka_headers_t *h, const char *name, const char *v)
-{
-        rd_kafka_header_add(h, name, -1, v, -1);
-}
-
-static void add_hdr_int(rd_kafka_headers_t *h, const char *name, int64_t v)
-{
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%lld", (long long)v);
-        add_hdr(h, name, buf);
-}
-
-static void add_hdr_time(rd_kafka_headers_t *h, const char *name, int64_t ms)
-{
-        char buf[64];
-        add_hdr(h, name, dq_time_format_rfc3339(ms, buf, sizeof(buf)));
-}
-
-/* The header set of a copy. It replaces the record's earlier headers, so a
+/* The envelope of a copy. It replaces the record's earlier headers, so a
  * record's size stays bounded however often it hops. */
-static rd_kafka_headers_t *copy_headers(dq_consumer_t *c, const dq_item_t *it)
+static void copy_envelope(dq_consumer_t *c, const dq_item_t *it,
+                          dq_envelope_t *e)
 {
-        rd_kafka_headers_t *h = rd_kafka_headers_new(16);
-        char trace[256];
+        dq_envelope_t in;
 
-        if (dq_kafka_header(it->msg, "decayq-schema", trace, sizeof(trace)))
-                add_hdr(h, "decayq-schema", trace);
-        if (dq_kafka_header(it->msg, "decayq-trace-id", trace, sizeof(trace)))
-                add_hdr(h, "decayq-trace-id", trace);
-        add_hdr_int(h, "decayq-attempts", it->attempts);
-        add_hdr_time(h, "decayq-not-before",
-                     it->copy == DQ_COPY_DELAY ? it->not_before : dq_now_ms());
-        add_hdr(h, "decayq-original-topic", it->orig_topic);
-        add_hdr_int(h, "decayq-original-partition", it->orig_partition);
-        add_hdr_int(h, "decayq-original-offset", it->orig_offset);
-        add_hdr_time(h, "decayq-original-timestamp", it->orig_ts);
-        add_hdr(h, "decayq-consumer-group", c->group);
-        add_hdr(h, "decayq-worker", c->worker);
+        dq_envelope_decode_msg(&in, it->msg);
+        memset(e, 0, sizeof(*e));
+        if (dq_envelope_has(&in, DQ_ENV_SCHEMA))
+                dq_envelope_set_str(e, DQ_ENV_SCHEMA, in.schema);
+        if (dq_envelope_has(&in, DQ_ENV_TRACE_ID))
+                dq_envelope_set_str(e, DQ_ENV_TRACE_ID, in.trace_id);
+        dq_envelope_set_int(e, DQ_ENV_ATTEMPTS, it->attempts);
+        dq_envelope_set_int(e, DQ_ENV_NOT_BEFORE,
+                            it->copy == DQ_COPY_DELAY ? it->not_before
+                                                      : dq_now_ms());
+        dq_envelope_set_str(e, DQ_ENV_ORIGINAL_TOPIC, it->orig_topic);
+        dq_envelope_set_int(e, DQ_ENV_ORIGINAL_PARTITION, it->orig_partition);
+        dq_envelope_set_int(e, DQ_ENV_ORIGINAL_OFFSET, it->orig_offset);
+        dq_envelope_set_int(e, DQ_ENV_ORIGINAL_TIMESTAMP, it->orig_ts);
+        dq_envelope_set_str(e, DQ_ENV_CONSUMER_GROUP, c->group);
+        dq_envelope_set_str(e, DQ_ENV_WORKER, c->worker);
         if (it->err_class) {
-                add_hdr(h, "decayq-error-class", it->err_class);
-                add_hdr(h, "decayq-error-code", it->err_code);
-                add_hdr(h, "decayq-error-message", it->err_message);
+                dq_envelope_set_str(e, DQ_ENV_ERROR_CLASS, it->err_class);
+                dq_envelope_set_str(e, DQ_ENV_ERROR_CODE, it->err_code);
+                dq_envelope_set_str(e, DQ_ENV_ERROR_MESSAGE, it->err_message);
         }
         if (it->first_failed_at)
-                add_hdr_time(h, "decayq-first-failed-at", it->first_failed_at);
-        add_hdr_int(h, "decayq-replay-count", it->replay_count);
-        return h;
+                dq_envelope_set_int(e, DQ_ENV_FIRST_FAILED_AT,
+                                    it->first_failed_at);
+        dq_envelope_set_int(e, DQ_ENV_REPLAY_COUNT, it->replay_count);
+}
+
+/* The header set of e, or NULL when a header could not be added. */
+static rd_kafka_headers_t *headers_of(const dq_envelope_t *e)
+{
+        rd_kafka_headers_t *h = rd_kafka_headers_new(DQ_ENV__CNT);
+
+        if (dq_envelope_encode(e, h) == 0)
+                return h;
+        rd_kafka_headers_destroy(h);
+        return NULL;
 }
 
 /* What a header set adds to a record, with room for its framing. */
@@ -84,26 +81,32 @@ static size_t hdrs_size(const rd_kafka_headers_t *h)
 /* Cuts a DLQ copy that would not fit in max bytes (G7: it reaches the DLQ
  * all the same): the key to COPY_KEY_KEPT bytes, then the payload to what
  * is left. Headers say what was cut, with the original sizes and the
- * payload's SHA-256, so that an operator can match it with the original. */
-static void cut_copy(const dq_item_t *it, rd_kafka_headers_t *h, int64_t max,
-                     size_t *key_len, size_t *len)
+ * payload's SHA-256, so that an operator can match it with the original.
+ * Returns the copy's new header set (NULL: see headers_of()). */
+static rd_kafka_headers_t *cut_copy(const dq_item_t *it, dq_envelope_t *e,
+                                    int64_t max, size_t *key_len, size_t *len)
 {
         unsigned char md[SHA256_DIGEST_LENGTH];
         char hex[2 * SHA256_DIGEST_LENGTH + 1];
+        rd_kafka_headers_t *h;
         int64_t room;
 
         SHA256(it->msg->payload, it->msg->len, md);
         for (size_t i = 0; i < sizeof(md); i++)
                 snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        add_hdr(h, "decayq-truncated",
-                *key_len > COPY_KEY_KEPT ? "key,payload" : "payload");
-        add_hdr_int(h, "decayq-original-size", (int64_t)it->msg->len);
-        add_hdr_int(h, "decayq-original-key-size", (int64_t)*key_len);
-        add_hdr(h, "decayq-original-sha256", hex);
+        dq_envelope_set_str(e, DQ_ENV_TRUNCATED,
+                            *key_len > COPY_KEY_KEPT ? "key,payload"
+                                                     : "payload");
+        dq_envelope_set_int(e, DQ_ENV_ORIGINAL_SIZE, (int64_t)it->msg->len);
+        dq_envelope_set_int(e, DQ_ENV_ORIGINAL_KEY_SIZE, (int64_t)*key_len);
+        dq_envelope_set_str(e, DQ_ENV_ORIGINAL_SHA256, hex);
+        if (!(h = headers_of(e)))
+                return NULL;
         if (*key_len > COPY_KEY_KEPT)
                 *key_len = COPY_KEY_KEPT;
         room = max - (int64_t)(hdrs_size(h) + COPY_FRAMING + *key_len);
         *len = room <= 0 ? 0 : (size_t)room < *len ? (size_t)room : *len;
+        return h;
 }
 
 /* A copy's send failed: it goes again after a capped backoff, never
@@ -151,14 +154,18 @@ static void produce_copy(dq_consumer_t *c, dq_item_t *it)
 {
         const char *topic = it->copy == DQ_COPY_DLQ ? c->conf->topic_dlq
                                                     : c->tier_topics[it->tier];
-        rd_kafka_headers_t *h = copy_headers(c, it);
         size_t key_len = it->msg->key_len, len = it->msg->len;
         int64_t max = it->max_bytes ? it->max_bytes : c->copy_max;
         rd_kafka_resp_err_t err;
+        rd_kafka_headers_t *h;
+        dq_envelope_t e;
 
-        if (it->copy == DQ_COPY_DLQ &&
+        copy_envelope(c, it, &e);
+        h = headers_of(&e);
+        if (h && it->copy == DQ_COPY_DLQ &&
             (int64_t)(key_len + len + hdrs_size(h) + COPY_FRAMING) > max) {
-                cut_copy(it, h, max, &key_len, &len);
+                rd_kafka_headers_destroy(h);
+                h = cut_copy(it, &e, max, &key_len, &len);
                 dq_warn("dispatch",
                         "topic=%s partition=%d offset=%lld job=%s "
                         "copy=dlq truncated=true original_bytes=%zu "
@@ -166,18 +173,20 @@ static void produce_copy(dq_consumer_t *c, dq_item_t *it)
                         it->topic, (int)it->partition, (long long)it->offset,
                         dq_item_job_id(it), it->msg->len, len);
         }
-        for (;;) {
-                err = rd_kafka_producev(
-                    c->pk, RD_KAFKA_V_TOPIC(topic),
-                    RD_KAFKA_V_PARTITION(it->orig_partition),
-                    RD_KAFKA_V_KEY(it->msg->key, key_len),
-                    RD_KAFKA_V_VALUE(it->msg->payload, len),
-                    RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(it),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                        break;
-                rd_kafka_poll(c->pk, 100);
+        if (!h) {
+                copy_failed(c, it, RD_KAFKA_RESP_ERR__FAIL);
+                return;
         }
+        err = dq_kafka_produce(c->pk, &(dq_kafka_record_t){
+                                          .topic = topic,
+                                          .partition = it->orig_partition,
+                                          .key = it->msg->key,
+                                          .key_len = key_len,
+                                          .value = it->msg->payload,
+                                          .len = len,
+                                          .headers = h,
+                                          .opaque = it,
+                                      });
         if (err) {
                 rd_kafka_headers_destroy(h);
                 copy_failed(c, it, err);

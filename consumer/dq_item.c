@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dq_kafka.h"
+#include "dq_envelope.h"
 #include "dq_log.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -143,27 +143,31 @@ static void item_origin(dq_item_t *it)
 {
         rd_kafka_timestamp_type_t tstype;
         int64_t ts = rd_kafka_message_timestamp(it->msg, &tstype);
+        dq_envelope_t e;
 
-        if (!dq_kafka_header(it->msg, "decayq-original-topic", it->orig_topic,
-                             sizeof(it->orig_topic))) {
+        dq_envelope_decode_msg(&e, it->msg);
+        if (!dq_envelope_has(&e, DQ_ENV_ORIGINAL_TOPIC)) {
                 snprintf(it->orig_topic, sizeof(it->orig_topic), "%s",
                          it->topic);
                 it->orig_partition = it->partition;
                 it->orig_offset = it->offset;
                 it->orig_ts = ts > 0 ? ts : dq_now_ms();
         } else {
-                it->orig_partition = (int32_t)dq_kafka_header_int(
-                    it->msg, "decayq-original-partition", it->partition);
-                it->orig_offset = dq_kafka_header_int(
-                    it->msg, "decayq-original-offset", it->offset);
-                it->orig_ts =
-                    dq_kafka_header_time(it->msg, "decayq-original-timestamp");
+                snprintf(it->orig_topic, sizeof(it->orig_topic), "%s",
+                         e.orig_topic);
+                it->orig_partition =
+                    dq_envelope_has(&e, DQ_ENV_ORIGINAL_PARTITION)
+                        ? (int32_t)e.orig_partition
+                        : it->partition;
+                it->orig_offset = dq_envelope_has(&e, DQ_ENV_ORIGINAL_OFFSET)
+                                      ? e.orig_offset
+                                      : it->offset;
+                it->orig_ts = e.orig_ts;
         }
-        it->first_failed_at =
-            dq_kafka_header_time(it->msg, "decayq-first-failed-at");
-        it->replay_count =
-            dq_kafka_header_int(it->msg, "decayq-replay-count", 0);
-        it->attempts = dq_kafka_header_int(it->msg, "decayq-attempts", 0);
+        it->first_failed_at = e.first_failed_at;
+        it->replay_count = e.replay_count;
+        it->attempts = e.attempts;
+        it->not_before = e.not_before;
         snprintf(it->ref, sizeof(it->ref), "%s/%d/%lld", it->topic,
                  (int)it->partition, (long long)it->offset);
 }
@@ -229,8 +233,7 @@ bool dq_item_classify(dq_consumer_t *c, dq_item_t *it, dq_item_t **copies)
 
         wait = dq_route_wait_until(
             p->tier >= 0,
-            p->tier >= 0 ? dq_kafka_header_time(it->msg, "decayq-not-before")
-                         : 0,
+            it->not_before,
             it->job->scheduled_for_ms, now);
         if (wait) {
                 /* A tier copy hops down the tiers towards the exact time. */

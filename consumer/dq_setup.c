@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dq_kafka.h"
+#include "dq_kafka_produce.h"
 #include "dq_log.h"
 #include "banned.h"
 
@@ -87,24 +88,8 @@ rd_kafka_t *dq_setup_producer(dq_consumer_t *c, char *errstr,
                  (long long)DQ_COPY_MAX_BYTES(c->conf->job_max_bytes));
         if (set(k, "message.timeout.ms", tmo, errstr, errstr_size) ||
             set(k, "linger.ms", "5", errstr, errstr_size) ||
+            dq_kafka_producer_conf(c->conf, k, errstr, errstr_size) ||
             set(k, "message.max.bytes", max, errstr, errstr_size))
-                goto err;
-        /* Only the connection and security settings apply to the producer;
-         * group and fetch settings are consumer-only. */
-        for (size_t i = 0; i < c->conf->kafka_cnt; i++) {
-                const dq_conf_kv_t *kv = &c->conf->kafka[i];
-                if (!strncmp(kv->key, "bootstrap.", 10) ||
-                    !strncmp(kv->key, "security.", 9) ||
-                    !strncmp(kv->key, "sasl.", 5) ||
-                    !strncmp(kv->key, "ssl.", 4) ||
-                    !strcmp(kv->key, "client.id") ||
-                    !strcmp(kv->key, "debug")) {
-                        if (set(k, kv->key, kv->value, errstr, errstr_size))
-                                goto err;
-                }
-        }
-        if (set(k, "enable.idempotence", "true", errstr, errstr_size) ||
-            set(k, "acks", "all", errstr, errstr_size))
                 goto err;
         rd_kafka_conf_set_dr_msg_cb(k, dq_copy_dr_cb);
         rd_kafka_conf_set_error_cb(k, dq_error_cb);

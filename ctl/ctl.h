@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dq_cli.h"
 #include "dq_conf.h"
 #include "dq_store.h"
 
@@ -24,18 +25,15 @@ enum {
 
 /* Options every subcommand takes, by getopt_long value. */
 enum {
-        CTL_OPT_JSON = 1000,
-        CTL_OPT_DUMP,
+        CTL_OPT_JSON = DQ_CLI_OPT__FIRST_OWN,
         CTL_OPT__FIRST_OWN, /* first value free for a command's own options */
 };
 
-#define CTL_COMMON_SHORTOPTS "c:X:h"
-#define CTL_COMMON_LONGOPTS                                   \
-        {"config", required_argument, NULL, 'c'},             \
-            {"json", no_argument, NULL, CTL_OPT_JSON},        \
-            {"dump-config", no_argument, NULL, CTL_OPT_DUMP}, \
-        {                                                     \
-                "help", no_argument, NULL, 'h'                \
+#define CTL_COMMON_SHORTOPTS DQ_CLI_SHORTOPTS
+#define CTL_COMMON_LONGOPTS                             \
+        DQ_CLI_LONGOPTS,                                \
+        {                                               \
+                "json", no_argument, NULL, CTL_OPT_JSON \
         }
 
 typedef struct ctl_cmd_s ctl_cmd_t;
@@ -43,12 +41,8 @@ typedef struct ctl_cmd_s ctl_cmd_t;
 typedef struct ctl_s {
         const ctl_cmd_t *cmd;
         char **argv; /* the command's, argv[0] its name */
-        const char *config;
-        char **overrides;
-        int override_cnt;
         bool json;
-        bool dump;
-        dq_conf_t *conf; /* loaded by ctl_load() */
+        dq_cli_t cli; /* cli.conf: loaded by ctl_load() */
 } ctl_t;
 
 struct ctl_cmd_s {
@@ -59,7 +53,7 @@ struct ctl_cmd_s {
         const char *usage; /* options, for --help and errors */
 };
 
-#define CTL_GO_ON (-2)
+#define CTL_GO_ON DQ_CLI_GO_ON
 
 /* Handles an option every command takes. Returns CTL_GO_ON when it was
  * one, -1 when it was not, or an exit code to return now: after --help,
@@ -106,23 +100,26 @@ json_t *ctl_jstr(const char *s);
 /* Who runs this ("alice@host"), for audit entries and cancel reasons. */
 const char *ctl_who(void);
 
-/* FNV-1a of s, continuing from h (CTL_FNV_BASIS to start). */
+/* FNV-1a of s, continuing from h (CTL_FNV_BASIS to start). It names the
+ * consumer group of a resumable replay (from its filters and the DLQ
+ * topic), so it is a persistent contract: changing it orphans every
+ * replay's saved progress. */
 #define CTL_FNV_BASIS 1469598103934665603ULL
 uint64_t ctl_fnv1a(uint64_t h, const char *s);
 
-/* Counts per string key (codes, kinds, scopes), in first-seen order. */
+/* Counts per string key (codes, kinds, scopes), in first-seen order: a
+ * jansson object of integers (which keeps insertion order). Zeroed is
+ * empty. */
 typedef struct ctl_counts_s {
-        size_t cnt, cap;
-        char **keys;
-        int64_t *vals;
-        size_t *slots; /* open addressing: index + 1, 0 empty */
-        size_t slot_cap;
+        json_t *o;
 } ctl_counts_t;
 
-/* Adds n to key's count; returns the new count. */
+/* Adds n to key's count; returns the new count. Keys are any bytes:
+ * whoever wrote the record chose them. */
 int64_t ctl_counts_add(ctl_counts_t *c, const char *key, int64_t n);
 void ctl_counts_release(ctl_counts_t *c);
-/* A JSON object of the counts. */
+/* A JSON object of the counts (a key that is not UTF-8 ends the program
+ * as a failed ctl_jset() does). */
 json_t *ctl_counts_json(const ctl_counts_t *c);
 /* Prints "  title:" then up to max lines "    key  count", biggest first. */
 void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max);

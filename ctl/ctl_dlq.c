@@ -9,7 +9,9 @@
 
 #include "ctl.h"
 #include "dq_dlq.h"
+#include "dq_envelope.h"
 #include "dq_kafka.h"
+#include "dq_kafka_produce.h"
 #include "dq_text.h"
 #include "dq_time.h"
 #include "dq_ulid.h"
@@ -197,7 +199,7 @@ static int open_reader(const ctl_t *ctl, const char *group, bool committed,
         char errstr[512];
         dq_err_t err;
 
-        *rp = dq_dlq_reader_new(ctl->conf, group, errstr, sizeof(errstr));
+        *rp = dq_dlq_reader_new(ctl->cli.conf, group, errstr, sizeof(errstr));
         if (!*rp) {
                 fprintf(stderr, "error: kafka: %s\n", errstr);
                 return CTL_EXIT_UNAVAILABLE;
@@ -799,48 +801,49 @@ static void rate_wait(replay_t *rp)
                               (int)(left / 1000 > 100 ? 100 : left / 1000));
 }
 
-static void copy_hdr(rd_kafka_headers_t *h, const rd_kafka_message_t *m,
-                     const char *name)
-{
-        char buf[1100];
-        if (dq_kafka_header(m, name, buf, sizeof(buf)))
-                rd_kafka_header_add(h, name, -1, buf, -1);
-}
+/* The envelope of a replay: the provenance of the original, one more
+ * replay, and where and by whom it was replayed. Attempts, errors and
+ * not-before start afresh. */
+static const dq_env_field_t kept[] = {
+    DQ_ENV_SCHEMA,          DQ_ENV_TRACE_ID,
+    DQ_ENV_ORIGINAL_TOPIC,  DQ_ENV_ORIGINAL_PARTITION,
+    DQ_ENV_ORIGINAL_OFFSET, DQ_ENV_ORIGINAL_TIMESTAMP,
+    DQ_ENV_FIRST_FAILED_AT,
+};
 
 static bool republish(replay_t *rp, const dq_dlq_rec_t *rec)
 {
         const rd_kafka_message_t *m = rec->msg;
-        const dq_conf_t *conf = rp->ctl->conf;
-        rd_kafka_headers_t *h = rd_kafka_headers_new(16);
-        int32_t part = RD_KAFKA_PARTITION_UA;
-        rd_kafka_resp_err_t err;
-        char buf[32];
+        const dq_conf_t *conf = rp->ctl->cli.conf;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(DQ_ENV__CNT);
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FAIL;
+        dq_envelope_t in, out;
 
-        copy_hdr(h, m, "decayq-schema");
-        copy_hdr(h, m, "decayq-trace-id");
-        copy_hdr(h, m, "decayq-original-topic");
-        copy_hdr(h, m, "decayq-original-partition");
-        copy_hdr(h, m, "decayq-original-offset");
-        copy_hdr(h, m, "decayq-original-timestamp");
-        copy_hdr(h, m, "decayq-first-failed-at");
-        snprintf(buf, sizeof(buf), "%lld", (long long)rec->replay_count + 1);
-        rd_kafka_header_add(h, "decayq-replay-count", -1, buf, -1);
-        rd_kafka_header_add(h, "decayq-replayed-from", -1, rec->pos, -1);
-        rd_kafka_header_add(h, "decayq-replayed-by", -1, ctl_who(), -1);
-        /* One scope, one partition: back where it came from. */
-        if (!strcmp(rec->orig_topic, conf->topic_jobs))
-                part = rec->orig_partition;
-        for (;;) {
-                err = rd_kafka_producev(
-                    rp->pk, RD_KAFKA_V_TOPIC(conf->topic_jobs),
-                    RD_KAFKA_V_PARTITION(part),
-                    RD_KAFKA_V_KEY(m->key, m->key_len),
-                    RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                        break;
-                rd_kafka_poll(rp->pk, 100);
-        }
+        dq_envelope_decode_msg(&in, m);
+        out = in;
+        out.has = 0;
+        for (size_t i = 0; i < sizeof(kept) / sizeof(*kept); i++)
+                if (dq_envelope_has(&in, kept[i]))
+                        out.has |= DQ_ENV_BIT(kept[i]);
+        dq_envelope_set_int(&out, DQ_ENV_REPLAY_COUNT, rec->replay_count + 1);
+        dq_envelope_set_str(&out, DQ_ENV_REPLAYED_FROM, rec->pos);
+        dq_envelope_set_str(&out, DQ_ENV_REPLAYED_BY, ctl_who());
+        if (dq_envelope_encode(&out, h) == 0)
+                err = dq_kafka_produce(
+                    rp->pk,
+                    &(dq_kafka_record_t){
+                        .topic = conf->topic_jobs,
+                        /* One scope, one partition: back where it came
+                         * from. */
+                        .partition = !strcmp(rec->orig_topic, conf->topic_jobs)
+                                         ? rec->orig_partition
+                                         : RD_KAFKA_PARTITION_UA,
+                        .key = m->key,
+                        .key_len = m->key_len,
+                        .value = m->payload,
+                        .len = m->len,
+                        .headers = h,
+                    });
         if (err) {
                 rd_kafka_headers_destroy(h);
                 fprintf(stderr, "error: kafka: cannot publish %s: %s\n",
@@ -934,33 +937,6 @@ static int replay_cb(dq_dlq_rec_t *rec, void *opaque)
         return o->limit && rp->replayed >= o->limit ? 1 : 0;
 }
 
-/* Consumer-only librdkafka keys that a shared file may hold; a producer
- * warns about each. */
-static bool consumer_only(const char *key)
-{
-        static const char *const keys[] = {
-            "session.timeout.ms",
-            "heartbeat.interval.ms",
-            "partition.assignment.strategy",
-            "auto.offset.reset",
-            "enable.auto.commit",
-            "enable.auto.offset.store",
-            "auto.commit.interval.ms",
-            "max.poll.interval.ms",
-            "isolation.level",
-            "enable.partition.eof",
-            "check.crcs",
-            "coordinator.query.interval.ms",
-        };
-        if (!strncmp(key, "group.", 6) || !strncmp(key, "fetch.", 6) ||
-            !strncmp(key, "queued.", 7))
-                return true;
-        for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
-                if (!strcmp(key, keys[i]))
-                        return true;
-        return false;
-}
-
 static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
 {
         rd_kafka_conf_t *k = rd_kafka_conf_new();
@@ -968,17 +944,10 @@ static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
         rd_kafka_error_t *e;
         rd_kafka_t *pk;
 
-        for (size_t i = 0; i < ctl->conf->kafka_cnt; i++) {
-                const dq_conf_kv_t *kv = &ctl->conf->kafka[i];
-                if (consumer_only(kv->key))
-                        continue;
-                if (rd_kafka_conf_set(k, kv->key, kv->value, errstr,
-                                      sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-                        fprintf(stderr, "error: %s: kafka.%s: %s\n", kv->origin,
-                                kv->key, errstr);
-                        rd_kafka_conf_destroy(k);
-                        return NULL;
-                }
+        if (dq_kafka_producer_conf(ctl->cli.conf, k, errstr, sizeof(errstr))) {
+                fprintf(stderr, "error: %s\n", dq_esc(errstr));
+                rd_kafka_conf_destroy(k);
+                return NULL;
         }
         if (rd_kafka_conf_set(k, "transactional.id", group, errstr,
                               sizeof(errstr)) != RD_KAFKA_CONF_OK) {
@@ -1074,7 +1043,7 @@ int ctl_dlq_replay(ctl_t *ctl, int argc, char **argv)
                 /* One group per filter set: its progress is only valid for
                  * the records those filters select. */
                 uint64_t h = ctl_fnv1a(ctl_fnv1a(CTL_FNV_BASIS, o.canon),
-                                       ctl->conf->topic_dlq);
+                                       ctl->cli.conf->topic_dlq);
                 snprintf(group, sizeof(group), "decayctl-replay.%016llx",
                          (unsigned long long)h);
         }

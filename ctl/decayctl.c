@@ -214,24 +214,21 @@ int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
 
 int ctl_common(ctl_t *ctl, int opt, const char *arg)
 {
+        int rc = dq_cli_option(&ctl->cli, opt, arg);
+
+        if (rc != DQ_CLI_NOT_MINE) {
+                if (rc == DQ_CLI_GO_ON && ctl->cli.help) {
+                        print_cmd_usage(ctl->cmd, stdout);
+                        fputs(common_help, stdout);
+                        fputs(exit_help, stdout);
+                        return CTL_EXIT_OK;
+                }
+                return rc;
+        }
         switch (opt) {
-        case 'c':
-                ctl->config = arg;
-                return CTL_GO_ON;
-        case 'X':
-                ctl->overrides[ctl->override_cnt++] = (char *)arg;
-                return CTL_GO_ON;
         case CTL_OPT_JSON:
                 ctl->json = true;
                 return CTL_GO_ON;
-        case CTL_OPT_DUMP:
-                ctl->dump = true;
-                return CTL_GO_ON;
-        case 'h':
-                print_cmd_usage(ctl->cmd, stdout);
-                fputs(common_help, stdout);
-                fputs(exit_help, stdout);
-                return CTL_EXIT_OK;
         case '?':
                 return ctl_usage_error(ctl,
                                        "unknown option, or one missing its "
@@ -254,26 +251,8 @@ int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs)
 
 int ctl_load(ctl_t *ctl)
 {
-        char errstr[512];
-        int level;
-
-        ctl->conf = dq_conf_load(ctl->config, ctl->overrides, ctl->override_cnt,
-                                 errstr, sizeof(errstr));
-        if (!ctl->conf) {
-                fprintf(stderr, "error: %s\n", dq_esc(errstr));
-                return CTL_EXIT_USAGE;
-        }
-        if (ctl->dump) {
-                dq_conf_dump(ctl->conf, stdout);
-                return CTL_EXIT_OK;
-        }
-        level = dq_log_level_parse(ctl->conf->log_level);
-        /* A tool's stderr is for the user: library chatter only at warn. */
-        if (level >= 0 && level < (int)DQ_LOG_WARN)
-                level = DQ_LOG_WARN;
-        if (level >= 0)
-                dq_log_level = (dq_log_level_t)level;
-        return CTL_GO_ON;
+        /* A tool's stderr is for its user: never quieter than warn. */
+        return dq_cli_load(&ctl->cli, DQ_LOG_WARN);
 }
 
 dq_store_t *ctl_store(const ctl_t *ctl, bool readonly)
@@ -283,7 +262,7 @@ dq_store_t *ctl_store(const ctl_t *ctl, bool readonly)
 
         /* A command that only reads loads nothing and writes nothing, so
          * that it works on a replica and as a read-only user (M1). */
-        st = dq_store_open(ctl->conf, ctl_who(),
+        st = dq_store_open(ctl->cli.conf, ctl_who(),
                            readonly ? DQ_STORE_READONLY : 0, errstr,
                            sizeof(errstr));
         if (!st)
@@ -370,108 +349,76 @@ uint64_t ctl_fnv1a(uint64_t h, const char *s)
         return h;
 }
 
-static void counts_rehash(ctl_counts_t *c, size_t cap)
-{
-        size_t *slots = calloc(cap, sizeof(*slots));
-        if (!slots)
-                abort();
-        for (size_t i = 0; i < c->cnt; i++) {
-                size_t j =
-                    (size_t)(ctl_fnv1a(CTL_FNV_BASIS, c->keys[i]) & (cap - 1));
-                while (slots[j])
-                        j = (j + 1) & (cap - 1);
-                slots[j] = i + 1;
-        }
-        free(c->slots);
-        c->slots = slots;
-        c->slot_cap = cap;
-}
-
 int64_t ctl_counts_add(ctl_counts_t *c, const char *key, int64_t n)
 {
-        size_t j;
+        json_t *v;
+        int64_t now;
 
-        if (2 * (c->cnt + 1) > c->slot_cap)
-                counts_rehash(c, c->slot_cap ? 2 * c->slot_cap : 16);
-        j = (size_t)(ctl_fnv1a(CTL_FNV_BASIS, key) & (c->slot_cap - 1));
-        while (c->slots[j]) {
-                size_t i = c->slots[j] - 1;
-                if (!strcmp(c->keys[i], key))
-                        return c->vals[i] += n;
-                j = (j + 1) & (c->slot_cap - 1);
-        }
-        if (c->cnt == c->cap) {
-                size_t cap = c->cap ? 2 * c->cap : 16;
-                char **keys = realloc(c->keys, cap * sizeof(*keys));
-                int64_t *vals;
-                if (!keys)
-                        abort();
-                c->keys = keys;
-                vals = realloc(c->vals, cap * sizeof(*vals));
-                if (!vals)
-                        abort();
-                c->vals = vals;
-                c->cap = cap;
-        }
-        c->keys[c->cnt] = strdup(key);
-        if (!c->keys[c->cnt])
+        if (!c->o && !(c->o = json_object()))
                 abort();
-        c->vals[c->cnt] = n;
-        c->slots[j] = ++c->cnt;
-        return n;
+        v = json_object_get(c->o, key);
+        now = (v ? json_integer_value(v) : 0) + n;
+        /* Unchecked: a key is counted whatever its bytes. */
+        if (v ? json_integer_set(v, now)
+              : json_object_set_new_nocheck(c->o, key, json_integer(now)))
+                abort();
+        return now;
 }
 
 void ctl_counts_release(ctl_counts_t *c)
 {
-        for (size_t i = 0; i < c->cnt; i++)
-                free(c->keys[i]);
-        free(c->keys);
-        free(c->vals);
-        free(c->slots);
-        memset(c, 0, sizeof(*c));
+        json_decref(c->o);
+        c->o = NULL;
 }
 
 json_t *ctl_counts_json(const ctl_counts_t *c)
 {
-        json_t *o = json_object();
-        for (size_t i = 0; i < c->cnt; i++)
-                ctl_jset(o, c->keys[i], json_integer(c->vals[i]));
+        json_t *o = json_object(), *v;
+        const char *key;
+
+        json_object_foreach(c->o, key, v)
+            ctl_jset(o, key, json_integer(json_integer_value(v)));
         return o;
 }
 
-static const ctl_counts_t *sort_counts;
+typedef struct count_s {
+        const char *key;
+        int64_t n;
+} count_t;
 
 static int by_count(const void *a, const void *b)
 {
-        size_t i = *(const size_t *)a, j = *(const size_t *)b;
-        int64_t x = sort_counts->vals[i], y = sort_counts->vals[j];
-        if (x != y)
-                return x > y ? -1 : 1;
-        return strcmp(sort_counts->keys[i], sort_counts->keys[j]);
+        const count_t *x = a, *y = b;
+        if (x->n != y->n)
+                return x->n > y->n ? -1 : 1;
+        return strcmp(x->key, y->key);
 }
 
 void ctl_counts_print(const ctl_counts_t *c, const char *title, size_t max)
 {
-        size_t *idx;
+        size_t cnt = c->o ? json_object_size(c->o) : 0, i = 0;
+        const char *key;
+        count_t *all;
+        json_t *v;
 
         printf("  %s:\n", title);
-        if (!c->cnt) {
+        if (!cnt) {
                 printf("    (none)\n");
                 return;
         }
-        idx = malloc(c->cnt * sizeof(*idx));
-        if (!idx)
+        if (!(all = malloc(cnt * sizeof(*all))))
                 abort();
-        for (size_t i = 0; i < c->cnt; i++)
-                idx[i] = i;
-        sort_counts = c;
-        qsort(idx, c->cnt, sizeof(*idx), by_count);
-        for (size_t i = 0; i < c->cnt && i < max; i++)
-                printf("    %-48s %8lld\n", dq_esc(c->keys[idx[i]]),
-                       (long long)c->vals[idx[i]]);
-        if (c->cnt > max)
-                printf("    ... and %zu more\n", c->cnt - max);
-        free(idx);
+        json_object_foreach(c->o, key, v)
+        {
+                all[i++] = (count_t){key, json_integer_value(v)};
+        }
+        qsort(all, cnt, sizeof(*all), by_count);
+        for (i = 0; i < cnt && i < max; i++)
+                printf("    %-48s %8lld\n", dq_esc(all[i].key),
+                       (long long)all[i].n);
+        if (cnt > max)
+                printf("    ... and %zu more\n", cnt - max);
+        free(all);
 }
 
 /*
@@ -1037,19 +984,15 @@ int main(int argc, char **argv)
                         continue;
                 if (name && !strcmp(cmds[i].name, name)) {
                         ctl.cmd = &cmds[i];
-                        ctl.overrides = calloc((size_t)argc, sizeof(char *));
-                        if (!ctl.overrides) {
-                                fprintf(stderr, "error: out of memory\n");
+                        if (!dq_cli_init(&ctl.cli, "decayctl", argc,
+                                         CTL_EXIT_USAGE))
                                 return CTL_EXIT_UNAVAILABLE;
-                        }
                         /* argv[0] of the command is its name. */
                         ctl.argv = argv + 2;
-                        opterr = 0; /* ctl_common() says what is wrong */
                         rc = cmds[i].run(&ctl, argc - 2, argv + 2);
                         if (rc == CTL_GO_ON)
                                 rc = CTL_EXIT_OK;
-                        dq_conf_destroy(ctl.conf);
-                        free(ctl.overrides);
+                        dq_cli_release(&ctl.cli);
                         return rc;
                 }
         }

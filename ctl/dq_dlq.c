@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_envelope.h"
 #include "dq_kafka.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -15,6 +16,7 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
                        size_t max_bytes)
 {
         rd_kafka_timestamp_type_t tstype;
+        dq_envelope_t e;
         size_t n;
 
         memset(rec, 0, sizeof(*rec));
@@ -26,30 +28,26 @@ void dq_dlq_rec_decode(dq_dlq_rec_t *rec, const rd_kafka_message_t *msg,
                  rd_kafka_topic_name(msg->rkt), (int)msg->partition,
                  (int64_t)msg->offset);
 
-        dq_kafka_header(msg, "decayq-error-class", rec->err_class,
-                        sizeof(rec->err_class));
-        dq_kafka_header(msg, "decayq-error-code", rec->err_code,
-                        sizeof(rec->err_code));
-        dq_kafka_header(msg, "decayq-error-message", rec->err_message,
-                        sizeof(rec->err_message));
-        dq_kafka_header(msg, "decayq-worker", rec->worker, sizeof(rec->worker));
-        dq_kafka_header(msg, "decayq-consumer-group", rec->group,
-                        sizeof(rec->group));
-        dq_kafka_header(msg, "decayq-original-topic", rec->orig_topic,
-                        sizeof(rec->orig_topic));
-        rec->orig_partition = (int32_t)dq_kafka_header_int(
-            msg, "decayq-original-partition", msg->partition);
+        dq_envelope_decode_msg(&e, msg);
+        snprintf(rec->err_class, sizeof(rec->err_class), "%s", e.err_class);
+        snprintf(rec->err_code, sizeof(rec->err_code), "%s", e.err_code);
+        snprintf(rec->err_message, sizeof(rec->err_message), "%s",
+                 e.err_message);
+        snprintf(rec->worker, sizeof(rec->worker), "%s", e.worker);
+        snprintf(rec->group, sizeof(rec->group), "%s", e.group);
+        snprintf(rec->orig_topic, sizeof(rec->orig_topic), "%s", e.orig_topic);
+        rec->orig_partition = dq_envelope_has(&e, DQ_ENV_ORIGINAL_PARTITION)
+                                  ? (int32_t)e.orig_partition
+                                  : msg->partition;
         rec->orig_offset =
-            dq_kafka_header_int(msg, "decayq-original-offset", -1);
-        rec->orig_ts_ms =
-            dq_kafka_header_time(msg, "decayq-original-timestamp");
+            dq_envelope_has(&e, DQ_ENV_ORIGINAL_OFFSET) ? e.orig_offset : -1;
+        rec->orig_ts_ms = e.orig_ts;
         snprintf(rec->origin, sizeof(rec->origin), "%s/%d/%" PRId64,
                  *rec->orig_topic ? rec->orig_topic : rec->pos,
                  (int)rec->orig_partition, rec->orig_offset);
-        rec->first_failed_ms =
-            dq_kafka_header_time(msg, "decayq-first-failed-at");
-        rec->attempts = dq_kafka_header_int(msg, "decayq-attempts", 0);
-        rec->replay_count = dq_kafka_header_int(msg, "decayq-replay-count", 0);
+        rec->first_failed_ms = e.first_failed_at;
+        rec->attempts = e.attempts;
+        rec->replay_count = e.replay_count;
 
         rec->job = dq_job_parse(msg->payload, msg->len, max_bytes, &rec->rej);
         if (rec->job) {

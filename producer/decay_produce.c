@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dq_conf.h"
+#include "dq_cli.h"
 #include "dq_log.h"
 #include "dq_producer.h"
 #include "dq_store.h"
@@ -187,7 +187,7 @@ static int build_job(const flags_t *f, dq_job_t **jobp)
 int main(int argc, char **argv)
 {
         enum {
-                OPT_VALIDATE = 256,
+                OPT_VALIDATE = DQ_CLI_OPT__FIRST_OWN,
                 OPT_KIND,
                 OPT_SCOPE,
                 OPT_SOURCE,
@@ -198,15 +198,12 @@ int main(int argc, char **argv)
                 OPT_TRACE,
                 OPT_CREATED_BY,
                 OPT_TIMEOUT,
-                OPT_DUMP,
-                OPT_VERSION,
         };
         static const struct option longopts[] = {
+            DQ_CLI_LONGOPTS,
             {"file", required_argument, NULL, 'f'},
-            {"config", required_argument, NULL, 'c'},
             {"topic", required_argument, NULL, 't'},
             {"quiet", no_argument, NULL, 'q'},
-            {"help", no_argument, NULL, 'h'},
             {"validate-only", no_argument, NULL, OPT_VALIDATE},
             {"kind", required_argument, NULL, OPT_KIND},
             {"scope", required_argument, NULL, OPT_SCOPE},
@@ -218,55 +215,47 @@ int main(int argc, char **argv)
             {"trace-id", required_argument, NULL, OPT_TRACE},
             {"created-by", required_argument, NULL, OPT_CREATED_BY},
             {"timeout", required_argument, NULL, OPT_TIMEOUT},
-            {"dump-config", no_argument, NULL, OPT_DUMP},
-            {"version", no_argument, NULL, OPT_VERSION},
             {NULL, 0, NULL, 0},
         };
-        const char *file = NULL, *config = NULL;
-        char **overrides = calloc((size_t)argc + 2, sizeof(char *));
-        int override_cnt = 0, opt, rc = EXIT_ALL_DELIVERED;
-        bool validate_only = false, quiet = false, dump = false;
+        const char *file = NULL;
+        int opt, rc = EXIT_ALL_DELIVERED;
+        bool validate_only = false, quiet = false;
         flags_t f = {0};
         char errstr[512], topic_kv[512], timeout_kv[64];
-        dq_conf_t *conf = NULL;
+        const dq_conf_t *conf;
+        dq_cli_t cli;
         dq_producer_t *p = NULL;
         stats_t st = {0};
         FILE *in = NULL;
         int64_t start = dq_mono_ms(), last_progress = start;
 
-        dq_log_set_program("decay-produce");
+        if (!dq_cli_init(&cli, "decay-produce", argc, EXIT_USAGE))
+                return EXIT_USAGE;
         f.sources = calloc((size_t)argc, sizeof(char *));
-        if (!overrides || !f.sources) {
+        if (!f.sources) {
                 fprintf(stderr, "error: out of memory\n");
+                dq_cli_release(&cli);
                 return EXIT_USAGE;
         }
-        while ((opt = getopt_long(argc, argv, "f:c:t:X:qh", longopts, NULL)) !=
-               -1) {
+        while ((opt = getopt_long(argc, argv, DQ_CLI_SHORTOPTS "f:t:q",
+                                  longopts, NULL)) != -1) {
+                if ((rc = dq_cli_option(&cli, opt, optarg)) == DQ_CLI_GO_ON)
+                        continue;
+                if (rc != DQ_CLI_NOT_MINE)
+                        goto out;
+                rc = EXIT_ALL_DELIVERED;
                 switch (opt) {
                 case 'f':
                         file = optarg;
                         break;
-                case 'c':
-                        config = optarg;
-                        break;
                 case 't':
                         snprintf(topic_kv, sizeof(topic_kv), "topic.jobs=%s",
                                  optarg);
-                        overrides[override_cnt++] = topic_kv;
-                        break;
-                case 'X':
-                        overrides[override_cnt++] = optarg;
+                        cli.overrides[cli.override_cnt++] = topic_kv;
                         break;
                 case 'q':
                         quiet = true;
                         break;
-                case 'h':
-                        fputs(usage, stdout);
-                        fputs("\nConfiguration keys (default, meaning):\n",
-                              stdout);
-                        dq_conf_describe(stdout);
-                        rc = 0;
-                        goto out;
                 case OPT_VALIDATE:
                         validate_only = true;
                         break;
@@ -300,52 +289,45 @@ int main(int argc, char **argv)
                 case OPT_TIMEOUT:
                         snprintf(timeout_kv, sizeof(timeout_kv),
                                  "produce.timeout=%s", optarg);
-                        overrides[override_cnt++] = timeout_kv;
-                        break;
-                case OPT_VERSION:
-                        dq_print_version(stdout, "decay-produce");
-                        rc = 0;
-                        goto out;
-                case OPT_DUMP:
-                        dump = true;
+                        cli.overrides[cli.override_cnt++] = timeout_kv;
                         break;
                 default:
-                        fputs(usage, stderr);
-                        rc = EXIT_USAGE;
+                        rc = dq_cli_usage_error(&cli, usage,
+                                                "unknown option, or one "
+                                                "missing its value: '%s'",
+                                                argv[optind - 1]);
                         goto out;
                 }
+        }
+        if (cli.help) {
+                fputs(usage, stdout);
+                fputs("\nConfiguration keys (default, meaning):\n", stdout);
+                dq_conf_describe(stdout);
+                rc = 0;
+                goto out;
         }
         if (optind < argc) {
                 if (optind == argc - 1 && !file && !strcmp(argv[optind], "-")) {
                         file = "-";
                 } else {
-                        fprintf(stderr, "error: unexpected argument '%s'\n",
-                                argv[optind]);
-                        fputs(usage, stderr);
-                        rc = EXIT_USAGE;
+                        rc = dq_cli_usage_error(&cli, usage,
+                                                "unexpected argument '%s'",
+                                                argv[optind]);
                         goto out;
                 }
         }
 
-        conf = dq_conf_load(config, overrides, override_cnt, errstr,
-                            sizeof(errstr));
-        if (!conf) {
-                fprintf(stderr, "error: %s\n", dq_esc(errstr));
-                rc = EXIT_USAGE;
+        if ((rc = dq_cli_load(&cli, DQ_LOG_ERROR)) != DQ_CLI_GO_ON)
                 goto out;
-        }
-        if (dump) {
-                dq_conf_dump(conf, stdout);
-                goto out;
-        }
-        dq_log_level = (dq_log_level_t)dq_log_level_parse(conf->log_level);
+        rc = EXIT_ALL_DELIVERED;
+        conf = cli.conf;
 
         if (!validate_only) {
                 p = dq_producer_new(conf, on_delivery, &st, errstr,
                                     sizeof(errstr));
                 if (!p) {
                         fprintf(stderr, "error: cannot create producer: %s\n",
-                                errstr);
+                                dq_esc(errstr));
                         rc = EXIT_USAGE;
                         goto out;
                 }
@@ -477,8 +459,7 @@ done:
 out:
         if (in && in != stdin)
                 fclose(in);
-        dq_conf_destroy(conf);
-        free(overrides);
+        dq_cli_release(&cli);
         free(f.sources);
         return rc;
 }

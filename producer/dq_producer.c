@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_envelope.h"
+#include "dq_kafka_produce.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -98,11 +100,8 @@ dq_producer_t *dq_producer_new(const dq_conf_t *conf, dq_delivery_cb_t *cb,
             set(rkc, "linger.ms", "5", errstr, errstr_size) ||
             set(rkc, "compression.codec", "lz4", errstr, errstr_size))
                 goto err;
-        if (dq_conf_kafka_apply(conf, rkc, errstr, errstr_size))
-                goto err;
-        /* ...and guarantees they may not: no duplicates, no loss. */
-        if (set(rkc, "enable.idempotence", "true", errstr, errstr_size) ||
-            set(rkc, "acks", "all", errstr, errstr_size))
+        /* ...and guarantees they may not. */
+        if (dq_kafka_producer_conf(conf, rkc, errstr, errstr_size))
                 goto err;
         rd_kafka_conf_set_dr_msg_cb(rkc, dr_msg_cb);
         rd_kafka_conf_set_opaque(rkc, p);
@@ -125,6 +124,15 @@ static dq_err_t produce(dq_producer_t *p, const dq_job_t *job, const char *buf,
                         size_t errstr_size)
 {
         rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+        dq_envelope_t env = {0};
+        dq_kafka_record_t rec = {
+            .topic = p->topic,
+            .partition = RD_KAFKA_PARTITION_UA,
+            .key = job->scope,
+            .key_len = strlen(job->scope),
+            .value = buf,
+            .len = len,
+        };
         dq_msg_t *msg = malloc(sizeof(*msg));
         rd_kafka_resp_err_t err;
 
@@ -137,23 +145,15 @@ static dq_err_t produce(dq_producer_t *p, const dq_job_t *job, const char *buf,
         }
         memcpy(msg->job_id, job->id, sizeof(msg->job_id));
         msg->msg_opaque = msg_opaque;
-        rd_kafka_header_add(hdrs, "decayq-schema", -1, "1", 1);
+        dq_envelope_set_str(&env, DQ_ENV_SCHEMA, DQ_ENVELOPE_SCHEMA);
         if (job->trace_id)
-                rd_kafka_header_add(hdrs, "decayq-trace-id", -1, job->trace_id,
-                                    -1);
-
-        for (;;) {
-                err = rd_kafka_producev(
-                    p->rk, RD_KAFKA_V_TOPIC(p->topic),
-                    RD_KAFKA_V_VALUE((void *)buf, len),
-                    RD_KAFKA_V_KEY(job->scope, strlen(job->scope)),
-                    RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                        break;
-                /* Back-pressure: serve delivery reports to make room. */
-                rd_kafka_poll(p->rk, 100);
-        }
+                dq_envelope_set_str(&env, DQ_ENV_TRACE_ID, job->trace_id);
+        rec.headers = hdrs;
+        rec.opaque = msg;
+        if (dq_envelope_encode(&env, hdrs))
+                err = RD_KAFKA_RESP_ERR__FAIL;
+        else
+                err = dq_kafka_produce(p->rk, &rec);
         if (err) {
                 rd_kafka_headers_destroy(hdrs);
                 free(msg);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "dq_kafka.h"
+#include "dq_kafka_produce.h"
 #include "dq_test.h"
 #include "banned.h"
 
@@ -188,19 +189,17 @@ void dq_tc_send(rd_kafka_t *rk, const char *topic, int32_t partition,
 
         if (offsetp)
                 *offsetp = -1;
-        for (;;) {
-                err = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(topic),
-                    RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
-                                                       : partition),
-                    RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-                    RD_KAFKA_V_VALUE((void *)value, len),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                    RD_KAFKA_V_OPAQUE(offsetp), RD_KAFKA_V_END);
-                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                        break;
-                rd_kafka_poll(rk, 50);
-        }
+        err = dq_kafka_produce(
+            rk,
+            &(dq_kafka_record_t){
+                .topic = topic,
+                .partition = partition < 0 ? RD_KAFKA_PARTITION_UA : partition,
+                .key = key,
+                .key_len = key ? strlen(key) : 0,
+                .value = value,
+                .len = len,
+                .opaque = offsetp,
+            });
         cr_assert_eq(err, 0, "produce: %s", rd_kafka_err2str(err));
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_envelope.h"
 #include "dq_offsets.h"
 #include "dq_retry.h"
 #include "dq_test.h"
@@ -368,11 +369,10 @@ Test(consumer, a_job_that_keeps_killing_its_worker_is_dead_lettered,
         const void *v;
         size_t len;
         cr_assert_eq(rd_kafka_message_headers(m, &h), 0);
-        cr_assert_eq(
-            rd_kafka_header_get_last(h, "decayq-error-class", &v, &len), 0);
-        cr_assert(len == 10 && !memcmp(v, "crash_loop", 10));
-        cr_assert_eq(rd_kafka_header_get_last(h, "decayq-attempts", &v, &len),
+        cr_assert_eq(rd_kafka_header_get_last(h, DQ_HDR_ERROR_CLASS, &v, &len),
                      0);
+        cr_assert(len == 10 && !memcmp(v, "crash_loop", 10));
+        cr_assert_eq(rd_kafka_header_get_last(h, DQ_HDR_ATTEMPTS, &v, &len), 0);
         cr_assert(len == 1 && !memcmp(v, "2", 1));
         rd_kafka_message_destroy(m);
         rd_kafka_consumer_close(ck);
@@ -530,11 +530,11 @@ static int read_dlq(const dq_tc_t *tc, dlq_rec_t *recs, int max)
                                  job->id);
                 dq_job_destroy(job);
                 if (!rd_kafka_message_headers(m, &h)) {
-                        if (!rd_kafka_header_get_last(h, "decayq-error-code",
-                                                      &v, &len))
+                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_CODE, &v,
+                                                      &len))
                                 snprintf(recs[n].code, sizeof(recs[n].code),
                                          "%.*s", (int)len, (const char *)v);
-                        if (!rd_kafka_header_get_last(h, "decayq-error-message",
+                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_MESSAGE,
                                                       &v, &len))
                                 snprintf(recs[n].message,
                                          sizeof(recs[n].message), "%.*s",
@@ -745,29 +745,29 @@ Test(consumer, messages_at_and_over_the_size_limits_never_wedge_a_partition,
                                 cr_assert_eq(m->len, 999900);
                                 cr_assert_neq(
                                     rd_kafka_header_get_last(
-                                        h, "decayq-truncated", &v, &vlen),
+                                        h, DQ_HDR_TRUNCATED, &v, &vlen),
                                     0);
                         } else {
                                 cr_assert_lt(m->len, huge_len);
                                 cr_assert_gt(m->len, 1000000);
                                 cr_assert_eq(
                                     rd_kafka_header_get_last(
-                                        h, "decayq-truncated", &v, &vlen),
+                                        h, DQ_HDR_TRUNCATED, &v, &vlen),
                                     0);
                                 cr_assert_eq(
                                     rd_kafka_header_get_last(
-                                        h, "decayq-original-size", &v, &vlen),
+                                        h, DQ_HDR_ORIGINAL_SIZE, &v, &vlen),
                                     0);
                                 cr_assert(vlen == 7 &&
                                           !memcmp(v, "2097152", 7));
                                 cr_assert_eq(
                                     rd_kafka_header_get_last(
-                                        h, "decayq-original-sha256", &v, &vlen),
+                                        h, DQ_HDR_ORIGINAL_SHA256, &v, &vlen),
                                     0);
                                 cr_assert_eq(vlen, 64);
                                 cr_assert_eq(
                                     rd_kafka_header_get_last(
-                                        h, "decayq-error-code", &v, &vlen),
+                                        h, DQ_HDR_ERROR_CODE, &v, &vlen),
                                     0);
                                 cr_assert(
                                     vlen == 19 &&

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dq_envelope.h"
 #include "dq_test.h"
 #include "dq_test_consumer.h"
 #include "dq_test_store.h"
@@ -184,17 +185,17 @@ static void put_dlq(rd_kafka_t *pk, const dq_tc_t *tc, rec_t *r)
         snprintf(num[0], sizeof(num[0]), "%d", (int)r->partition);
         snprintf(num[1], sizeof(num[1]), "%lld", (long long)r->orig_offset);
         snprintf(num[2], sizeof(num[2]), "%d", r->replay_count);
-        rd_kafka_header_add(h, "decayq-attempts", -1, "4", -1);
-        rd_kafka_header_add(h, "decayq-original-topic", -1, tc->topic, -1);
-        rd_kafka_header_add(h, "decayq-original-partition", -1, num[0], -1);
-        rd_kafka_header_add(h, "decayq-original-offset", -1, num[1], -1);
+        rd_kafka_header_add(h, DQ_HDR_ATTEMPTS, -1, "4", -1);
+        rd_kafka_header_add(h, DQ_HDR_ORIGINAL_TOPIC, -1, tc->topic, -1);
+        rd_kafka_header_add(h, DQ_HDR_ORIGINAL_PARTITION, -1, num[0], -1);
+        rd_kafka_header_add(h, DQ_HDR_ORIGINAL_OFFSET, -1, num[1], -1);
         rd_kafka_header_add(
-            h, "decayq-original-timestamp", -1,
+            h, DQ_HDR_ORIGINAL_TIMESTAMP, -1,
             dq_time_format_rfc3339(r->ts - 1000, when, sizeof(when)), -1);
-        rd_kafka_header_add(h, "decayq-error-class", -1, r->cls, -1);
-        rd_kafka_header_add(h, "decayq-error-code", -1, r->code, -1);
-        rd_kafka_header_add(h, "decayq-error-message", -1, "it failed", -1);
-        rd_kafka_header_add(h, "decayq-replay-count", -1, num[2], -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_CLASS, -1, r->cls, -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_CODE, -1, r->code, -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_MESSAGE, -1, "it failed", -1);
+        rd_kafka_header_add(h, DQ_HDR_REPLAY_COUNT, -1, num[2], -1);
         cr_assert_eq(
             rd_kafka_producev(
                 pk, RD_KAFKA_V_TOPIC(tc->dlq),
@@ -317,7 +318,7 @@ static long read_main(const dq_tc_t *tc, json_t *froms, int64_t *first,
                 if (first && ts > *last)
                         *last = ts;
                 if (!rd_kafka_message_headers(m, &h) &&
-                    !rd_kafka_header_get_last(h, "decayq-replayed-from", &v,
+                    !rd_kafka_header_get_last(h, DQ_HDR_REPLAYED_FROM, &v,
                                               &len)) {
                         char key[300];
                         snprintf(key, sizeof(key), "%.*s", (int)len,
@@ -506,7 +507,7 @@ Test(ctl, filters_select_exactly_the_right_records, .fini = teardown,
         /* inspect by job and by position; the poison's bytes survive. */
         ctl(&tc, r, "dlq inspect %s", recs[7].job);
         cr_assert_eq(r->rc, 0);
-        cr_assert(strstr(r->out, "decayq-error-code"));
+        cr_assert(strstr(r->out, DQ_HDR_ERROR_CODE));
         cr_assert(strstr(r->out, recs[7].job));
         ctl(&tc, r, "dlq inspect --json %d:%lld", (int)recs[N].partition,
             (long long)recs[N].offset);
@@ -1006,9 +1007,9 @@ Test(ctl, escape_sequences_in_records_never_reach_the_terminal,
                  "\"source_ids\":[\"m1\"],\"summary_method\":{\"type\":"
                  "\"deterministic_concatenate\"},\"created_at\":"
                  "\"2026-11-23T11:59:58Z\",\"created_by\":\"svc:t\"}");
-        rd_kafka_header_add(h, "decayq-error-class", -1, "fatal", -1);
-        rd_kafka_header_add(h, "decayq-error-code", -1, evil, -1);
-        rd_kafka_header_add(h, "decayq-error-message", -1, evil, -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_CLASS, -1, "fatal", -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_CODE, -1, evil, -1);
+        rd_kafka_header_add(h, DQ_HDR_ERROR_MESSAGE, -1, evil, -1);
         rd_kafka_header_add(h, evil, -1, evil, -1);
         pk = dq_tc_producer();
         cr_assert_eq(rd_kafka_producev(

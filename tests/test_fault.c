@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dq_envelope.h"
 #include "dq_job.h"
 #include "dq_test.h"
 #include "dq_test_consumer.h"
@@ -562,28 +563,27 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc, char (*states)[16])
                 left--;
                 dc->records++;
                 rd_kafka_message_headers(m, &h);
-                const char *cls = hdr(h, "decayq-error-class", b1, sizeof(b1));
+                const char *cls = hdr(h, DQ_HDR_ERROR_CLASS, b1, sizeof(b1));
                 char code[128] = "", att[32] = "";
-                hdr(h, "decayq-error-code", code, sizeof(code));
-                hdr(h, "decayq-attempts", att, sizeof(att));
-                if (strcmp(hdr(h, "decayq-original-topic", b2, sizeof(b2)),
+                hdr(h, DQ_HDR_ERROR_CODE, code, sizeof(code));
+                hdr(h, DQ_HDR_ATTEMPTS, att, sizeof(att));
+                if (strcmp(hdr(h, DQ_HDR_ORIGINAL_TOPIC, b2, sizeof(b2)),
                            tc.topic) ||
-                    atoi(hdr(h, "decayq-original-partition", b2, sizeof(b2))) !=
+                    atoi(hdr(h, DQ_HDR_ORIGINAL_PARTITION, b2, sizeof(b2))) !=
                         m->partition ||
-                    strcmp(hdr(h, "decayq-consumer-group", b2, sizeof(b2)),
+                    strcmp(hdr(h, DQ_HDR_CONSUMER_GROUP, b2, sizeof(b2)),
                            tc.group) ||
-                    strcmp(hdr(h, "decayq-replay-count", b2, sizeof(b2)),
-                           "0") ||
-                    !*hdr(h, "decayq-worker", b2, sizeof(b2)) ||
-                    !*hdr(h, "decayq-first-failed-at", b2, sizeof(b2)) ||
-                    !*hdr(h, "decayq-original-timestamp", b2, sizeof(b2)) ||
-                    !*hdr(h, "decayq-error-message", b2, sizeof(b2)))
+                    strcmp(hdr(h, DQ_HDR_REPLAY_COUNT, b2, sizeof(b2)), "0") ||
+                    !*hdr(h, DQ_HDR_WORKER, b2, sizeof(b2)) ||
+                    !*hdr(h, DQ_HDR_FIRST_FAILED_AT, b2, sizeof(b2)) ||
+                    !*hdr(h, DQ_HDR_ORIGINAL_TIMESTAMP, b2, sizeof(b2)) ||
+                    !*hdr(h, DQ_HDR_ERROR_MESSAGE, b2, sizeof(b2)))
                         bad = true;
 
                 job = dq_job_parse(m->payload, m->len, JOB_MAX_BYTES, &rej);
                 if (!job) {
                         int64_t oo = atoll(
-                            hdr(h, "decayq-original-offset", b2, sizeof(b2)));
+                            hdr(h, DQ_HDR_ORIGINAL_OFFSET, b2, sizeof(b2)));
                         poison_t *p = NULL;
                         for (int i = 0; i < POISON; i++)
                                 if (poison[i].partition == m->partition &&
@@ -597,10 +597,10 @@ static void check_dlq(rd_kafka_t *rk, dlq_counts_t *dc, char (*states)[16])
                                 if (p->len == POISON_HUGE_LEN) {
                                         /* Cut to fit, and saying so. */
                                         dc->truncated++;
-                                        if (strcmp(hdr(h, "decayq-truncated",
-                                                       b2, sizeof(b2)),
+                                        if (strcmp(hdr(h, DQ_HDR_TRUNCATED, b2,
+                                                       sizeof(b2)),
                                                    "payload") ||
-                                            atoll(hdr(h, "decayq-original-size",
+                                            atoll(hdr(h, DQ_HDR_ORIGINAL_SIZE,
                                                       b2, sizeof(b2))) !=
                                                 (long long)p->len ||
                                             m->len >= p->len ||
