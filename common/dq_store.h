@@ -193,7 +193,8 @@ int dq_store_key(const dq_store_t *store, char *buf, size_t size,
  * --version. */
 void dq_print_version(FILE *fp, const char *program);
 
-/* The functions library version this program carries ("5"). */
+/* The functions library version this program carries: LIB_VERSION of
+ * dq_functions.lua, which the build compiles in. */
 const char *dq_store_functions_version(void);
 
 #endif

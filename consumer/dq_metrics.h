@@ -47,9 +47,10 @@ typedef struct dq_gauges_s {
 dq_metrics_t *dq_metrics_new(void);
 void dq_metrics_destroy(dq_metrics_t *m);
 
-/* Counts one job outcome ("consumed", "claimed", "completed", "retried",
- * "dead", "duplicate", "cancelled", "skipped", "deferred", "abandoned");
- * kind and code may be NULL. */
+/* Counts one job event under label outcome: "consumed", "claimed",
+ * "abandoned", or how a message settled (the engine's outcome names:
+ * "completed", "retried", "deferred", "dead", "duplicate", "cancelled",
+ * "skipped", "superseded"); kind and code may be NULL. */
 void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
                       const char *code);
 
