@@ -1,6 +1,7 @@
-/* decay-consumer behaviour, one guarantee at a time: retry timing, delay
- * tiers that never block a partition, lease renewal, cancel, and the
- * SIGTERM drain with its second-signal escape. */
+/* decay-consumer against the broker and Redis, one guarantee at a time:
+ * delay tiers that never block a partition, lease renewal, cancel, and the
+ * SIGTERM drain with its second-signal escape. Its pure parts are tested
+ * in test_route.c, test_offsets.c and test_retry.c. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,79 +10,12 @@
 #include <string.h>
 
 #include "dq_envelope.h"
-#include "dq_offsets.h"
-#include "dq_retry.h"
 #include "dq_test.h"
 #include "dq_test_consumer.h"
 #include "dq_kafka.h"
 #include "dq_test_store.h"
 #include "dq_time.h"
 #include "banned.h"
-
-/*
- * Pure parts
- */
-
-Test(consumer_unit, settled_prefix_waits_for_the_oldest)
-{
-        dq_offsets_t t;
-        int64_t next = -1;
-
-        dq_offsets_init(&t);
-        for (int64_t o = 10; o < 15; o++)
-                cr_assert_eq(dq_offsets_add(&t, o), 0);
-        cr_assert_eq(dq_offsets_add(&t, 12), -1, "offsets must ascend");
-        cr_assert_not(dq_offsets_settle(&t, 12, &next));
-        cr_assert_not(dq_offsets_settle(&t, 11, &next));
-        cr_assert(dq_offsets_settle(&t, 10, &next));
-        cr_assert_eq(next, 13, "10..12 settled: store 13");
-        cr_assert_not(dq_offsets_settle(&t, 99, &next), "untracked");
-        cr_assert(dq_offsets_settle(&t, 13, &next));
-        cr_assert_eq(next, 14);
-        cr_assert_eq(dq_offsets_pending(&t), 1);
-        /* Wrap the ring a few times. */
-        for (int64_t o = 15; o < 1000; o++) {
-                cr_assert_eq(dq_offsets_add(&t, o), 0);
-                if (o % 7 == 0)
-                        dq_offsets_settle(&t, o - 3, &next);
-        }
-        for (int64_t o = 14; o < 1000; o++)
-                dq_offsets_settle(&t, o, &next);
-        cr_assert_eq(next, 1000);
-        cr_assert_eq(dq_offsets_pending(&t), 0);
-        dq_offsets_release(&t);
-}
-
-Test(consumer_unit, backoff_is_capped_exponential_with_full_jitter)
-{
-        /* The cap doubles per attempt up to max; the value is in [0, cap]. */
-        cr_assert_eq(dq_backoff_ms(1, 1000, 300000, 1000), 1000);
-        cr_assert_eq(dq_backoff_ms(1, 1000, 300000, 1001), 0);
-        cr_assert_eq(dq_backoff_ms(2, 1000, 300000, 2000), 2000);
-        cr_assert_eq(dq_backoff_ms(3, 1000, 300000, 4000), 4000);
-        cr_assert_eq(dq_backoff_ms(3, 1000, 300000, 4001), 0);
-        cr_assert_eq(dq_backoff_ms(30, 1000, 300000, 300000), 300000);
-        cr_assert_eq(dq_backoff_ms(1000, 1000, 300000, 300001), 0);
-        for (uint64_t r = 0; r < 100000; r += 7)
-                cr_assert_leq(dq_backoff_ms(4, 1000, 300000, r * 2654435761u),
-                              8000);
-}
-
-Test(consumer_unit, a_wait_goes_to_the_largest_tier_that_fits)
-{
-        const int64_t tiers[] = {5000, 30000, 300000, 3600000};
-
-        cr_assert_eq(dq_tier_pick(tiers, 4, 100), 0, "shorter: smallest");
-        cr_assert_eq(dq_tier_pick(tiers, 4, 5000), 0);
-        cr_assert_eq(dq_tier_pick(tiers, 4, 29999), 0);
-        cr_assert_eq(dq_tier_pick(tiers, 4, 30000), 1);
-        cr_assert_eq(dq_tier_pick(tiers, 4, 299999), 1);
-        cr_assert_eq(dq_tier_pick(tiers, 4, 86400000), 3);
-}
-
-/*
- * Against the broker and Redis
- */
 
 static dq_store_t *store;
 static dq_conf_t *conf;
