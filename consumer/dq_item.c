@@ -231,10 +231,8 @@ bool dq_item_classify(dq_consumer_t *c, dq_item_t *it, dq_item_t **copies)
                 return false;
         }
 
-        wait = dq_route_wait_until(
-            p->tier >= 0,
-            it->not_before,
-            it->job->scheduled_for_ms, now);
+        wait = dq_route_wait_until(p->tier >= 0, it->not_before,
+                                   it->job->scheduled_for_ms, now);
         if (wait) {
                 /* A tier copy hops down the tiers towards the exact time. */
                 dq_copy_to_delay(c, it, wait, DQ_OUTCOME_DEFERRED);

@@ -129,6 +129,14 @@ int64_t dq_test_high(const char *topic, int32_t partition)
         return hi;
 }
 
+const char *dq_test_program(const char *rel, char *buf, size_t size)
+{
+        const char *dir = getenv("DQ_TEST_PROGRAMS");
+
+        snprintf(buf, size, "%s/%s", dir && *dir ? dir : DQ_BINARY_DIR, rel);
+        return buf;
+}
+
 char *dq_test_slurp(const char *path)
 {
         FILE *fp = fopen(path, "r");

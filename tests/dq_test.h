@@ -38,6 +38,12 @@ void dq_test_create_topic(rd_kafka_t *rk, const char *topic, int partitions);
  * for a topic that was never trimmed. */
 int64_t dq_test_high(const char *topic, int32_t partition);
 
+/* The path of one of this tree's programs, rel being its place in the
+ * build tree ("consumer/decay-consumer"): under $DQ_TEST_PROGRAMS when
+ * that is set (a tree built with other instrumentation, e.g. ThreadSanitizer),
+ * else this tree's. Written to buf. */
+const char *dq_test_program(const char *rel, char *buf, size_t size);
+
 /* The whole file at path, NUL-terminated; "" when it cannot be read. The
  * caller frees it. */
 char *dq_test_slurp(const char *path);

@@ -97,14 +97,15 @@ void dq_tc_log_path(const dq_tc_t *tc, const char *worker, char *buf,
 
 pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
 {
-        char path[512], wid[160];
+        char path[512], wid[160], prog[1024];
         char *argv[2 * DQ_TC_MAX_ARGS + 4];
         int argc = 0, fd;
         pid_t pid;
 
         dq_tc_log_path(tc, worker, path, sizeof(path));
         snprintf(wid, sizeof(wid), "worker.id=%s", worker);
-        argv[argc++] = DQ_BINARY_DIR "/consumer/decay-consumer";
+        dq_test_program("consumer/decay-consumer", prog, sizeof(prog));
+        argv[argc++] = prog;
         for (int i = 0; i < tc->arg_cnt; i++) {
                 argv[argc++] = "-X";
                 argv[argc++] = tc->args[i];
