@@ -224,12 +224,16 @@ void dq_consumer_fatal(dq_consumer_t *c, rd_kafka_t *rk);
  */
 
 /* Out of memory where a message would otherwise go unaccounted: stop hard.
- * Nothing is lost, since nothing unsettled was committed (G1). */
+ * Nothing is lost, since nothing unsettled was committed (G1). @locality
+ * any */
 void dq_oom(void);
 
 /* Builds an item for a consumed message, or returns NULL (and consumes the
  * message) for an error event. @locality main loop, rebalance callback */
 dq_item_t *dq_item_new(dq_consumer_t *c, rd_kafka_message_t *m);
+
+/* Frees an item and its message; the job id ("-" for a message that is not
+ * a job); pushes an item on a list. @locality any */
 void dq_item_free(dq_item_t *it);
 const char *dq_item_job_id(const dq_item_t *it);
 void dq_item_push(dq_item_t **list, dq_item_t *it);
@@ -259,7 +263,7 @@ void dq_item_settle(dq_consumer_t *c, dq_item_t *it, dq_outcome_t outcome);
 void dq_item_abandon(dq_consumer_t *c, dq_item_t *it, const char *why);
 
 /*
- * dq_route.c: pure decisions, no I/O
+ * dq_route.c: pure decisions, no I/O. @locality any (they touch no state)
  */
 
 typedef enum dq_route_action_e {
@@ -359,18 +363,20 @@ void dq_outage_over(dq_consumer_t *c);
 bool dq_outage_recovered(dq_consumer_t *c);
 
 /* The wait before try number tries + 1 (0-based tries): 100 ms doubling,
- * at most max_ms. */
+ * at most max_ms. @locality any (pure) */
 int64_t dq_capped_backoff(int tries, int64_t max_ms);
 
 /*
  * dq_copy.c: delay and DLQ copies
  */
 
-/* Sets a dead-letter copy up: class, code and message. */
+/* Sets a dead-letter copy up: class, code and message. @locality main
+ * loop, rebalance callback */
 void dq_copy_to_dlq(dq_item_t *it, const char *cls, const char *code,
                     const char *message, bool dead_after);
 
-/* Sets a delay copy up for a wait until not_before. */
+/* Sets a delay copy up for a wait until not_before. @locality main loop,
+ * rebalance callback */
 void dq_copy_to_delay(dq_consumer_t *c, dq_item_t *it, int64_t not_before,
                       dq_outcome_t outcome);
 
@@ -389,10 +395,11 @@ void dq_copy_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
  * dq_part.c: partitions, holds, offsets and commit
  */
 
+/* The assigned partition topic/partition, or NULL. @locality any */
 dq_part_t *dq_part_find(dq_consumer_t *c, const char *topic, int32_t partition);
 
 /* The partition an item came from, when it is still assigned under the
- * same assignment it was read in. */
+ * same assignment it was read in. @locality any */
 dq_part_t *dq_item_part(dq_consumer_t *c, const dq_item_t *it);
 
 /* Commits the stored offsets, after storing what settled since. Returns
@@ -400,6 +407,9 @@ dq_part_t *dq_item_part(dq_consumer_t *c, const dq_item_t *it);
  * committed. @locality main loop, rebalance callback */
 bool dq_part_commit(dq_consumer_t *c, bool sync);
 
+/* Pause and resume every partition (a Redis outage, the drain) or one. A
+ * resume skips partitions held or blocked, and reads a held partition
+ * again from its held offset. @locality main loop, rebalance callback */
 void dq_part_pause_all(dq_consumer_t *c, const char *why);
 void dq_part_resume_all(dq_consumer_t *c);
 void dq_part_pause(dq_consumer_t *c, const dq_part_t *p);
@@ -414,16 +424,19 @@ void dq_part_hold(dq_consumer_t *c, dq_part_t *p, int64_t offset,
 /* Resumes the holds that are due. @locality main loop */
 void dq_part_release_due(dq_consumer_t *c);
 
-/* Milliseconds until the next hold is due, at most 100. */
+/* Milliseconds until the next hold is due, at most 100. @locality main
+ * loop */
 int dq_part_next_timeout(dq_consumer_t *c);
 
 /* H5: pauses (blocks) the partitions numbered past the DLQ's or a tier's
  * partition count, and resumes those that are no longer. @locality main
  * loop, rebalance callback */
 void dq_part_check(dq_consumer_t *c);
+/* @locality main loop */
 bool dq_part_any_blocked(const dq_consumer_t *c);
 
-/* @locality rebalance callback */
+/* Tracks an assignment's partitions, with a new generation each; forgets
+ * a revoked one. @locality rebalance callback */
 void dq_part_add(dq_consumer_t *c, const rd_kafka_topic_partition_list_t *l);
 void dq_part_remove(dq_consumer_t *c, const char *topic, int32_t partition);
 
@@ -446,8 +459,14 @@ void dq_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * dq_setup.c: clients, tiers, topics
  */
 
+/* Set-up, from dq_consumer_new() before the loop runs. @locality main
+ * thread, before the run */
+
 /* Names the delay tiers' topics from delay.tiers ("5s" for 5000 ms). */
 int dq_setup_tiers(dq_consumer_t *c);
+/* The copy producer (idempotent, acks=all, a copy's size) and the group
+ * consumer (eager assignment, offsets stored and committed by the
+ * engine). */
 rd_kafka_t *dq_setup_producer(dq_consumer_t *c, char *errstr,
                               size_t errstr_size);
 rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
