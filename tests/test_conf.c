@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "dq_conf.h"
+#include "dq_kafka_produce.h"
 #include "dq_test.h"
 #include "banned.h"
 
@@ -154,5 +155,64 @@ Test(conf, bad_kafka_property_is_reported_with_its_origin)
                      DQ_ERR_INVALID);
         cr_assert(strstr(errstr, "-X: kafka.no.such.property"), "%s", errstr);
         rd_kafka_conf_destroy(rk);
+        dq_conf_destroy(conf);
+}
+
+/* The one rule for every producer: all kafka.* keys but the consumer's
+ * and transactional.id, and idempotence and acks=all whatever is set. */
+Test(conf,
+     a_producer_takes_every_key_but_the_consumers_and_keeps_its_guarantees)
+{
+        char errstr[512], v[64];
+        size_t n;
+        char *overrides[] = {
+            "kafka.linger.ms=7",
+            "kafka.client.id=pod-1",
+            "kafka.group.id=g",
+            "kafka.fetch.max.bytes=1024",
+            "kafka.queued.min.messages=5",
+            "kafka.auto.offset.reset=latest",
+            "kafka.transactional.id=stolen",
+            "kafka.enable.idempotence=false",
+            "kafka.acks=0",
+        };
+        dq_conf_t *conf = dq_conf_load(
+            NULL, overrides, (int)(sizeof(overrides) / sizeof(*overrides)),
+            errstr, sizeof(errstr));
+        rd_kafka_conf_t *k = rd_kafka_conf_new();
+
+        cr_assert_not_null(conf, "%s", errstr);
+        cr_assert_eq(dq_kafka_producer_conf(conf, k, errstr, sizeof(errstr)),
+                     DQ_OK, "%s", errstr);
+        n = sizeof(v);
+        cr_assert_eq(rd_kafka_conf_get(k, "linger.ms", v, &n),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_str_eq(v, "7");
+        n = sizeof(v);
+        cr_assert_eq(rd_kafka_conf_get(k, "client.id", v, &n),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_str_eq(v, "pod-1");
+        n = sizeof(v);
+        cr_assert_eq(rd_kafka_conf_get(k, "enable.idempotence", v, &n),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_str_eq(v, "true");
+        n = sizeof(v);
+        cr_assert_eq(rd_kafka_conf_get(k, "acks", v, &n), RD_KAFKA_CONF_OK);
+        cr_assert_str_eq(v, "-1", "acks=all");
+        /* Consumer-only keys and transactional.id keep their defaults. */
+        n = sizeof(v);
+        cr_assert(rd_kafka_conf_get(k, "group.id", v, &n) != RD_KAFKA_CONF_OK ||
+                      !*v,
+                  "group.id reached the producer: %s", v);
+        n = sizeof(v);
+        cr_assert(rd_kafka_conf_get(k, "transactional.id", v, &n) !=
+                          RD_KAFKA_CONF_OK ||
+                      !*v,
+                  "transactional.id reached the producer: %s", v);
+        n = sizeof(v);
+        cr_assert_eq(rd_kafka_conf_get(k, "fetch.max.bytes", v, &n),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_neq(strcmp(v, "1024"), 0);
+        rd_kafka_conf_destroy(k);
         dq_conf_destroy(conf);
 }
