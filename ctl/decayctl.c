@@ -133,6 +133,7 @@ static const char common_help[] =
     "      --json          output for scripts\n"
     "      --dump-config   print the effective configuration, secrets "
     "masked\n"
+    "      --version       print the version and exit\n"
     "  -h, --help          this help\n"
     "DECAYQ_* environment variables override the file; -X overrides both.\n";
 
