@@ -178,3 +178,21 @@ done:
         free(res);
         return ret;
 }
+
+void dq_kafka_log_offsets(rd_kafka_t *rk,
+                          const rd_kafka_topic_partition_list_t *parts,
+                          int64_t where, int timeout_ms, int64_t *out)
+{
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_copy(parts);
+
+        /* ListOffsets takes -1 (latest) and -2 (earliest) as times. */
+        for (int i = 0; i < l->cnt; i++)
+                l->elems[i].offset = where;
+        if (rd_kafka_offsets_for_times(rk, l, timeout_ms))
+                for (int i = 0; i < l->cnt; i++)
+                        l->elems[i].offset = -1;
+        for (int i = 0; i < l->cnt; i++)
+                out[i] = l->elems[i].err ? -1 : l->elems[i].offset;
+        rd_kafka_topic_partition_list_destroy(l);
+}

@@ -34,4 +34,15 @@ dq_err_t dq_kafka_topic_max_bytes(rd_kafka_t *rk, const char *const *topics,
                                   size_t cnt, int64_t *bytes, int timeout_ms,
                                   char *errstr, size_t errstr_size);
 
+/* Reads each partition of parts' offset at the log's end (where
+ * RD_KAFKA_OFFSET_END: the high watermark) or start (RD_KAFKA_OFFSET_
+ * BEGINNING) into out[i], -1 when unknown, within timeout_ms however the
+ * brokers fare. rd_kafka_query_watermark_offsets() of librdkafka 2.0 waits
+ * for a leader's answer past its timeout (forever while the brokers are
+ * down), so decayq never calls it.
+ * @locality any thread except rk's own callbacks. */
+void dq_kafka_log_offsets(rd_kafka_t *rk,
+                          const rd_kafka_topic_partition_list_t *parts,
+                          int64_t where, int timeout_ms, int64_t *out);
+
 #endif

@@ -54,6 +54,7 @@
 #define DQ_REDIS_BACKOFF_MAX 2000
 #define DQ_IDLE_PING_MS      1000
 #define DQ_PARK_RECHECK_MS   250 /* a parked delivery asks again this often */
+#define DQ_LAG_LOOKUP_MS     500 /* bound of one offset lookup for a lag */
 
 /* How a message ended. Names are the metric's outcome label values and
  * the settle log's outcome= values. */
@@ -94,6 +95,9 @@ typedef struct dq_part_s {
         bool seek_pending; /* read again from paused_offset on resume */
         int64_t resume_at; /* wall ms */
         int64_t paused_offset;
+        /* Where its log starts and ends, while blocked (its lag); -1
+         * until known. */
+        int64_t log_start, log_end;
         struct dq_part_s *next;
 } dq_part_t;
 

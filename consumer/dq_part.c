@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dq_kafka.h"
 #include "dq_log.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -222,23 +223,42 @@ static int copy_partitions(dq_consumer_t *c)
         return least;
 }
 
-/* The lag of a partition that statistics do not cover (never fetched):
- * its high watermark less the group's committed offset. */
-static int64_t measure_lag(dq_consumer_t *c, const dq_part_t *p)
+/* The lags of the blocked partitions, which statistics do not cover
+ * (never fetched): the log's end less the group's committed offset (the
+ * log's start when none). Each check makes one bounded lookup per kind, so
+ * that a broker outage never holds the loop: the first finds where each
+ * log starts, the later ones where it ends. (A second offset lookup right
+ * after a first times out under librdkafka 2.0 on an assigned partition.)
+ * -1 while unknown. */
+static void blocked_lags(dq_consumer_t *c, dq_part_t **bp,
+                         rd_kafka_topic_partition_list_t *l, int64_t *lags)
 {
-        rd_kafka_topic_partition_list_t *l =
-            rd_kafka_topic_partition_list_new(1);
-        int64_t lo, hi, off, lag = -1;
+        int64_t *got = calloc((size_t)l->cnt + 1, sizeof(*got));
+        bool starts = false;
 
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-        if (!rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition,
-                                              &lo, &hi, 2000) &&
-            !rd_kafka_committed(c->rk, l, 2000)) {
-                off = l->elems[0].offset;
-                lag = hi - (off >= 0 ? off : lo);
+        if (!got)
+                dq_oom();
+        for (int i = 0; i < l->cnt; i++)
+                starts |= bp[i]->log_start < 0;
+        dq_kafka_log_offsets(
+            c->rk, l, starts ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END,
+            DQ_LAG_LOOKUP_MS, got);
+        if (rd_kafka_committed(c->rk, l, DQ_LAG_LOOKUP_MS))
+                for (int i = 0; i < l->cnt; i++)
+                        l->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        for (int i = 0; i < l->cnt; i++) {
+                dq_part_t *p = bp[i];
+                int64_t from;
+
+                if (starts && p->log_start < 0)
+                        p->log_start = got[i];
+                else if (!starts)
+                        p->log_end = got[i];
+                from =
+                    l->elems[i].offset >= 0 ? l->elems[i].offset : p->log_start;
+                lags[i] = p->log_end >= 0 && from >= 0 ? p->log_end - from : -1;
         }
-        rd_kafka_topic_partition_list_destroy(l);
-        return lag;
+        free(got);
 }
 
 void dq_part_check(dq_consumer_t *c)
@@ -247,7 +267,9 @@ void dq_part_check(dq_consumer_t *c)
         const char **topics;
         int32_t *parts;
         int64_t *lags;
-        size_t cnt = 0, k = 0;
+        rd_kafka_topic_partition_list_t *blocked;
+        dq_part_t **bp;
+        size_t cnt = 0;
 
         c->next_part_check = dq_mono_ms() + 5000;
         if (n < 0)
@@ -278,22 +300,33 @@ void dq_part_check(dq_consumer_t *c)
         }
         if (!c->metrics)
                 return;
+        blocked = rd_kafka_topic_partition_list_new((int)cnt + 1);
         topics = calloc(cnt + 1, sizeof(*topics));
         parts = calloc(cnt + 1, sizeof(*parts));
         lags = calloc(cnt + 1, sizeof(*lags));
-        if (!topics || !parts || !lags)
+        bp = calloc(cnt + 1, sizeof(*bp));
+        if (!topics || !parts || !lags || !bp)
                 dq_oom();
-        for (dq_part_t *p = c->parts; p && k < cnt; p = p->next) {
-                if (!p->blocked)
+        for (dq_part_t *p = c->parts; p; p = p->next) {
+                if (!p->blocked || blocked->cnt >= (int)cnt)
                         continue;
-                topics[k] = p->topic;
-                parts[k] = p->partition;
-                lags[k++] = measure_lag(c, p);
+                bp[blocked->cnt] = p;
+                rd_kafka_topic_partition_list_add(blocked, p->topic,
+                                                  p->partition);
         }
-        dq_metrics_extra_lags(c->metrics, topics, parts, lags, k);
+        if (blocked->cnt)
+                blocked_lags(c, bp, blocked, lags);
+        for (int i = 0; i < blocked->cnt; i++) {
+                topics[i] = blocked->elems[i].topic;
+                parts[i] = blocked->elems[i].partition;
+        }
+        dq_metrics_extra_lags(c->metrics, topics, parts, lags,
+                              (size_t)blocked->cnt);
+        rd_kafka_topic_partition_list_destroy(blocked);
         free(topics);
         free(parts);
         free(lags);
+        free(bp);
 }
 
 bool dq_part_any_blocked(const dq_consumer_t *c)
@@ -315,6 +348,7 @@ void dq_part_add(dq_consumer_t *c, const rd_kafka_topic_partition_list_t *l)
                 p->tier = topic_tier(c, p->topic);
                 p->gen = ++c->gen_seq;
                 p->store_next = -1;
+                p->log_start = p->log_end = -1;
                 dq_offsets_init(&p->off);
                 p->next = c->parts;
                 c->parts = p;

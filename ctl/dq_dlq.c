@@ -347,8 +347,9 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
                                 int32_t only_partition, int64_t start_offset,
                                 char *errstr, size_t errstr_size)
 {
-        rd_kafka_topic_partition_list_t *committed = NULL;
+        rd_kafka_topic_partition_list_t *committed = NULL, *all;
         rd_kafka_resp_err_t err;
+        int64_t *los, *his;
 
         if (only_partition >= r->cnt) {
                 snprintf(errstr, errstr_size,
@@ -370,20 +371,39 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
                         return DQ_ERR_UNAVAILABLE;
                 }
         }
+        los = calloc((size_t)r->cnt + 1, sizeof(*los));
+        his = calloc((size_t)r->cnt + 1, sizeof(*his));
+        if (!los || !his) {
+                snprintf(errstr, errstr_size, "out of memory");
+                if (committed)
+                        rd_kafka_topic_partition_list_destroy(committed);
+                free(los);
+                free(his);
+                return DQ_ERR_INTERNAL;
+        }
         r->total = r->done = 0;
+        all = rd_kafka_topic_partition_list_new(r->cnt);
+        for (int p = 0; p < r->cnt; p++)
+                rd_kafka_topic_partition_list_add(all, r->topic, p);
+        dq_kafka_log_offsets(r->rk, all, RD_KAFKA_OFFSET_BEGINNING, 10000, los);
+        dq_kafka_log_offsets(r->rk, all, RD_KAFKA_OFFSET_END, 10000, his);
+        rd_kafka_topic_partition_list_destroy(all);
         for (int p = 0; p < r->cnt; p++) {
-                int64_t lo, hi;
+                int64_t lo = los[p], hi = his[p];
 
                 r->active[p] = r->in_snap[p] = false;
                 if (only_partition >= 0 && p != only_partition)
                         continue;
-                err = rd_kafka_query_watermark_offsets(r->rk, r->topic, p, &lo,
-                                                       &hi, 10000);
-                if (err) {
+                if (lo < 0 || hi < 0) {
                         snprintf(errstr, errstr_size,
-                                 "cannot read the end offsets of '%s': %s",
-                                 r->topic, rd_kafka_err2str(err));
-                        rd_kafka_topic_partition_list_destroy(committed);
+                                 "cannot read the end offsets of '%s' "
+                                 "(partition %d) within 10 s",
+                                 r->topic, p);
+                        if (committed)
+                                rd_kafka_topic_partition_list_destroy(
+                                    committed);
+                        free(los);
+                        free(his);
                         return DQ_ERR_UNAVAILABLE;
                 }
                 r->start[p] = lo;
@@ -407,6 +427,8 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
                                 if (committed)
                                         rd_kafka_topic_partition_list_destroy(
                                             committed);
+                                free(los);
+                                free(his);
                                 return DQ_ERR_NOT_FOUND;
                         }
                         r->start[p] = start_offset;
@@ -421,6 +443,8 @@ dq_err_t dq_dlq_reader_snapshot(dq_dlq_reader_t *r, bool from_committed,
         }
         if (committed)
                 rd_kafka_topic_partition_list_destroy(committed);
+        free(los);
+        free(his);
         return DQ_OK;
 }
 

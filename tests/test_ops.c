@@ -517,8 +517,9 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
 {
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
-        char *a = malloc(1 << 20), series[512];
+        char *a = malloc(1 << 20), series[512], log[512];
         const char *srcs[] = {"m-grow"};
+        bool answered = false;
         int port = free_port();
         long long deadline;
         dq_record_t rec;
@@ -556,6 +557,24 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
         cr_assert_eq(metric(a, "decayq_partitions_blocked", NULL), 1);
         cr_assert_eq(dq_store_job_get(store, "s/1", job->id, &rec),
                      DQ_ERR_NOT_FOUND, "a blocked partition's job ran");
+
+        /* The blocked partition's lag is looked up every few seconds: with
+         * the broker down, no lookup may hold the loop (it answers a
+         * signal at once). */
+        dq_test_services("kafka-stop");
+        dq_test_sleep_ms(8000);
+        dq_tc_log_path(&tc, "w", log, sizeof(log));
+        kill(pid, SIGUSR1);
+        deadline = dq_test_now_ms() + 5000;
+        while (!answered && dq_test_now_ms() < deadline) {
+                char *text = dq_test_slurp(log);
+                answered = strstr(text, "when=signal") != NULL;
+                free(text);
+                dq_test_sleep_ms(200);
+        }
+        dq_test_services("kafka-start");
+        cr_assert(answered, "the loop did not answer SIGUSR1 within 5 s of "
+                            "Kafka being down 8 s");
 
         grow_topic(tc.dlq, 2);
         grow_topic(tc.tier_topic[0], 2);
