@@ -95,6 +95,22 @@ void dq_tc_log_path(const dq_tc_t *tc, const char *worker, char *buf,
         snprintf(buf, size, "%s/%s.log", tc->dir, worker);
 }
 
+/* The consumers this test process spawned, for dq_tc_reap(). */
+static pid_t spawned[256];
+static size_t spawned_cnt;
+
+void dq_tc_reap(void)
+{
+        for (size_t i = 0; i < spawned_cnt; i++) {
+                int status;
+                if (waitpid(spawned[i], &status, WNOHANG) != 0)
+                        continue; /* gone, or reaped already */
+                kill(spawned[i], SIGKILL);
+                waitpid(spawned[i], &status, 0);
+        }
+        spawned_cnt = 0;
+}
+
 pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
 {
         char path[512], wid[160], prog[1024];
@@ -127,6 +143,8 @@ pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
                 _exit(127);
         }
         close(fd);
+        if (spawned_cnt < sizeof(spawned) / sizeof(*spawned))
+                spawned[spawned_cnt++] = pid;
         return pid;
 }
 

@@ -39,6 +39,10 @@ void dq_tc_arg(dq_tc_t *tc, const char *kv);
  * <dir>/<worker>.log. */
 pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker);
 
+/* Kills (SIGKILL) and reaps every consumer this test spawned that is still
+ * running: a failed test leaves none behind. For .fini. */
+void dq_tc_reap(void);
+
 /* Waits up to timeout_ms for pid; returns its exit code, or 128 + signal.
  * Kills it and fails the test on timeout. */
 int dq_tc_wait(pid_t pid, long timeout_ms);

@@ -39,6 +39,7 @@ static void open_store(dq_tc_t *tc)
 
 static void teardown(void)
 {
+        dq_tc_reap();
         dq_store_destroy(store);
         dq_conf_destroy(conf);
         store = NULL;

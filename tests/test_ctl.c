@@ -37,6 +37,7 @@ static void open_store(const dq_tc_t *tc)
 
 static void teardown(void)
 {
+        dq_tc_reap();
         dq_store_destroy(store);
         dq_conf_destroy(conf);
         store = NULL;

@@ -24,6 +24,7 @@ static dq_conf_t *conf;
 
 static void teardown(void)
 {
+        dq_tc_reap();
         dq_store_destroy(store);
         dq_conf_destroy(conf);
         store = NULL;
