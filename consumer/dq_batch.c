@@ -78,11 +78,10 @@ static void log_claim(const dq_item_t *it)
         }
 }
 
-/* Routes an item whose claim was answered. */
-static void claimed(dq_consumer_t *c, dq_item_t *it, batch_t *b)
+/* Routes an item whose claim was answered, as r says. */
+static void claimed(dq_consumer_t *c, dq_item_t *it, dq_route_t r, batch_t *b)
 {
         const dq_claim_t *cl = &it->claim;
-        dq_route_t r = dq_route_claim(cl);
 
         /* A parked delivery keeps what its record says, so that a later
          * claim still knows a stale copy. */
@@ -151,7 +150,9 @@ static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
          * counted twice, which only makes the bound stricter. */
         for (size_t i = 0; i < m; i++) {
                 dq_item_t *it = items[i];
-                if (dq_route_claim(&cl[i]).action == DQ_ROUTE_RESEND) {
+                dq_route_t r = dq_route_claim(&cl[i]);
+
+                if (r.action == DQ_ROUTE_RESEND) {
                         items[k++] = it;
                         continue;
                 }
@@ -159,7 +160,7 @@ static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                 it->claim = cl[i];
                 it->claimed_at = t0;
                 it->claim_wall = wall;
-                claimed(c, it, opaque);
+                claimed(c, it, r, opaque);
         }
         free(cl);
         return k;
@@ -262,11 +263,10 @@ static size_t run_all(dq_consumer_t *c, batch_t *b, dq_item_t **out)
         return k;
 }
 
-/* Routes an item whose settle was answered. */
+/* Routes an item whose settle was answered, as r says. */
 static void settled(dq_consumer_t *c, dq_item_t *it, const dq_settle_t *s,
-                    dq_item_t **copies)
+                    dq_route_t r, dq_item_t **copies)
 {
-        dq_route_t r = dq_route_settled(s);
 
         switch (r.action) {
         case DQ_ROUTE_DEFER: /* a retry, written: its delay copy */
@@ -330,12 +330,14 @@ static size_t settle_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                 observe_redis(c, t0);
         }
         for (size_t i = 0; i < m; i++) {
-                if (dq_route_settled(&ss[i]).action == DQ_ROUTE_RESEND) {
+                dq_route_t r = dq_route_settled(&ss[i]);
+
+                if (r.action == DQ_ROUTE_RESEND) {
                         items[k++] = items[i]; /* outcome unknown */
                         continue;
                 }
                 *heard = true;
-                settled(c, items[i], &ss[i], opaque);
+                settled(c, items[i], &ss[i], r, opaque);
         }
         free(ss);
         return k;
