@@ -5,9 +5,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dq_time.h"
 #include "banned.h"
+
+/* True when every topic is in rk's metadata, with its partitions led. */
+static bool all_visible(rd_kafka_t *rk, const char *const *topics, size_t cnt)
+{
+        const struct rd_kafka_metadata *md;
+        size_t seen = 0;
+
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000))
+                return false;
+        for (size_t i = 0; i < cnt; i++) {
+                for (int t = 0; t < md->topic_cnt; t++) {
+                        const struct rd_kafka_metadata_topic *mt =
+                            &md->topics[t];
+                        bool led = !mt->err && mt->partition_cnt > 0;
+
+                        if (strcmp(mt->topic, topics[i]))
+                                continue;
+                        for (int p = 0; led && p < mt->partition_cnt; p++)
+                                led = mt->partitions[p].leader >= 0 &&
+                                      !mt->partitions[p].err;
+                        seen += led;
+                        break;
+                }
+        }
+        rd_kafka_metadata_destroy(md);
+        return seen == cnt;
+}
 
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                                 size_t cnt, int partitions,
@@ -85,6 +113,22 @@ dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                                 goto done;
                         }
                 }
+        }
+        /* A created topic reaches the metadata of every broker a moment
+         * later: a client started at once would find it missing. */
+        for (int64_t until = dq_mono_ms() + timeout_ms;;) {
+                if (all_visible(rk, topics, cnt))
+                        break;
+                if (dq_mono_ms() >= until) {
+                        snprintf(errstr, errstr_size,
+                                 "create topics: created, but not in the "
+                                 "metadata within %d ms",
+                                 timeout_ms);
+                        ret = DQ_ERR_TIMEOUT;
+                        goto done;
+                }
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
         }
         ret = DQ_OK;
 

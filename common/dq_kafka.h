@@ -19,8 +19,10 @@
 /* Creates each topic with the given partition count and replication factor
  * 1 unless it exists (an existing topic is success, and is not changed).
  * max_message_bytes > 0 sets the new topics' max.message.bytes. Uses the
- * admin API on any client handle rk. Blocks up to timeout_ms.
- * @locality any thread except rk's own callbacks. */
+ * admin API on any client handle rk. Returns once every topic is in the
+ * metadata with its partitions led, so that a client started next finds
+ * them. Blocks up to timeout_ms for the creation, and as long again for
+ * the metadata. @locality any thread except rk's own callbacks. */
 dq_err_t dq_kafka_create_topics(rd_kafka_t *rk, const char *const *topics,
                                 size_t cnt, int partitions,
                                 int64_t max_message_bytes, int timeout_ms,
