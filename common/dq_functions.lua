@@ -8,12 +8,27 @@
 --   claimed | duplicate | terminal | exhausted | busy | not_due | stale
 --                                                (claim)
 --   ok | fenced | terminal | rejected            (settles, cancel, renew)
+--
+-- The memory store keeps per-scope indexes for the planner, written in the
+-- same steps that write and compress memories (put, complete):
+--   <ns>:idx:{scope}:candidate   active candidates, by created_at
+--   <ns>:idx:{scope}:episode     active episodes, by created_at
+--   <ns>:idx:{scope}:principle   active principles not under review, by
+--                                expires_at
+--   <ns>:held:{scope}            "<index>:<id>" -> the planned job that
+--                                holds the memory
+--   <ns>:pjob:{scope}:<id>       one planned job: its sources and whether
+--                                it was delivered to Kafka
+--   <ns>:pjobs:{scope}:<policy>  planned jobs still open, by window
+--   <ns>:plan:{scope}            the scope's planning status
+-- The planner's functions reach the keys of a scope's records and jobs by
+-- name; all of them share the scope's hash tag, so one slot holds them.
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '5'
+local LIB_VERSION = '6'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
-                  duplicate = true}
+                  duplicate = true, superseded = true}
 
 local function s(v)
   if v == false or v == nil then return '' end
@@ -160,13 +175,32 @@ local function by_created(a, b)
   return a.id < b.id
 end
 
--- complete(KEYS: job, target, sources...;
+-- Which index a source of a job of this kind sits in, and the prefix of
+-- its hold in the held hash.
+local INDEX_OF = {candidate_compression = 'candidate',
+                  episode_compression = 'episode',
+                  expired_principle_review = 'principle'}
+
+-- Takes the settled sources out of the planner's index and releases their
+-- holds: they can never be planned again.
+local function unindex(idx, held, which, ids)
+  redis.call('ZREM', idx, unpack(ids))
+  local fields = {}
+  for i, id in ipairs(ids) do fields[i] = which .. ':' .. id end
+  redis.call('HDEL', held, unpack(fields))
+end
+
+-- complete(KEYS: job, target, index, held, sources...;
 --          ARGV: epoch, now, retention_ms, kind, job_id, method, scope,
 --                result_id, source ids...)
 -- target is the summary memory (compressions) or the scope's review stream
--- (expired_principle_review). The effect and `completed` are one step.
+-- (expired_principle_review); index and held are the planner's index of
+-- the sources' kind and the scope's holds. The effect, the index update and
+-- `completed` are one step. A compression whose sources were all
+-- compressed already, by other jobs, has nothing left to do: it is settled
+-- `superseded` (reply ok, '', 'superseded'), not rejected.
 local function complete(keys, args)
-  local job, target = keys[1], keys[2]
+  local job, target, idx, held = keys[1], keys[2], keys[3], keys[4]
   local epoch, now = tonumber(args[1]), args[2] -- now: written as given
   local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
   local method, scope, result_id = args[6], args[7], args[8]
@@ -177,15 +211,16 @@ local function complete(keys, args)
   if bad then return bad end
 
   if kind == 'expired_principle_review' then
-    local items, rej = load_sources(keys, 3, ids, nil, 'claim')
+    local items, rej = load_sources(keys, 5, ids, nil, 'claim')
     if rej then return rej end
     local entry = redis.call('XADD', target, '*', 'job_id', job_id,
                              'scope', scope, 'principle_ids',
                              cjson.encode(ids), 'opened_at', now)
-    for i = 3, #keys do
+    for i = 5, #keys do
       redis.call('HSET', keys[i], 'review_state', 'open', 'review_job',
                  job_id, 'review_entry', entry)
     end
+    unindex(idx, held, 'principle', ids)
     finish(job, retention, {'state', 'completed', 'completed_at', now,
                                  'result_review_id', entry})
     return {'ok', entry}
@@ -193,8 +228,24 @@ local function complete(keys, args)
 
   local want, text_field = 'candidate', 'claim'
   if kind == 'episode_compression' then want, text_field = nil, 'content' end
-  local items, rej = load_sources(keys, 3, ids, want, text_field)
-  if rej then return rej end
+  local items, rej = load_sources(keys, 5, ids, want, text_field)
+  if rej then
+    if rej[2] == 'decay.compress.source_inactive' then
+      local into = nil
+      for i = 5, #keys do
+        local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
+        if h[1] ~= 'compressed' then into = nil break end
+        into = into or s(h[2])
+      end
+      if into then
+        unindex(idx, held, INDEX_OF[kind], ids)
+        finish(job, retention, {'state', 'superseded', 'superseded_at', now,
+                                'superseded_by', into})
+        return {'ok', '', 'superseded'}
+      end
+    end
+    return rej
+  end
   table.sort(items, by_created)
   local texts, ordered = {}, {}
   for i, it in ipairs(items) do
@@ -206,10 +257,11 @@ local function complete(keys, args)
              'claim', table.concat(texts, '\n'), 'created_at', now,
              'source_kind', kind, 'source_ids', cjson.encode(ordered),
              'job_id', job_id, 'method', method)
-  for i = 3, #keys do
+  for i = 5, #keys do
     redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
                result_id, 'compressed_at', now)
   end
+  unindex(idx, held, INDEX_OF[kind], ids)
   finish(job, retention, {'state', 'completed', 'completed_at', now,
                                'result_memory_id', result_id})
   return {'ok', result_id}
@@ -312,6 +364,307 @@ local function replay_dry(keys, args)
   return replay(keys, args)
 end
 
+-- The planner's indexes. A memory is indexed when the planner may propose
+-- it: an active candidate (by created_at), an active episode (by
+-- created_at), or an active principle that no review holds yet (by
+-- expires_at). Returns the index key to be in and its score, or nil and
+-- why it is in none (nil reason: nothing to index, it is simply not due
+-- for decay).
+local function index_target(h, store, idx_a, idx_b)
+  local status, typ, created, expires, review = h[1], h[2], h[3], h[4], h[5]
+  if status ~= 'active' then return nil, nil end
+  local key, field, value
+  if store == 'ep' then
+    key, field, value = idx_a, 'created_at', created
+  elseif typ == 'candidate' then
+    key, field, value = idx_a, 'created_at', created
+  elseif typ == 'principle' and not review then
+    key, field, value = idx_b, 'expires_at', expires
+  else
+    return nil, nil
+  end
+  if not value then return nil, 'no_' .. field end
+  if not string.match(value, '^%d+$') or #value > 15 then
+    return nil, 'bad_' .. field
+  end
+  return key, tonumber(value)
+end
+
+-- Puts one record's index entries where index_target says. Returns the
+-- action (added | fixed | unchanged | removed | none) and, when the
+-- record cannot be indexed although it should, why (skipped).
+local function index_record(rec, store, id, idx_a, idx_b)
+  local h = redis.call('HMGET', rec, 'status', 'type', 'created_at',
+                       'expires_at', 'review_state')
+  local key, score = index_target(h, store, idx_a, idx_b)
+  local why = nil
+  if not key then why = score end
+  local was = {}
+  was[idx_a] = redis.call('ZSCORE', idx_a, id)
+  if idx_b then was[idx_b] = redis.call('ZSCORE', idx_b, id) end
+  local removed = false
+  for k, v in pairs(was) do
+    if v and k ~= key then
+      redis.call('ZREM', k, id)
+      removed = true
+    end
+  end
+  if key then
+    if was[key] and tonumber(was[key]) == score and not removed then
+      return {'unchanged', ''}
+    end
+    redis.call('ZADD', key, score, id)
+    return {(was[key] or removed) and 'fixed' or 'added', ''}
+  end
+  if why then return {'skipped', why} end
+  return {removed and 'removed' or 'none', ''}
+end
+
+-- put(KEYS: record, index_a [, index_b]; ARGV: store, id, scope,
+--     field, value...)
+-- Writes (replaces) a memory (store 'mem': index_a the candidates',
+-- index_b the principles') or an episode (store 'ep': index_a the
+-- episodes') and its index entry, in one step. Reply as index_record's.
+local function put(keys, args)
+  local rec = keys[1]
+  redis.call('DEL', rec)
+  local kv = {'id', args[2], 'scope', args[3]}
+  for i = 4, #args do kv[#kv + 1] = args[i] end
+  redis.call('HSET', rec, unpack(kv))
+  return index_record(rec, args[1], args[2], keys[2], keys[3])
+end
+
+-- index(KEYS: record, index_a [, index_b]; ARGV: store, id)
+-- Re-derives one record's index entry from the record (decayctl memory
+-- reindex); a record that is gone leaves every index.
+local function index_one(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then
+    local n = redis.call('ZREM', keys[2], args[2])
+    if keys[3] then n = n + redis.call('ZREM', keys[3], args[2]) end
+    return {n > 0 and 'removed' or 'none', 'gone'}
+  end
+  return index_record(keys[1], args[1], args[2], keys[2], keys[3])
+end
+
+-- A planned job's id: a ULID whose time is the window start and whose 80
+-- random bits are the SHA-1 of (scope, policy, window, chunk). Every
+-- planner derives the same id for the same proposal (G13).
+local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function plan_id(scope, policy, window, chunk)
+  local out = {}
+  local t = window
+  for i = 10, 1, -1 do
+    local d = t % 32
+    out[i] = CROCKFORD:sub(d + 1, d + 1)
+    t = (t - d) / 32
+  end
+  local hex = redis.sha1hex(scope .. '\n' .. policy .. '\n' ..
+                            tostring(window) .. '\n' .. tostring(chunk))
+  for g = 0, 3 do
+    local v = tonumber(hex:sub(g * 5 + 1, g * 5 + 5), 16)
+    for i = 4, 1, -1 do
+      local d = v % 32
+      out[10 + g * 4 + i] = CROCKFORD:sub(d + 1, d + 1)
+      v = (v - d) / 32
+    end
+  end
+  return table.concat(out)
+end
+
+local RECORD_OF = {candidate = 'mem', principle = 'mem', episode = 'ep'}
+
+-- A source id a job can name (dq_job_source_id_valid).
+local function good_id(id)
+  return #id >= 1 and #id <= 255 and not string.find(id, '[%s%c{}]')
+end
+
+-- plan(KEYS: index, held, status, open;
+--      ARGV: ns, scope, policy, kind, interval_ms, min_age_ms,
+--            min_sources, max_sources, method, scan_max, retention_ms)
+-- One scope, one policy, one pass. The window is Redis TIME rounded down
+-- to interval_ms. Memories of the index due in it (score at most window
+-- start - min_age) and held by no open planned job are chunked, oldest
+-- first, max_sources a job, a last chunk of fewer than min_sources left to
+-- wait; each chunk becomes a planned job whose id derives from (scope,
+-- policy, window, chunk number) and which holds its sources until it
+-- ends. Planned jobs that ended release what they still hold; those never
+-- delivered to Kafka are returned again to be published. Index entries of
+-- memories that are gone, inactive or unusable are dropped and counted.
+-- Reply: {window, now, next_due, {open, released, republished, held,
+--         gone, stale, bad, due, proposed, debt, jobs},
+--         {job_id, idem_key, kind, method, created_at, source ids...}...}
+local function plan(keys, args)
+  local idx, held, status, open = keys[1], keys[2], keys[3], keys[4]
+  local ns, scope, policy, kind = args[1], args[2], args[3], args[4]
+  local interval, min_age = tonumber(args[5]), tonumber(args[6])
+  local min_n, max_n = tonumber(args[7]), tonumber(args[8])
+  local method, scan_max = args[9], tonumber(args[10])
+  local retention = tonumber(args[11])
+  local which = INDEX_OF[kind]
+  local tag = '{' .. scope .. '}'
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local window = now - now % interval
+  local cutoff = window - min_age
+  local c = {open = 0, released = 0, republished = 0, held = 0, gone = 0,
+             stale = 0, bad = 0, due = 0, proposed = 0, debt = 0, jobs = 0}
+  local jobs = {}
+
+  local function job_reply(jid, p)
+    local r = {jid, p[1], kind, p[2], p[3]}
+    for _, id in ipairs(cjson.decode(p[4])) do r[#r + 1] = id end
+    jobs[#jobs + 1] = r
+    c.jobs = c.jobs + 1
+  end
+
+  -- Planned jobs still open: ended ones release their holds.
+  local opened = redis.call('ZRANGE', open, 0, -1, 'WITHSCORES')
+  for i = 1, #opened, 2 do
+    local jid, pw = opened[i], tonumber(opened[i + 1])
+    local pkey = ns .. ':pjob:' .. tag .. ':' .. jid
+    local p = redis.call('HMGET', pkey, 'idempotency_key', 'method',
+                         'created_at', 'sources', 'published')
+    local st = redis.call('HGET', ns .. ':job:' .. tag .. ':' .. jid,
+                          'state')
+    if not p[4] or (st and TERMINAL[st]) or
+       (not st and pw < now - retention) then
+      -- Ended (or its state outlived its retention): what it did not
+      -- compress is free to plan again.
+      if p[4] then
+        for _, id in ipairs(cjson.decode(p[4])) do
+          local f = which .. ':' .. id
+          if redis.call('HGET', held, f) == jid then
+            redis.call('HDEL', held, f)
+          end
+        end
+      end
+      redis.call('DEL', pkey)
+      redis.call('ZREM', open, jid)
+      c.released = c.released + 1
+    elseif not st and p[5] ~= '1' then
+      job_reply(jid, p)
+      c.republished = c.republished + 1
+    else
+      c.open = c.open + 1
+    end
+  end
+
+  -- Due memories, oldest first (ties by id, as ZRANGEBYSCORE orders).
+  local due = redis.call('ZRANGEBYSCORE', idx, '-inf', cutoff, 'LIMIT', 0,
+                         scan_max)
+  local free = {}
+  for i = 1, #due, 500 do
+    local fields = {}
+    for j = i, math.min(i + 499, #due) do
+      fields[#fields + 1] = which .. ':' .. due[j]
+    end
+    local holders = redis.call('HMGET', held, unpack(fields))
+    for j = 1, #fields do
+      local id = due[i + j - 1]
+      if holders[j] then
+        c.held = c.held + 1
+      elseif not good_id(id) then
+        redis.call('ZREM', idx, id)
+        c.bad = c.bad + 1
+      else
+        local h = redis.call('HMGET', ns .. ':' .. RECORD_OF[which] .. ':' ..
+                             tag .. ':' .. id, 'status', 'type',
+                             'review_state')
+        if not h[1] then
+          redis.call('ZREM', idx, id)
+          c.gone = c.gone + 1
+        elseif h[1] ~= 'active' or
+               (which ~= 'episode' and h[2] ~= which) or
+               (which == 'principle' and h[3]) then
+          redis.call('ZREM', idx, id)
+          c.stale = c.stale + 1
+        else
+          free[#free + 1] = id
+        end
+      end
+    end
+  end
+  c.due = #free
+
+  -- Chunks, numbered on from the last of this window.
+  local chunk = 0
+  local last = redis.call('HGET', status, 'chunk:' .. policy)
+  if last then
+    local w, n = string.match(last, '^(%d+):(%d+)$')
+    if tonumber(w) == window then chunk = tonumber(n) end
+  end
+  local pos = 1
+  while #free - pos + 1 >= min_n and #free - pos + 1 > 0 do
+    local take = math.min(max_n, #free - pos + 1)
+    local src, hold = {}, {}
+    local jid = plan_id(scope, policy, window, chunk)
+    for j = pos, pos + take - 1 do
+      src[#src + 1] = free[j]
+      hold[#hold + 1] = which .. ':' .. free[j]
+      hold[#hold + 1] = jid
+    end
+    local idem = 'plan/' .. policy .. '/' .. tostring(window) .. '/' ..
+                 tostring(chunk)
+    local p = {idem, method, tostring(now), cjson.encode(src)}
+    redis.call('HSET', ns .. ':pjob:' .. tag .. ':' .. jid,
+               'idempotency_key', p[1], 'method', p[2], 'created_at', p[3],
+               'sources', p[4], 'published', '0', 'policy', policy,
+               'kind', kind, 'window', window, 'chunk', chunk)
+    redis.call('ZADD', open, window, jid)
+    redis.call('HSET', held, unpack(hold))
+    job_reply(jid, p)
+    c.proposed = c.proposed + take
+    chunk = chunk + 1
+    pos = pos + take
+  end
+  c.debt = #free - pos + 1
+  if #due == scan_max then
+    -- More are due than one pass looks at: the rest wait for the next.
+    c.debt = c.debt + redis.call('ZCOUNT', idx, '-inf', cutoff) - #due
+  end
+
+  -- When the next memory comes due: the first window it is due in.
+  local next_due = ''
+  if c.debt > 0 then
+    next_due = tostring(window + interval)
+  else
+    local nx = redis.call('ZRANGEBYSCORE', idx, '(' .. cutoff, '+inf',
+                          'WITHSCORES', 'LIMIT', 0, 1)
+    if nx[2] then
+      local at = tonumber(nx[2]) + min_age
+      if at % interval ~= 0 then at = at - at % interval + interval end
+      next_due = tostring(at)
+    end
+  end
+  redis.call('HSET', status, 'scope', scope, 'last_run', now,
+             'chunk:' .. policy, tostring(window) .. ':' .. tostring(chunk),
+             policy .. ':last_run', now, policy .. ':window', window,
+             policy .. ':next_due', next_due, policy .. ':due', c.due,
+             policy .. ':proposed', c.proposed, policy .. ':debt', c.debt,
+             policy .. ':held', c.held + c.proposed)
+  local counts = {}
+  for _, k in ipairs({'open', 'released', 'republished', 'held', 'gone',
+                      'stale', 'bad', 'due', 'proposed', 'debt', 'jobs'}) do
+    counts[#counts + 1] = tostring(c[k])
+  end
+  local reply = {tostring(window), tostring(now), next_due, counts}
+  for _, j in ipairs(jobs) do reply[#reply + 1] = j end
+  return reply
+end
+
+-- plan_published(KEYS: planned jobs...) marks planned jobs delivered to
+-- Kafka, so that no later pass publishes them again. Reply: how many.
+local function plan_published(keys)
+  local n = 0
+  for _, k in ipairs(keys) do
+    if redis.call('EXISTS', k) == 1 then
+      redis.call('HSET', k, 'published', '1')
+      n = n + 1
+    end
+  end
+  return n
+end
+
 local function version()
   return LIB_VERSION
 end
@@ -322,6 +675,10 @@ redis.register_function('decayq_retry', retry)
 redis.register_function('decayq_dead', dead)
 redis.register_function('decayq_cancel', cancel)
 redis.register_function('decayq_renew', renew)
+redis.register_function('decayq_put', put)
+redis.register_function('decayq_index', index_one)
+redis.register_function('decayq_plan', plan)
+redis.register_function('decayq_plan_published', plan_published)
 redis.register_function('decayq_replay', replay)
 redis.register_function{function_name = 'decayq_replay_dry',
                         callback = replay_dry, flags = {'no-writes'}}

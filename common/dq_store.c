@@ -1,6 +1,7 @@
 /* Redis store over hiredis: connection management, the functions library,
  * and pipelined claims and settles. */
 #include "dq_store.h"
+#include "dq_store_int.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -18,7 +19,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "5"
+#define DQ_FUNCTIONS_VERSION "6"
 
 struct dq_store_s {
         redisContext *c;
@@ -37,6 +38,16 @@ struct dq_store_s {
         int64_t backoff_ms;
         bool readonly; /* loads nothing, writes nothing (DQ_STORE_READONLY) */
 };
+
+const char *dq_store_ns(const dq_store_t *st)
+{
+        return st->ns;
+}
+
+int64_t dq_store_retention_ms(const dq_store_t *st)
+{
+        return st->retention_ms;
+}
 
 const char *dq_store_functions_version(void)
 {
@@ -394,17 +405,7 @@ void dq_store_destroy(dq_store_t *st)
         free(st);
 }
 
-/* A growable argv for one command. Strings that argf() formats are owned
- * (owned[i] != 0) and freed by args_release(). */
-typedef struct args_s {
-        int argc;
-        int cap;
-        const char **argv;
-        size_t *lens;
-        char *owned;
-} args_t;
-
-static void grow(args_t *a)
+static void grow(dq_args_t *a)
 {
         int cap = a->cap ? a->cap * 2 : 16;
         const char **argv = realloc(a->argv, (size_t)cap * sizeof(*argv));
@@ -418,7 +419,7 @@ static void grow(args_t *a)
         a->cap = cap;
 }
 
-static void arg(args_t *a, const char *s)
+void dq_args_add(dq_args_t *a, const char *s)
 {
         if (a->argc == a->cap)
                 grow(a);
@@ -427,18 +428,15 @@ static void arg(args_t *a, const char *s)
         a->lens[a->argc++] = strlen(s);
 }
 
-/* Appends s of len bytes, which args_release() will free. */
-static void arg_take(args_t *a, char *s, size_t len)
+/* Appends s of len bytes, which dq_args_release() will free. */
+void dq_args_take(dq_args_t *a, char *s, size_t len)
 {
-        arg(a, s);
+        dq_args_add(a, s);
         a->owned[a->argc - 1] = 1;
         a->lens[a->argc - 1] = len;
 }
 
-static void argf(args_t *a, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void argf(args_t *a, const char *fmt, ...)
+void dq_args_addf(dq_args_t *a, const char *fmt, ...)
 {
         va_list ap;
         char *s;
@@ -453,22 +451,22 @@ static void argf(args_t *a, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(s, (size_t)n + 1, fmt, ap);
         va_end(ap);
-        arg_take(a, s, (size_t)n);
+        dq_args_take(a, s, (size_t)n);
 }
 
 /* Appends the key "<ns>:<type>:{<scope>}[:<id>]" (see dq_store_key()). */
-static void key_arg(const dq_store_t *st, args_t *a, const char *type,
-                    const char *scope, const char *id)
+void dq_args_key(const dq_store_t *st, dq_args_t *a, const char *type,
+                 const char *scope, const char *id)
 {
         int n = dq_store_key(st, NULL, 0, type, scope, id);
         char *s = malloc((size_t)n + 1);
         if (!s)
                 abort();
         dq_store_key(st, s, (size_t)n + 1, type, scope, id);
-        arg_take(a, s, (size_t)n);
+        dq_args_take(a, s, (size_t)n);
 }
 
-static void args_release(args_t *a)
+void dq_args_release(dq_args_t *a)
 {
         for (int i = 0; i < a->argc; i++)
                 if (a->owned[i])
@@ -479,16 +477,16 @@ static void args_release(args_t *a)
         memset(a, 0, sizeof(*a));
 }
 
-static void job_key_arg(dq_store_t *st, args_t *a, const dq_job_t *job)
+static void job_key_arg(dq_store_t *st, dq_args_t *a, const dq_job_t *job)
 {
-        key_arg(st, a, "job", job->scope, job->id);
+        dq_args_key(st, a, "job", job->scope, job->id);
 }
 
 /* Sends every command of the batch, then reads every reply. replies[i] is
  * NULL where the outcome is unknown. Returns DQ_ERR_UNAVAILABLE when the
  * connection failed. */
-static dq_err_t pipeline(dq_store_t *st, args_t *cmds, size_t n,
-                         redisReply **replies)
+dq_err_t dq_store_pipeline(dq_store_t *st, dq_args_t *cmds, size_t n,
+                           redisReply **replies)
 {
         size_t i;
 
@@ -527,7 +525,7 @@ static dq_err_t pipeline(dq_store_t *st, args_t *cmds, size_t n,
  * again at the next call. Any other error is the command's own (a key of
  * the wrong type, a script error): DQ_ERR_REJECTED, fatal for that item
  * only, for the caller to dead-letter with the server's message. */
-static dq_err_t command_error(dq_store_t *st, const char *msg)
+dq_err_t dq_store_command_error(dq_store_t *st, const char *msg)
 {
         static const char *const outage[] = {
             "LOADING",  "BUSY",        "OOM",        "READONLY",  "MASTERDOWN",
@@ -556,7 +554,7 @@ static const char *reply_status(const redisReply *r, dq_store_t *st,
                 return NULL;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-                *err = command_error(st, r->str);
+                *err = dq_store_command_error(st, r->str);
                 dq_log(*err == DQ_ERR_REJECTED ? DQ_LOG_ERROR : DQ_LOG_WARN,
                        "redis", "event=command_error class=%s error=\"%s\"",
                        *err == DQ_ERR_REJECTED ? "fatal" : "outage",
@@ -588,7 +586,7 @@ static const char *elem(const redisReply *r, size_t i)
 
 /* A batch is n items, each one command: build() writes its argv, parse()
  * reads its reply (NULL when the outcome is unknown) into the item. */
-typedef void(batch_build_fn)(dq_store_t *st, args_t *a, void *item,
+typedef void(batch_build_fn)(dq_store_t *st, dq_args_t *a, void *item,
                              int64_t now_ms);
 typedef void(batch_parse_fn)(dq_store_t *st, const redisReply *r, void *item);
 
@@ -597,7 +595,7 @@ static dq_err_t batch(dq_store_t *st, void *items, size_t item_size, size_t n,
                       int64_t now_ms, batch_build_fn *build,
                       batch_parse_fn *parse)
 {
-        args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
+        dq_args_t *cmds = calloc(n ? n : 1, sizeof(*cmds));
         redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
         dq_err_t ret;
 
@@ -608,37 +606,39 @@ static dq_err_t batch(dq_store_t *st, void *items, size_t item_size, size_t n,
         }
         for (size_t i = 0; i < n; i++)
                 build(st, &cmds[i], (char *)items + i * item_size, now_ms);
-        ret = pipeline(st, cmds, n, replies);
+        ret = dq_store_pipeline(st, cmds, n, replies);
         for (size_t i = 0; i < n; i++) {
                 parse(st, replies[i], (char *)items + i * item_size);
                 freeReplyObject(replies[i]);
-                args_release(&cmds[i]);
+                dq_args_release(&cmds[i]);
         }
         free(cmds);
         free(replies);
         return ret;
 }
 
-static void build_claim(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
+static void build_claim(dq_store_t *st, dq_args_t *a, void *item,
+                        int64_t now_ms)
 {
         const dq_claim_t *c = item;
         const dq_job_t *job = c->job;
 
-        arg(a, "FCALL");
-        arg(a, "decayq_claim");
-        arg(a, job->idempotency_key ? "2" : "1");
+        dq_args_add(a, "FCALL");
+        dq_args_add(a, "decayq_claim");
+        dq_args_add(a, job->idempotency_key ? "2" : "1");
         job_key_arg(st, a, job);
         if (job->idempotency_key)
-                key_arg(st, a, "idem", job->scope, job->idempotency_key);
-        argf(a, "%lld", (long long)now_ms);
-        argf(a, "%lld", (long long)st->lease_ms);
-        arg(a, st->worker);
-        arg(a, dq_kind_name(job->kind));
-        argf(a, "%lld", (long long)st->max_attempts);
-        arg(a, job->id);
-        argf(a, "%lld", (long long)st->retention_ms);
-        arg(a, c->msg ? c->msg : "");
-        argf(a, "%lld", c->is_copy ? (long long)c->copy_attempts : -1LL);
+                dq_args_key(st, a, "idem", job->scope, job->idempotency_key);
+        dq_args_addf(a, "%lld", (long long)now_ms);
+        dq_args_addf(a, "%lld", (long long)st->lease_ms);
+        dq_args_add(a, st->worker);
+        dq_args_add(a, dq_kind_name(job->kind));
+        dq_args_addf(a, "%lld", (long long)st->max_attempts);
+        dq_args_add(a, job->id);
+        dq_args_addf(a, "%lld", (long long)st->retention_ms);
+        dq_args_add(a, c->msg ? c->msg : "");
+        dq_args_addf(a, "%lld",
+                     c->is_copy ? (long long)c->copy_attempts : -1LL);
 }
 
 static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
@@ -683,7 +683,8 @@ dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
                      parse_claim);
 }
 
-static void build_settle(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
+static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
+                         int64_t now_ms)
 {
         const dq_settle_t *s = item;
         const dq_job_t *job = s->job;
@@ -691,47 +692,51 @@ static void build_settle(dq_store_t *st, args_t *a, void *item, int64_t now_ms)
             job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
         char sum_id[DQ_ULID_LEN + 5];
 
-        arg(a, "FCALL");
+        dq_args_add(a, "FCALL");
         switch (s->op) {
         case DQ_SETTLE_COMPLETE:
                 snprintf(sum_id, sizeof(sum_id), "sum_%s", job->id);
-                arg(a, "decayq_complete");
-                argf(a, "%zu", 2 + job->source_cnt);
+                dq_args_add(a, "decayq_complete");
+                dq_args_addf(a, "%zu", 4 + job->source_cnt);
                 job_key_arg(st, a, job);
                 if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW)
-                        key_arg(st, a, "reviews", job->scope, NULL);
+                        dq_args_key(st, a, "reviews", job->scope, NULL);
                 else
-                        key_arg(st, a, "mem", job->scope, sum_id);
+                        dq_args_key(st, a, "mem", job->scope, sum_id);
+                dq_args_key(st, a, "idx", job->scope,
+                            dq_store_index_name(job->kind));
+                dq_args_key(st, a, "held", job->scope, NULL);
                 for (size_t i = 0; i < job->source_cnt; i++)
-                        key_arg(st, a, rec, job->scope, job->source_ids[i]);
-                argf(a, "%lld", (long long)s->epoch);
-                argf(a, "%lld", (long long)now_ms);
-                argf(a, "%lld", (long long)st->retention_ms);
-                arg(a, dq_kind_name(job->kind));
-                arg(a, job->id);
-                arg(a, dq_method_name(job->method));
-                arg(a, job->scope);
-                argf(a, "%s", sum_id);
+                        dq_args_key(st, a, rec, job->scope, job->source_ids[i]);
+                dq_args_addf(a, "%lld", (long long)s->epoch);
+                dq_args_addf(a, "%lld", (long long)now_ms);
+                dq_args_addf(a, "%lld", (long long)st->retention_ms);
+                dq_args_add(a, dq_kind_name(job->kind));
+                dq_args_add(a, job->id);
+                dq_args_add(a, dq_method_name(job->method));
+                dq_args_add(a, job->scope);
+                dq_args_addf(a, "%s", sum_id);
                 for (size_t i = 0; i < job->source_cnt; i++)
-                        arg(a, job->source_ids[i]);
+                        dq_args_add(a, job->source_ids[i]);
                 break;
         case DQ_SETTLE_RETRY:
         case DQ_SETTLE_DEAD: {
                 /* Same shape: the third argument is the not-before time of
                  * a retry, or the retention of a dead job's state. */
                 bool retry = s->op == DQ_SETTLE_RETRY;
-                arg(a, retry ? "decayq_retry" : "decayq_dead");
-                arg(a, "1");
+                dq_args_add(a, retry ? "decayq_retry" : "decayq_dead");
+                dq_args_add(a, "1");
                 job_key_arg(st, a, job);
-                argf(a, "%lld", (long long)s->epoch);
-                argf(a, "%lld", (long long)now_ms);
-                argf(a, "%lld",
-                     (long long)(retry ? s->not_before_ms : st->retention_ms));
-                arg(a, s->error_class ? s->error_class
-                       : retry        ? "retryable"
-                                      : "fatal");
-                arg(a, s->error_code ? s->error_code : "");
-                arg(a, s->error_message ? s->error_message : "");
+                dq_args_addf(a, "%lld", (long long)s->epoch);
+                dq_args_addf(a, "%lld", (long long)now_ms);
+                dq_args_addf(
+                    a, "%lld",
+                    (long long)(retry ? s->not_before_ms : st->retention_ms));
+                dq_args_add(a, s->error_class ? s->error_class
+                               : retry        ? "retryable"
+                                              : "fatal");
+                dq_args_add(a, s->error_code ? s->error_code : "");
+                dq_args_add(a, s->error_message ? s->error_message : "");
                 break;
         }
         }
@@ -750,8 +755,10 @@ static void parse_settle(dq_store_t *st, const redisReply *r, void *item)
         }
         if (!status)
                 return;
+        s->superseded = false;
         if (!strcmp(status, "ok")) {
                 snprintf(s->result, sizeof(s->result), "%s", elem(r, 1));
+                s->superseded = !strcmp(elem(r, 2), "superseded");
         } else if (!strcmp(status, "fenced")) {
                 s->err = DQ_ERR_FENCED;
         } else if (!strcmp(status, "terminal")) {
@@ -774,21 +781,21 @@ dq_err_t dq_store_settle(dq_store_t *st, dq_settle_t *settles, size_t n,
 }
 
 /* One command through the pipeline; returns its reply or NULL. */
-static redisReply *one(dq_store_t *st, args_t *a, dq_err_t *err)
+static redisReply *one(dq_store_t *st, dq_args_t *a, dq_err_t *err)
 {
         redisReply *r = NULL;
-        *err = pipeline(st, a, 1, &r);
-        args_release(a);
+        *err = dq_store_pipeline(st, a, 1, &r);
+        dq_args_release(a);
         return r;
 }
 
 dq_err_t dq_store_ping(dq_store_t *st)
 {
-        args_t a = {0};
+        dq_args_t a = {0};
         dq_err_t err;
         redisReply *r;
 
-        arg(&a, "PING");
+        dq_args_add(&a, "PING");
         r = one(st, &a, &err);
         if (r)
                 freeReplyObject(r);
@@ -798,18 +805,18 @@ dq_err_t dq_store_ping(dq_store_t *st)
 dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
                         int64_t now_ms)
 {
-        args_t a = {0};
+        dq_args_t a = {0};
         dq_err_t err;
         redisReply *r;
         const char *status;
 
-        arg(&a, "FCALL");
-        arg(&a, "decayq_renew");
-        arg(&a, "1");
+        dq_args_add(&a, "FCALL");
+        dq_args_add(&a, "decayq_renew");
+        dq_args_add(&a, "1");
         job_key_arg(st, &a, job);
-        argf(&a, "%lld", (long long)epoch);
-        argf(&a, "%lld", (long long)now_ms);
-        argf(&a, "%lld", (long long)st->lease_ms);
+        dq_args_addf(&a, "%lld", (long long)epoch);
+        dq_args_addf(&a, "%lld", (long long)now_ms);
+        dq_args_addf(&a, "%lld", (long long)st->lease_ms);
         r = one(st, &a, &err);
         status = reply_status(r, st, &err);
         if (status && strcmp(status, "ok"))
@@ -820,18 +827,18 @@ dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
 }
 
 /* Starts "FCALL fn 1 <job key>" for an operator call on one job. */
-static void job_fcall(dq_store_t *st, args_t *a, const char *fn,
+static void job_fcall(dq_store_t *st, dq_args_t *a, const char *fn,
                       const char *scope, const char *id)
 {
-        arg(a, "FCALL");
-        arg(a, fn);
-        arg(a, "1");
-        key_arg(st, a, "job", scope, id);
+        dq_args_add(a, "FCALL");
+        dq_args_add(a, fn);
+        dq_args_add(a, "1");
+        dq_args_key(st, a, "job", scope, id);
 }
 
 /* Sends a call whose reply is {"ok"|refusal, state}: DQ_OK or
  * DQ_ERR_TERMINAL, with the state in state_out. */
-static dq_err_t state_call(dq_store_t *st, args_t *a, char *state_out,
+static dq_err_t state_call(dq_store_t *st, dq_args_t *a, char *state_out,
                            size_t state_size)
 {
         dq_err_t err;
@@ -852,15 +859,15 @@ dq_err_t dq_store_cancel(dq_store_t *st, const char *scope, const char *id,
                          const char *reason, bool force, int64_t now_ms,
                          char *state_out, size_t state_size)
 {
-        args_t a = {0};
+        dq_args_t a = {0};
         char state[32];
         dq_err_t err;
 
         job_fcall(st, &a, "decayq_cancel", scope, id);
-        argf(&a, "%lld", (long long)now_ms);
-        argf(&a, "%lld", (long long)st->retention_ms);
-        arg(&a, reason ? reason : "");
-        arg(&a, force ? "1" : "0");
+        dq_args_addf(&a, "%lld", (long long)now_ms);
+        dq_args_addf(&a, "%lld", (long long)st->retention_ms);
+        dq_args_add(&a, reason ? reason : "");
+        dq_args_add(&a, force ? "1" : "0");
         err = state_call(st, &a, state, sizeof(state));
         if (err == DQ_ERR_TERMINAL && !strcmp(state, "missing"))
                 err = DQ_ERR_NOT_FOUND;
@@ -873,36 +880,36 @@ dq_err_t dq_store_replay(dq_store_t *st, const char *scope, const char *id,
                          const char *from, int64_t replay_count, bool dry_run,
                          int64_t now_ms, char *state_out, size_t state_size)
 {
-        args_t a = {0};
+        dq_args_t a = {0};
 
         /* A dry run reads only, so it runs on a replica too. */
         if (dry_run) {
-                arg(&a, "FCALL_RO");
-                arg(&a, "decayq_replay_dry");
-                arg(&a, "1");
-                key_arg(st, &a, "job", scope, id);
+                dq_args_add(&a, "FCALL_RO");
+                dq_args_add(&a, "decayq_replay_dry");
+                dq_args_add(&a, "1");
+                dq_args_key(st, &a, "job", scope, id);
         } else {
                 job_fcall(st, &a, "decayq_replay", scope, id);
         }
-        argf(&a, "%lld", (long long)now_ms);
-        arg(&a, from);
-        argf(&a, "%lld", (long long)replay_count);
-        arg(&a, dry_run ? "1" : "0");
+        dq_args_addf(&a, "%lld", (long long)now_ms);
+        dq_args_add(&a, from);
+        dq_args_addf(&a, "%lld", (long long)replay_count);
+        dq_args_add(&a, dry_run ? "1" : "0");
         return state_call(st, &a, state_out, state_size);
 }
 
 dq_err_t dq_store_audit(dq_store_t *st, const char *const *kv, size_t pairs,
                         char *id_out, size_t id_size)
 {
-        args_t a = {0};
+        dq_args_t a = {0};
         dq_err_t err;
         redisReply *r;
 
-        arg(&a, "XADD");
-        argf(&a, "%s:audit", st->ns);
-        arg(&a, "*");
+        dq_args_add(&a, "XADD");
+        dq_args_addf(&a, "%s:audit", st->ns);
+        dq_args_add(&a, "*");
         for (size_t i = 0; i < 2 * pairs; i++)
-                arg(&a, kv[i]);
+                dq_args_add(&a, kv[i]);
         r = one(st, &a, &err);
         if (r && r->type != REDIS_REPLY_STRING)
                 err = DQ_ERR_UNAVAILABLE;
@@ -912,7 +919,7 @@ dq_err_t dq_store_audit(dq_store_t *st, const char *const *kv, size_t pairs,
         return err;
 }
 
-static dq_err_t hgetall(dq_store_t *st, args_t *a, dq_record_t *rec)
+dq_err_t dq_store_hgetall(dq_store_t *st, dq_args_t *a, dq_record_t *rec)
 {
         dq_err_t err;
         redisReply *r = one(st, a, &err);
@@ -948,10 +955,22 @@ static dq_err_t hgetall(dq_store_t *st, args_t *a, dq_record_t *rec)
 dq_err_t dq_store_job_get(dq_store_t *st, const char *scope, const char *id,
                           dq_record_t *rec)
 {
-        args_t a = {0};
-        arg(&a, "HGETALL");
-        key_arg(st, &a, "job", scope, id);
-        return hgetall(st, &a, rec);
+        dq_args_t a = {0};
+        dq_args_add(&a, "HGETALL");
+        dq_args_key(st, &a, "job", scope, id);
+        return dq_store_hgetall(st, &a, rec);
+}
+
+const char *dq_store_index_name(dq_kind_t kind)
+{
+        switch (kind) {
+        case DQ_KIND_EPISODE_COMPRESSION:
+                return "episode";
+        case DQ_KIND_EXPIRED_PRINCIPLE_REVIEW:
+                return "principle";
+        default:
+                return "candidate";
+        }
 }
 
 static const char *rec_type(dq_rec_kind_t kind)
@@ -959,45 +978,14 @@ static const char *rec_type(dq_rec_kind_t kind)
         return kind == DQ_REC_EPISODE ? "ep" : "mem";
 }
 
-dq_err_t dq_store_record_put(dq_store_t *st, dq_rec_kind_t kind,
-                             const char *scope, const char *id,
-                             const char *const *kv, size_t pairs)
-{
-        args_t a[4] = {{0}};
-        redisReply *r[4];
-        dq_err_t err;
-
-        /* Replace, not merge: DEL and HSET in one transaction. */
-        arg(&a[0], "MULTI");
-        arg(&a[1], "DEL");
-        key_arg(st, &a[1], rec_type(kind), scope, id);
-        arg(&a[2], "HSET");
-        key_arg(st, &a[2], rec_type(kind), scope, id);
-        arg(&a[2], "id");
-        arg(&a[2], id);
-        arg(&a[2], "scope");
-        arg(&a[2], scope);
-        for (size_t i = 0; i < 2 * pairs; i++)
-                arg(&a[2], kv[i]);
-        arg(&a[3], "EXEC");
-        err = pipeline(st, a, 4, r);
-        for (int i = 0; i < 4; i++) {
-                if (!err && (!r[i] || r[i]->type == REDIS_REPLY_ERROR))
-                        err = DQ_ERR_UNAVAILABLE;
-                freeReplyObject(r[i]);
-                args_release(&a[i]);
-        }
-        return err;
-}
-
 dq_err_t dq_store_record_get(dq_store_t *st, dq_rec_kind_t kind,
                              const char *scope, const char *id,
                              dq_record_t *rec)
 {
-        args_t a = {0};
-        arg(&a, "HGETALL");
-        key_arg(st, &a, rec_type(kind), scope, id);
-        return hgetall(st, &a, rec);
+        dq_args_t a = {0};
+        dq_args_add(&a, "HGETALL");
+        dq_args_key(st, &a, rec_type(kind), scope, id);
+        return dq_store_hgetall(st, &a, rec);
 }
 
 const char *dq_record_get(const dq_record_t *rec, const char *field)

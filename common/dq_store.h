@@ -81,6 +81,9 @@ typedef struct dq_settle_s {
         char code[64];
         char message[256];
         char result[64]; /* result memory id, or review entry id */
+        /* out, COMPLETE with DQ_OK: nothing was written, since other jobs
+         * had compressed every source already; the job is `superseded` */
+        bool superseded;
 } dq_settle_t;
 
 /* A record read back: fields and values in Redis order. */
@@ -169,10 +172,16 @@ typedef enum dq_rec_kind_e {
 } dq_rec_kind_t;
 
 /* Writes (replaces) a memory or episode: kv holds field, value pairs
- * (2 * pairs strings). "id" and "scope" are set from the arguments. */
+ * (2 * pairs strings). "id" and "scope" are set from the arguments. The
+ * planner's index entry of the record is written in the same step, and the
+ * scope is registered (see dq_memory.h). */
 dq_err_t dq_store_record_put(dq_store_t *store, dq_rec_kind_t kind,
                              const char *scope, const char *id,
                              const char *const *kv, size_t pairs);
+
+/* The planner's index that holds the sources of jobs of kind:
+ * "candidate", "episode" or "principle" (key "<ns>:idx:{scope}:<name>"). */
+const char *dq_store_index_name(dq_kind_t kind);
 
 /* Reads a memory or episode. DQ_ERR_NOT_FOUND when absent. */
 dq_err_t dq_store_record_get(dq_store_t *store, dq_rec_kind_t kind,

@@ -110,7 +110,9 @@ dq_route_t dq_route_settled(const dq_settle_t *s)
                 if (s->op == DQ_SETTLE_DEAD)
                         return settle_as(DQ_OUTCOME_DEAD);
                 if (s->op == DQ_SETTLE_COMPLETE)
-                        return settle_as(DQ_OUTCOME_COMPLETED);
+                        /* Other jobs compressed every source first. */
+                        return settle_as(s->superseded ? DQ_OUTCOME_SUPERSEDED
+                                                       : DQ_OUTCOME_COMPLETED);
                 return (dq_route_t){.action = DQ_ROUTE_DEFER,
                                     .outcome = DQ_OUTCOME_RETRIED,
                                     .until = s->not_before_ms};
