@@ -20,6 +20,15 @@ typedef struct dq_conf_kv_s {
         char *origin;
 } dq_conf_kv_t;
 
+/* One planning policy (plan.<name>.*). */
+typedef struct dq_conf_policy_s {
+        bool enabled;
+        int64_t min_age_ms;
+        int64_t min_sources;
+        int64_t max_sources;
+        char *method;
+} dq_conf_policy_t;
+
 /* The effective configuration. Fields are read directly; only the loader
  * writes them. Strings are owned by the conf. */
 typedef struct dq_conf_s {
@@ -63,6 +72,14 @@ typedef struct dq_conf_s {
         int64_t http_max_connections_per_ip;
         int64_t http_timeout_ms;
         int64_t stats_interval_ms;
+
+        int64_t plan_interval_ms;
+        char *plan_scope_filter;
+        int64_t plan_scan_max;
+        int64_t plan_batch;
+        dq_conf_policy_t plan_candidates;
+        dq_conf_policy_t plan_episodes;
+        dq_conf_policy_t plan_principles;
 
         dq_conf_kv_t *kafka;
         size_t kafka_cnt;

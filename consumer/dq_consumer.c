@@ -167,8 +167,9 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
                     .timeout_s =
                         (unsigned)((conf->http_timeout_ms + 999) / 1000),
                 };
+                dq_http_probe_t probe = dq_metrics_probe(c->metrics);
                 c->http = dq_http_start(
-                    conf->http_address, (int)conf->http_port, &lim, c->metrics,
+                    conf->http_address, (int)conf->http_port, &lim, &probe,
                     conf->lease_ms + 30000, errstr, errstr_size);
                 if (!c->http)
                         goto err;

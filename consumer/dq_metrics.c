@@ -298,3 +298,26 @@ bool dq_metrics_alive(dq_metrics_t *m, int64_t stall_ms, int64_t *since_ms)
                 *since_ms = since;
         return since <= stall_ms;
 }
+
+static char *probe_render(void *opaque, size_t *lenp)
+{
+        return dq_metrics_render(opaque, lenp);
+}
+
+static bool probe_ready(void *opaque, char *why, size_t why_size)
+{
+        return dq_metrics_ready(opaque, why, why_size);
+}
+
+static bool probe_alive(void *opaque, int64_t stall_ms, int64_t *since_ms)
+{
+        return dq_metrics_alive(opaque, stall_ms, since_ms);
+}
+
+dq_http_probe_t dq_metrics_probe(dq_metrics_t *m)
+{
+        return (dq_http_probe_t){.render = probe_render,
+                                 .ready = probe_ready,
+                                 .alive = probe_alive,
+                                 .opaque = m};
+}

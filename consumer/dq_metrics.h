@@ -5,6 +5,8 @@
 #ifndef DQ_METRICS_H
 #define DQ_METRICS_H
 
+#include "dq_http.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,5 +90,8 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size);
 
 /* Alive: the main loop ticked within stall_ms. */
 bool dq_metrics_alive(dq_metrics_t *m, int64_t stall_ms, int64_t *since_ms);
+
+/* The listener's view of m: render, ready and alive above. */
+dq_http_probe_t dq_metrics_probe(dq_metrics_t *m);
 
 #endif

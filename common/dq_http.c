@@ -15,7 +15,7 @@
 
 struct dq_http_s {
         struct MHD_Daemon *d;
-        dq_metrics_t *m;
+        dq_http_probe_t probe;
         int64_t stall_ms;
 };
 
@@ -71,20 +71,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
                             "only GET and HEAD");
         if (!strcmp(url, "/metrics")) {
                 size_t len;
-                char *body = dq_metrics_render(h->m, &len);
+                char *body = h->probe.render(h->probe.opaque, &len);
                 return reply(conn, MHD_HTTP_OK,
                              "text/plain; version=0.0.4; charset=utf-8", body,
                              len, true);
         }
         if (!strcmp(url, "/healthz")) {
-                if (dq_metrics_alive(h->m, h->stall_ms, &since))
+                if (h->probe.alive(h->probe.opaque, h->stall_ms, &since))
                         return text(conn, MHD_HTTP_OK, "ok");
                 snprintf(why, sizeof(why), "main loop silent for %lld ms",
                          (long long)since);
                 return text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, why);
         }
         if (!strcmp(url, "/readyz")) {
-                bool ok = dq_metrics_ready(h->m, why, sizeof(why));
+                bool ok = h->probe.ready(h->probe.opaque, why, sizeof(why));
                 return text(
                     conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, why);
         }
@@ -100,8 +100,9 @@ static void quiet(void *cls, const char *fmt, va_list ap)
 }
 
 dq_http_t *dq_http_start(const char *address, int port,
-                         const dq_http_limits_t *lim, dq_metrics_t *m,
-                         int64_t stall_ms, char *errstr, size_t errstr_size)
+                         const dq_http_limits_t *lim,
+                         const dq_http_probe_t *probe, int64_t stall_ms,
+                         char *errstr, size_t errstr_size)
 {
         dq_http_t *h = calloc(1, sizeof(*h));
         struct sockaddr_storage ss;
@@ -132,7 +133,7 @@ dq_http_t *dq_http_start(const char *address, int port,
                 free(h);
                 return NULL;
         }
-        h->m = m;
+        h->probe = *probe;
         h->stall_ms = stall_ms;
         h->d = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR,
