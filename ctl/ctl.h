@@ -133,5 +133,8 @@ int ctl_job_status(ctl_t *ctl, int argc, char **argv);
 int ctl_job_cancel(ctl_t *ctl, int argc, char **argv);
 int ctl_memory_load(ctl_t *ctl, int argc, char **argv);
 int ctl_memory_get(ctl_t *ctl, int argc, char **argv);
+int ctl_memory_reindex(ctl_t *ctl, int argc, char **argv);
+int ctl_plan_status(ctl_t *ctl, int argc, char **argv);
+int ctl_plan_run(ctl_t *ctl, int argc, char **argv);
 
 #endif

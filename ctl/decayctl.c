@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "dq_memory.h"
 #include "dq_log.h"
 #include "dq_text.h"
 #include "dq_time.h"
@@ -117,9 +118,47 @@ static const ctl_cmd_t cmds[] = {
      "(default: \"memory\"). Every other field is stored as text; strings,\n"
      "numbers and booleans only. A record replaces one with the same id.\n"
      "Each rejected line is reported with its number and reason; the rest\n"
-     "are written (exit 5 when any was rejected).\n"},
+     "are written (exit 5 when any was rejected). Each record is written\n"
+     "with its entry in the planner's index in one step: active candidates\n"
+     "and episodes by created_at, active principles by expires_at. A record\n"
+     "the planner cannot see (an active candidate without created_at) is\n"
+     "stored, warned about with its line number, and counted as\n"
+     "unindexed.\n"},
     {"memory", "get", ctl_memory_get, "show one memory or episode",
      "<ID> --scope SCOPE [--episode]\n"},
+    {"memory", "reindex", ctl_memory_reindex,
+     "rebuild a scope's planner index from its records",
+     "--scope SCOPE\n"
+     "\n"
+     "The planner finds what may decay in per-scope indexes that memory\n"
+     "load and the consumers keep. A record written by other means (a raw\n"
+     "HSET, a restore) is not in them; this command re-derives the index\n"
+     "entry of every memory and episode of the scope from the record\n"
+     "itself, drops entries whose record is gone, and registers the scope.\n"
+     "It reports progress each second, then what it did: added, fixed,\n"
+     "unchanged, removed, and skipped records with why (no_created_at,\n"
+     "bad_created_at, no_expires_at, bad_expires_at: fix the record).\n"
+     "It SCANs the keyspace for the scope's records, so it costs as much as\n"
+     "a scan of the whole database; running it again is safe.\n"},
+    {"plan", "status", ctl_plan_status, "show what the planner did and owes",
+     "[--scope SCOPE]\n"
+     "\n"
+     "Without --scope: the last pass (when, by which planner, its window,\n"
+     "scopes, memories due and proposed, jobs, duplicates, what was not\n"
+     "delivered, debt and next due), the scopes in the registry and the\n"
+     "scopes with the most debt. With --scope: per policy, last_run,\n"
+     "next_due (the start of the window its next memory is due in), debt\n"
+     "(due and not yet proposed: too few for a job, or past plan.scan.max),\n"
+     "and the counts of its last pass. Exit 1 when nothing was planned yet.\n"},
+    {"plan", "run", ctl_plan_run, "make the running planners pass now",
+     "[--once] [--no-wait] [--timeout D]\n"
+     "\n"
+     "Sends a trigger that every running decay-planner daemon sees within\n"
+     "a second: each runs one pass now, and triggers sent during a pass\n"
+     "coalesce into one trailing pass. Waits (at most --timeout, default\n"
+     "1m) for a pass that began after the trigger, and prints it; exit 3\n"
+     "when none answered or the pass failed. --no-wait only sends it.\n"
+     "With no daemon running, decay-planner --once runs a pass itself.\n"},
 };
 
 #define CMD_CNT (sizeof(cmds) / sizeof(*cmds))
@@ -153,8 +192,9 @@ static void print_overview(FILE *fp)
 
         fputs("usage: decayctl <group> <command> [options]\n"
               "\n"
-              "Inspects and replays decayq's dead letters, and reads and\n"
-              "changes job state and the memory store.\n",
+              "Inspects and replays decayq's dead letters, reads and\n"
+              "changes job state and the memory store, and shows and\n"
+              "triggers the planner.\n",
               fp);
         for (size_t i = 0; i < CMD_CNT; i++) {
                 if (strcmp(group, cmds[i].group)) {
@@ -848,7 +888,7 @@ int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
             {NULL, 0, NULL, 0},
         };
         const char *file = NULL;
-        long lineno = 0, loaded = 0, rejected = 0;
+        long lineno = 0, loaded = 0, rejected = 0, unindexed = 0;
         int opt, rc;
         FILE *in;
         char *line = NULL;
@@ -893,6 +933,7 @@ int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
                 size_t pairs = 0;
                 char **kv;
                 dq_err_t err;
+                dq_index_result_t ix;
 
                 lineno++;
                 if (strspn(line, " \t\r\n") == (size_t)n)
@@ -915,8 +956,16 @@ int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
                         json_decref(o);
                         continue;
                 }
-                err = dq_store_record_put(st, kind, scope, id,
-                                          (const char *const *)kv, pairs);
+                err = dq_memory_put(st, kind, scope, id,
+                                    (const char *const *)kv, pairs, &ix);
+                if (!err && !strcmp(ix.action, "skipped")) {
+                        /* Stored, but the planner cannot see it. */
+                        unindexed++;
+                        fprintf(stderr,
+                                "warning: line %ld: stored, but not indexed "
+                                "for the planner: %s\n",
+                                lineno, ix.reason);
+                }
                 for (size_t i = 0; i < 2 * pairs; i++)
                         free(kv[i]);
                 free(kv);
@@ -945,13 +994,15 @@ int ctl_memory_load(ctl_t *ctl, int argc, char **argv)
                 fclose(in);
         dq_store_destroy(st);
         if (ctl->json)
-                ctl_json_print(json_pack("{s:i, s:i, s:i}", "lines",
+                ctl_json_print(json_pack("{s:i, s:i, s:i, s:i}", "lines",
                                          (int)lineno, "loaded", (int)loaded,
-                                         "rejected", (int)rejected));
+                                         "rejected", (int)rejected, "unindexed",
+                                         (int)unindexed));
         else
                 fprintf(stderr,
-                        "memory load: lines=%ld loaded=%ld rejected=%ld\n",
-                        lineno, loaded, rejected);
+                        "memory load: lines=%ld loaded=%ld rejected=%ld "
+                        "unindexed=%ld\n",
+                        lineno, loaded, rejected, unindexed);
         if (rc == CTL_EXIT_OK && rejected)
                 rc = CTL_EXIT_INPUT;
         return rc;
