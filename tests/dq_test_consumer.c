@@ -113,14 +113,21 @@ void dq_tc_reap(void)
 
 pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
 {
+        return dq_tc_spawn_program(tc, "consumer/decay-consumer", worker, NULL,
+                                   0);
+}
+
+pid_t dq_tc_spawn_program(dq_tc_t *tc, const char *program, const char *worker,
+                          const char *const *extra, int extra_cnt)
+{
         char path[512], wid[160], prog[1024];
-        char *argv[2 * DQ_TC_MAX_ARGS + 4];
+        char *argv[2 * DQ_TC_MAX_ARGS + 16];
         int argc = 0, fd;
         pid_t pid;
 
         dq_tc_log_path(tc, worker, path, sizeof(path));
         snprintf(wid, sizeof(wid), "worker.id=%s", worker);
-        dq_test_program("consumer/decay-consumer", prog, sizeof(prog));
+        dq_test_program(program, prog, sizeof(prog));
         argv[argc++] = prog;
         for (int i = 0; i < tc->arg_cnt; i++) {
                 argv[argc++] = "-X";
@@ -128,6 +135,8 @@ pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker)
         }
         argv[argc++] = "-X";
         argv[argc++] = wid;
+        for (int i = 0; i < extra_cnt && i < 10; i++)
+                argv[argc++] = (char *)extra[i];
         argv[argc] = NULL;
 
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);

@@ -39,6 +39,12 @@ void dq_tc_arg(dq_tc_t *tc, const char *kv);
  * <dir>/<worker>.log. */
 pid_t dq_tc_spawn(dq_tc_t *tc, const char *worker);
 
+/* Starts program (a path under the build tree, "planner/decay-planner")
+ * the same way, with the fixture's -X pairs, then up to 10 extra
+ * arguments. */
+pid_t dq_tc_spawn_program(dq_tc_t *tc, const char *program, const char *worker,
+                          const char *const *extra, int extra_cnt);
+
 /* Kills (SIGKILL) and reaps every consumer this test spawned that is still
  * running: a failed test leaves none behind. For .fini. */
 void dq_tc_reap(void);
