@@ -383,7 +383,11 @@ local function index_target(h, store, idx_a, idx_b)
   else
     return nil, nil
   end
-  if not value then return nil, 'no_' .. field end
+  if not value then
+    -- A principle without expires_at never expires: nothing to index.
+    if field == 'expires_at' then return nil, nil end
+    return nil, 'no_' .. field
+  end
   if not string.match(value, '^%d+$') or #value > 15 then
     return nil, 'bad_' .. field
   end

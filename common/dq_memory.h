@@ -17,8 +17,8 @@
 typedef struct dq_index_result_s {
         /* added | fixed | unchanged | removed | none | skipped */
         char action[16];
-        /* skipped: no_created_at, bad_created_at, no_expires_at or
-         * bad_expires_at (the record should be indexed and cannot be);
+        /* skipped: no_created_at, bad_created_at or bad_expires_at (the
+         * record should be indexed and cannot be);
          * "gone" when the record no longer exists */
         char reason[32];
 } dq_index_result_t;

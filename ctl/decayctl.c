@@ -137,7 +137,7 @@ static const ctl_cmd_t cmds[] = {
      "itself, drops entries whose record is gone, and registers the scope.\n"
      "It reports progress each second, then what it did: added, fixed,\n"
      "unchanged, removed, and skipped records with why (no_created_at,\n"
-     "bad_created_at, no_expires_at, bad_expires_at: fix the record).\n"
+     "bad_created_at, bad_expires_at: fix the record).\n"
      "It SCANs the keyspace for the scope's records, so it costs as much as\n"
      "a scan of the whole database; running it again is safe.\n"},
     {"plan", "status", ctl_plan_status, "show what the planner did and owes",
