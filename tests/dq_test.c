@@ -1,10 +1,14 @@
 /* Criterion test support: service addresses, unique names and clients. */
 #include "dq_test.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,4 +182,59 @@ void dq_test_services(const char *verb)
                  dq_test_env("DQ_TEST_SERVICES"));
         rc = system(cmd);
         cr_assert_eq(rc, 0, "services %s failed (%d)", verb, rc);
+}
+
+int dq_test_free_port(void)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+        cr_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+        port = ntohs(a.sin_port);
+        close(fd);
+        return port;
+}
+
+/* Sends raw bytes; returns the status code (0: no answer) and the body. */
+int dq_test_http(int port, const char *req, char *body, size_t size)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        struct timeval tv = {5, 0};
+        int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
+        size_t n = 0;
+        ssize_t r;
+        char *buf = malloc(1 << 20), *p;
+
+        cr_assert(buf);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons((uint16_t)port);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+            write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
+                while (n < (1 << 20) - 1 &&
+                       (r = read(fd, buf + n, (1 << 20) - 1 - n)) > 0)
+                        n += (size_t)r;
+        }
+        close(fd);
+        buf[n] = '\0';
+        sscanf(buf, "HTTP/1.%*d %d", &status);
+        if (body) {
+                p = strstr(buf, "\r\n\r\n");
+                snprintf(body, size, "%s", p ? p + 4 : "");
+        }
+        free(buf);
+        return status;
+}
+
+int dq_test_http_get(int port, const char *path, char *body, size_t size)
+{
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: "
+                 "close\r\n\r\n",
+                 path);
+        return dq_test_http(port, req, body, size);
 }

@@ -58,4 +58,14 @@ void dq_test_sleep_ms(long ms);
  * test when it fails. */
 void dq_test_services(const char *verb);
 
+/* A TCP port on loopback that was free a moment ago. */
+int dq_test_free_port(void);
+
+/* Sends the raw request req to 127.0.0.1:port; returns the status code (0:
+ * no answer) and the body in body. */
+int dq_test_http(int port, const char *req, char *body, size_t size);
+
+/* GET path; as dq_test_http(). */
+int dq_test_http_get(int port, const char *path, char *body, size_t size);
+
 #endif

@@ -31,20 +31,6 @@ static void teardown(void)
         conf = NULL;
 }
 
-static int free_port(void)
-{
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        socklen_t len = sizeof(a);
-        int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-        cr_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-        port = ntohs(a.sin_port);
-        close(fd);
-        return port;
-}
-
 /* The topics of name, a store on its namespace and a consumer argument
  * for the HTTP listener on port. */
 static void ops_fixture(dq_tc_t *tc, const char *name, int port)
@@ -57,47 +43,6 @@ static void ops_fixture(dq_tc_t *tc, const char *name, int port)
         store = dq_test_store("test", x, 1, &conf);
         snprintf(kv, sizeof(kv), "http.port=%d", port);
         dq_tc_arg(tc, kv);
-}
-
-/* Sends raw bytes; returns the status code (0: no answer) and the body. */
-static int http_raw(int port, const char *req, char *body, size_t size)
-{
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        struct timeval tv = {5, 0};
-        int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0;
-        size_t n = 0;
-        ssize_t r;
-        char *buf = malloc(1 << 20), *p;
-
-        cr_assert(buf);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons((uint16_t)port);
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-            write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
-                while (n < (1 << 20) - 1 &&
-                       (r = read(fd, buf + n, (1 << 20) - 1 - n)) > 0)
-                        n += (size_t)r;
-        }
-        close(fd);
-        buf[n] = '\0';
-        sscanf(buf, "HTTP/1.%*d %d", &status);
-        if (body) {
-                p = strstr(buf, "\r\n\r\n");
-                snprintf(body, size, "%s", p ? p + 4 : "");
-        }
-        free(buf);
-        return status;
-}
-
-static int http_get(int port, const char *path, char *body, size_t size)
-{
-        char req[256];
-        snprintf(req, sizeof(req),
-                 "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: "
-                 "close\r\n\r\n",
-                 path);
-        return http_raw(port, req, body, size);
 }
 
 /* The value of the series "name{labels}" (labels exactly as rendered, or
@@ -136,7 +81,7 @@ static void wait_answer(int port, const char *path, int want, const char *text,
         int got = 0;
 
         while (dq_test_now_ms() < deadline) {
-                got = http_get(port, path, body, size);
+                got = dq_test_http_get(port, path, body, size);
                 if (got == want && (!text || strstr(body, text)))
                         return;
                 dq_test_sleep_ms(100);
@@ -183,7 +128,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         size_t nj = 0;
         double max_lag = 0;
         bool present;
-        int port = free_port();
+        int port = dq_test_free_port();
         pid_t pid;
 
         cr_assert(a && b);
@@ -195,7 +140,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
 
         wait_status(port, "/healthz", 200, 20000, a, 1 << 20);
         wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
-        cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+        cr_assert_eq(dq_test_http_get(port, "/metrics", a, 1 << 20), 200);
 
         /* Counters: 5 complete, 2 retry once then complete, 1 is dead. */
         for (int i = 0; i < OK; i++) {
@@ -214,7 +159,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
                 dq_test_wait_state(store, jobs[i], "completed", 30000);
         dq_test_wait_state(store, jobs[nj - 1], "dead", 30000);
         dq_test_sleep_ms(1500); /* the DLQ copy's delivery, the commit */
-        cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+        cr_assert_eq(dq_test_http_get(port, "/metrics", b, 1 << 20), 200);
         cr_log_info("scrape after the first jobs:\n%.3000s", b);
 #define DELTA(s) (metric(b, s, NULL) - metric(a, s, NULL))
         cr_assert_eq(DELTA(JOBS("completed", CC, "")), OK + RETRY);
@@ -239,7 +184,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         dq_tc_flush(pk);
         {
                 long long deadline = dq_test_now_ms() + 20000;
-                while (http_get(port, "/metrics", b, 1 << 20) == 200 &&
+                while (dq_test_http_get(port, "/metrics", b, 1 << 20) == 200 &&
                        metric(b, JOBS("claimed", CC, ""), NULL) <
                            OK + 2 * RETRY + 2 &&
                        dq_test_now_ms() < deadline)
@@ -257,7 +202,8 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
                 dq_record_t rec = {0};
                 bool done = false;
 
-                cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+                cr_assert_eq(dq_test_http_get(port, "/metrics", b, 1 << 20),
+                             200);
                 snprintf(series, sizeof(series),
                          "decayq_consumer_lag{topic=\"%s\",partition=\"0\"}",
                          tc.topic);
@@ -285,7 +231,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
                          tc.topic);
                 do {
                         dq_test_sleep_ms(200);
-                        http_get(port, "/metrics", b, 1 << 20);
+                        dq_test_http_get(port, "/metrics", b, 1 << 20);
                 } while ((metric(b, series, &present) != 0 || !present) &&
                          dq_test_now_ms() < deadline);
                 cr_assert(present && metric(b, series, NULL) == 0,
@@ -293,17 +239,18 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         }
 
         /* Bad requests: refused, and consumption goes on. */
-        cr_assert_eq(http_get(port, "/nope", a, 1 << 20), 404);
-        cr_assert_eq(http_raw(port, "FOO BAR BAZ QUX\r\n\r\n", NULL, 0), 400);
-        cr_assert_eq(http_raw(port,
-                              "GET /readyz HTTP/1.1\r\nHost: x\r\n"
-                              "Content-Length: abc\r\n\r\n",
-                              NULL, 0),
+        cr_assert_eq(dq_test_http_get(port, "/nope", a, 1 << 20), 404);
+        cr_assert_eq(dq_test_http(port, "FOO BAR BAZ QUX\r\n\r\n", NULL, 0),
                      400);
-        cr_assert_eq(http_raw(port,
-                              "POST /metrics HTTP/1.1\r\nHost: x\r\n"
-                              "Content-Length: 3\r\n\r\nabc",
-                              NULL, 0),
+        cr_assert_eq(dq_test_http(port,
+                                  "GET /readyz HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Length: abc\r\n\r\n",
+                                  NULL, 0),
+                     400);
+        cr_assert_eq(dq_test_http(port,
+                                  "POST /metrics HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Length: 3\r\n\r\nabc",
+                                  NULL, 0),
                      405);
         jobs[nj] = send_job(pk, &tc, "after-bad-http", NULL, true);
         dq_tc_flush(pk);
@@ -313,7 +260,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         dq_test_services("redis-kill");
         wait_status(port, "/readyz", 503, 15000, a, 1 << 20);
         cr_assert(strstr(a, "redis"), "why: %s", a);
-        cr_assert_eq(http_get(port, "/healthz", NULL, 0), 200,
+        cr_assert_eq(dq_test_http_get(port, "/healthz", NULL, 0), 200,
                      "waiting for Redis is not a dead process");
         dq_test_services("redis-start");
         wait_status(port, "/readyz", 200, 30000, a, 1 << 20);
@@ -325,7 +272,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         dq_tc_flush(pk);
         {
                 long long deadline = dq_test_now_ms() + 20000;
-                while (http_get(port, "/metrics", b, 1 << 20) == 200 &&
+                while (dq_test_http_get(port, "/metrics", b, 1 << 20) == 200 &&
                        metric(b, JOBS("claimed", CC, ""), NULL) <
                            OK + 2 * RETRY + 1 + SLOW + 2 &&
                        dq_test_now_ms() < deadline)
@@ -334,7 +281,7 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         kill(pid, SIGTERM);
         wait_status(port, "/readyz", 503, 3000, a, 1 << 20);
         cr_assert(strstr(a, "draining"), "why: %s", a);
-        cr_assert_eq(http_get(port, "/metrics", b, 1 << 20), 200);
+        cr_assert_eq(dq_test_http_get(port, "/metrics", b, 1 << 20), 200);
         cr_assert_eq(metric(b, "decayq_draining", NULL), 1);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0, "drained cleanly");
         dq_test_wait_state(store, jobs[nj++], "completed", 1000);
@@ -377,7 +324,7 @@ Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
         char *a = malloc(1 << 20), poison[6000];
-        int port = free_port();
+        int port = dq_test_free_port();
         pid_t pid;
 
         ops_fixture(&tc, "copyfail", port);
@@ -390,10 +337,10 @@ Test(ops, a_copy_that_cannot_be_sent_is_retried_and_shown, .fini = teardown,
         dq_tc_produce(pk, tc.topic, 0, "k", poison, sizeof(poison));
         wait_status(port, "/readyz", 503, 20000, a, 1 << 20);
         cr_assert(strstr(a, "copies: 1 failed to send"), "%s", a);
-        cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+        cr_assert_eq(dq_test_http_get(port, "/metrics", a, 1 << 20), 200);
         cr_assert_eq(metric(a, "decayq_copies_failing", NULL), 1);
         dq_test_sleep_ms(2000);
-        cr_assert_eq(http_get(port, "/readyz", a, 1 << 20), 503,
+        cr_assert_eq(dq_test_http_get(port, "/readyz", a, 1 << 20), 503,
                      "the failing copy was given up: %s", a);
 
         alter_max_bytes(tc.dlq, "1064960");
@@ -437,7 +384,7 @@ Test(ops, trickling_connections_never_take_the_probes_down, .fini = teardown,
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
         char *a = malloc(1 << 20), src[32];
-        int port = free_port(), fds[SOCKS];
+        int port = dq_test_free_port(), fds[SOCKS];
         long long worst = 0;
         dq_job_t *job;
         pid_t pid;
@@ -463,7 +410,7 @@ Test(ops, trickling_connections_never_take_the_probes_down, .fini = teardown,
                 for (int k = 0; k < 2; k++) {
                         const char *path = k ? "/readyz" : "/healthz";
                         long long t0 = dq_test_now_ms(), took;
-                        int st = http_get(port, path, a, 1 << 20);
+                        int st = dq_test_http_get(port, path, a, 1 << 20);
                         took = dq_test_now_ms() - t0;
                         cr_assert_eq(st, 200, "%s: %d during the flood: %s",
                                      path, st, a);
@@ -521,7 +468,7 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
         char *a = malloc(1 << 20), series[512], log[512];
         const char *srcs[] = {"m-grow"};
         bool answered = false;
-        int port = free_port();
+        int port = dq_test_free_port();
         long long deadline;
         dq_record_t rec;
         dq_job_t *job;
@@ -549,7 +496,8 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
                  "decayq_consumer_lag{topic=\"%s\",partition=\"1\"}", tc.topic);
         deadline = dq_test_now_ms() + 20000;
         while (!present && dq_test_now_ms() < deadline) {
-                cr_assert_eq(http_get(port, "/metrics", a, 1 << 20), 200);
+                cr_assert_eq(dq_test_http_get(port, "/metrics", a, 1 << 20),
+                             200);
                 if (metric(a, series, &present) < 1)
                         present = false;
                 dq_test_sleep_ms(300);

@@ -592,8 +592,13 @@ Test(planner, triggers_during_a_pass_coalesce_into_one_trailing_pass)
         int64_t v;
         pid_t p;
 
+        int port = dq_test_free_port();
+        char kv[32], body[65536];
+
         setup(&tc, "plantrig");
         dq_tc_arg(&tc, "plan.batch=1");
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
         st = store_of(&tc);
         for (int s = 0; s < 400; s++) {
                 char scope[16];
@@ -610,6 +615,10 @@ Test(planner, triggers_during_a_pass_coalesce_into_one_trailing_pass)
                 cr_assert_eq(dq_memory_trigger(st, &v), DQ_OK);
         cr_assert_eq(log_count(&tc, "p1", "stage=pass"), 0,
                      "the pass ended before the triggers: nothing tested");
+        /* Not ready before a pass has completed, and it says why. */
+        cr_assert_eq(dq_test_http_get(port, "/readyz", body, sizeof(body)),
+                     503);
+        cr_assert(strstr(body, "no pass yet"), "%s", body);
         for (int i = 0; i < 300 && log_count(&tc, "p1", "stage=pass") < 2; i++)
                 dq_test_sleep_ms(100);
         dq_test_sleep_ms(1500);
@@ -623,6 +632,16 @@ Test(planner, triggers_during_a_pass_coalesce_into_one_trailing_pass)
                  dq_test_program("ctl/decayctl", prog, sizeof(prog)));
         cr_assert_eq(WEXITSTATUS(system(cmd)), 0);
         cr_assert_eq(log_count(&tc, "p1", "stage=pass"), 3);
+        cr_assert_eq(dq_test_http_get(port, "/readyz", body, sizeof(body)),
+                     200);
+        cr_assert_eq(dq_test_http_get(port, "/metrics", body, sizeof(body)),
+                     200);
+        cr_assert(strstr(body, "decayq_planner_passes_total{result=\"ok\"} "
+                               "3\n"),
+                  "%s", body);
+        cr_assert(strstr(body, "decayq_planner_memories_proposed_total 400\n"),
+                  "%s", body);
+        cr_assert(strstr(body, "decayq_planner_debt 0\n"), "%s", body);
         kill(p, SIGTERM);
         cr_assert_eq(dq_tc_wait(p, 60000), 0);
         dq_store_destroy(st);
@@ -692,6 +711,134 @@ Test(planner, end_to_end_every_due_memory_decays_with_two_consumers)
                 freeReplyObject(x);
         }
         cr_assert_eq(dlq_count(&tc), 0);
+        dq_store_destroy(st);
+        redisFree(r);
+}
+
+Test(planner, sigterm_stops_between_batches_and_the_next_pass_does_the_rest)
+{
+        dq_tc_t tc;
+        dq_store_t *st;
+        redisContext *r = dq_test_redis();
+        pid_t p, c;
+        char scope[32];
+        long long first, second;
+
+        setup(&tc, "planterm");
+        dq_tc_arg(&tc, "plan.batch=1");
+        st = store_of(&tc);
+        for (int s = 0; s < 600; s++) {
+                snprintf(scope, sizeof(scope), "t/%d", s);
+                candidates(st, scope, 2, OLD);
+        }
+        p = planner_daemon(&tc, "p1");
+        for (int i = 0; i < 200; i++) {
+                if (dq_test_high(tc.topic, 0) + dq_test_high(tc.topic, 1) > 20)
+                        break;
+                dq_test_sleep_ms(20);
+        }
+        kill(p, SIGTERM);
+        /* A pass that did not complete: exit 1, and it says so. */
+        cr_assert_eq(dq_tc_wait(p, 60000), 1);
+        cr_assert_eq(log_count(&tc, "p1", "result=stopped"), 1);
+        first = log_value(&tc, "p1", "result=stopped", "delivered");
+        cr_assert_gt(first, 0);
+        cr_assert_lt(first, 600);
+        /* Every job it published was delivered whole and marked. */
+        cr_assert_eq(log_value(&tc, "p1", "result=stopped", "jobs"), first);
+        cr_assert_eq(plan_once(&tc, "p2", NULL, 0), 0);
+        second = log_value(&tc, "p2", "stage=pass", "jobs");
+        cr_assert_eq(first + second, 600, "%lld + %lld jobs", first, second);
+        cr_assert_eq(log_value(&tc, "p2", "stage=pass", "duplicates"), 0);
+        c = dq_tc_spawn(&tc, "w1");
+        dq_tc_wait_caught_up(&tc, tc.topic, 120000);
+        stop_consumers(&c, 1);
+        for (int s = 0; s < 600; s++) {
+                snprintf(scope, sizeof(scope), "t/%d", s);
+                cr_assert_eq(check_compressed(r, &tc, scope, 2, true), 2);
+        }
+        dq_store_destroy(st);
+        redisFree(r);
+}
+
+/* Runs decayctl with the fixture's Redis; returns its exit code and its
+ * stdout and stderr in out. */
+static int decayctl(const dq_tc_t *tc, const char *args, const char *input,
+                    char *out, size_t size)
+{
+        char prog[1024], cmd[4096];
+        FILE *p;
+        size_t n = 0;
+        int st;
+
+        snprintf(cmd, sizeof(cmd),
+                 "%s DECAYQ_REDIS_HOST=%s DECAYQ_REDIS_PORT=%d "
+                 "DECAYQ_REDIS_NAMESPACE=%s %s %s 2>&1",
+                 input ? input : "", dq_test_redis_host(), dq_test_redis_port(),
+                 tc->ns, dq_test_program("ctl/decayctl", prog, sizeof(prog)),
+                 args);
+        p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        while (n + 1 < size && fgets(out + n, (int)(size - n), p))
+                n += strlen(out + n);
+        out[n] = '\0';
+        st = pclose(p);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+Test(planner, records_the_planner_cannot_see_are_said_and_reindex_fixes_them)
+{
+        dq_tc_t tc;
+        dq_store_t *st;
+        redisContext *r = dq_test_redis();
+        char out[8192], in[1024];
+        redisReply *x;
+
+        setup(&tc, "planidx");
+        st = store_of(&tc);
+        /* Loaded without created_at: stored, warned about, not indexed. */
+        snprintf(in, sizeof(in),
+                 "printf '%%s\\n' '{\"scope\":\"r/1\",\"id\":\"a\",\"type\":"
+                 "\"candidate\",\"status\":\"active\",\"claim\":\"x\"}' |");
+        cr_assert_eq(decayctl(&tc, "memory load", in, out, sizeof(out)), 0,
+                     "%s", out);
+        cr_assert(strstr(out, "warning: line 1: stored, but not indexed for "
+                              "the planner: no_created_at"),
+                  "%s", out);
+        cr_assert(strstr(out, "unindexed=1"), "%s", out);
+        /* Written behind decayq's back: an old candidate, and an index
+         * entry whose memory never existed. */
+        x = redisCommand(r,
+                         "HSET %s:mem:{r/1}:b type candidate status active "
+                         "created_at 1000",
+                         tc.ns);
+        freeReplyObject(x);
+        x = redisCommand(r, "ZADD %s:idx:{r/1}:candidate 5 ghost", tc.ns);
+        freeReplyObject(x);
+        cr_assert_eq(decayctl(&tc, "memory reindex --scope 'r{1'", NULL, out,
+                              sizeof(out)),
+                     2);
+        cr_assert_eq(decayctl(&tc, "memory reindex --scope r/1 --json", NULL,
+                              out, sizeof(out)),
+                     0, "%s", out);
+        cr_assert(strstr(out, "\"records\":3"), "%s", out);
+        cr_assert(strstr(out, "\"added\":1"), "%s", out);
+        cr_assert(strstr(out, "\"removed\":1"), "%s", out);
+        cr_assert(strstr(out, "\"skipped\":{\"no_created_at\":1}"), "%s", out);
+        /* Now the planner sees b, and plan status says so. */
+        cr_assert_eq(plan_once(&tc, "p1", NULL, 0), 0);
+        cr_assert_eq(log_value(&tc, "p1", "stage=pass", "proposed"), 1);
+        cr_assert_eq(decayctl(&tc, "plan status --scope r/1 --json", NULL, out,
+                              sizeof(out)),
+                     0, "%s", out);
+        cr_assert(strstr(out, "\"candidates:proposed\":\"1\""), "%s", out);
+        cr_assert(strstr(out, "\"candidates:debt\":\"0\""), "%s", out);
+        cr_assert_eq(decayctl(&tc, "plan status", NULL, out, sizeof(out)), 0,
+                     "%s", out);
+        cr_assert(strstr(out, "registry:    1 scopes"), "%s", out);
+        cr_assert_eq(
+            decayctl(&tc, "plan status --scope r/2", NULL, out, sizeof(out)), 1,
+            "%s", out);
         dq_store_destroy(st);
         redisFree(r);
 }
