@@ -68,6 +68,21 @@ int dq_cli_load(dq_cli_t *cli, dq_log_level_t floor)
         return DQ_CLI_GO_ON;
 }
 
+int dq_cli_daemon_finish(dq_cli_t *cli, const char *usage, int argc,
+                         char **argv, int ok_exit)
+{
+        if (cli->help) {
+                fputs(usage, stdout);
+                fputs("\nConfiguration keys (default, meaning):\n", stdout);
+                dq_conf_describe(stdout);
+                return ok_exit;
+        }
+        if (optind < argc)
+                return dq_cli_usage_error(
+                    cli, usage, "unexpected argument '%s'", argv[optind]);
+        return dq_cli_load(cli, DQ_LOG_ERROR);
+}
+
 int dq_cli_usage_error(const dq_cli_t *cli, const char *usage, const char *fmt,
                        ...)
 {

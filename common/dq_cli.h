@@ -66,6 +66,13 @@ int dq_cli_load(dq_cli_t *cli, dq_log_level_t floor);
 int dq_cli_usage_error(const dq_cli_t *cli, const char *usage, const char *fmt,
                        ...) __attribute__((format(printf, 3, 4)));
 
+/* What a daemon does once its options are read: after -h prints usage
+ * and the configuration keys (returns ok_exit); reports an operand left
+ * over as a usage error; else loads the configuration as dq_cli_load()
+ * does, logging at error and above. */
+int dq_cli_daemon_finish(dq_cli_t *cli, const char *usage, int argc,
+                         char **argv, int ok_exit);
+
 /* Frees what cli holds, the configuration included. */
 void dq_cli_release(dq_cli_t *cli);
 

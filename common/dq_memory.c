@@ -29,6 +29,15 @@ static void record_keys(dq_store_t *st, dq_args_t *a, dq_rec_kind_t kind,
         }
 }
 
+/* The commands and replies of an n-command pipeline. */
+static void pipeline_alloc(size_t n, dq_args_t **a, redisReply ***r)
+{
+        *a = calloc(n ? n : 1, sizeof(**a));
+        *r = calloc(n ? n : 1, sizeof(**r));
+        if (!*a || !*r)
+                abort();
+}
+
 static const char *str_at(const redisReply *r, size_t i)
 {
         if (r && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
@@ -103,12 +112,11 @@ dq_err_t dq_memory_reindex(dq_store_t *st, dq_rec_kind_t kind,
                            const char *scope, char *const *ids, size_t n,
                            dq_index_result_t *res)
 {
-        dq_args_t *a = calloc(n ? n : 1, sizeof(*a));
-        redisReply **r = calloc(n ? n : 1, sizeof(*r));
+        dq_args_t *a;
+        redisReply **r;
         dq_err_t err;
 
-        if (!a || !r)
-                abort();
+        pipeline_alloc(n, &a, &r);
         for (size_t i = 0; i < n; i++) {
                 dq_args_add(&a[i], "FCALL");
                 dq_args_add(&a[i], "decayq_index");
@@ -358,12 +366,11 @@ static void parse_plan(dq_store_t *st, const redisReply *r, dq_plan_t *p)
 dq_err_t dq_memory_plan(dq_store_t *st, dq_plan_t *plans, size_t n,
                         int64_t interval_ms, int64_t scan_max)
 {
-        dq_args_t *a = calloc(n ? n : 1, sizeof(*a));
-        redisReply **r = calloc(n ? n : 1, sizeof(*r));
+        dq_args_t *a;
+        redisReply **r;
         dq_err_t err;
 
-        if (!a || !r)
-                abort();
+        pipeline_alloc(n, &a, &r);
         for (size_t i = 0; i < n; i++) {
                 const dq_plan_policy_t *pol = plans[i].policy;
                 const char *scope = plans[i].scope;

@@ -117,19 +117,8 @@ int main(int argc, char **argv)
                         goto out;
                 }
         }
-        if (cli.help) {
-                fputs(usage, stdout);
-                fputs("\nConfiguration keys (default, meaning):\n", stdout);
-                dq_conf_describe(stdout);
-                rc = EXIT_DRAINED;
-                goto out;
-        }
-        if (optind < argc) {
-                rc = dq_cli_usage_error(&cli, usage, "unexpected argument '%s'",
-                                        argv[optind]);
-                goto out;
-        }
-        if ((rc = dq_cli_load(&cli, DQ_LOG_ERROR)) != DQ_CLI_GO_ON)
+        if ((rc = dq_cli_daemon_finish(&cli, usage, argc, argv,
+                                       EXIT_DRAINED)) != DQ_CLI_GO_ON)
                 goto out;
         rc = EXIT_DRAINED;
 

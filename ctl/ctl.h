@@ -65,6 +65,10 @@ int ctl_common(ctl_t *ctl, int opt, const char *arg);
 int ctl_usage_error(const ctl_t *ctl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Checks a --scope value by the rules a job's scope obeys; CTL_GO_ON, or
+ * the usage error's exit code. */
+int ctl_check_scope(const ctl_t *ctl, const char *scope);
+
 /* Checks that no operand is left over past nargs expected ones. */
 int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs);
 

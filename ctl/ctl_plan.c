@@ -20,18 +20,6 @@ enum {
 
 static const char *const policies[] = {"candidates", "episodes", "principles"};
 
-/* A scope option's value, checked as a job would check it. */
-static int check_scope(const ctl_t *ctl, const char *scope)
-{
-        if (!dq_job_scope_valid(scope))
-                return ctl_usage_error(ctl,
-                                       "--scope '%s' is not a scope (1 to %d "
-                                       "bytes of UTF-8 without white space, "
-                                       "control characters or braces)",
-                                       dq_esc(scope), DQ_JOB_MAX_SCOPE);
-        return CTL_GO_ON;
-}
-
 /* Parses the options of a plan or reindex command. */
 static int parse(ctl_t *ctl, int argc, char **argv, const char **scope,
                  bool *no_wait, int64_t *timeout_ms)
@@ -55,7 +43,7 @@ static int parse(ctl_t *ctl, int argc, char **argv, const char **scope,
                 }
                 if (opt == OPT_SCOPE && scope) {
                         *scope = optarg;
-                        if ((rc = check_scope(ctl, optarg)) != CTL_GO_ON)
+                        if ((rc = ctl_check_scope(ctl, optarg)) != CTL_GO_ON)
                                 return rc;
                 } else if (opt == OPT_ONCE && no_wait) {
                         /* The only kind of run there is: one pass. */

@@ -280,6 +280,19 @@ int ctl_common(ctl_t *ctl, int opt, const char *arg)
         }
 }
 
+int ctl_check_scope(const ctl_t *ctl, const char *scope)
+{
+        /* M5: the job validator's rules, so that no command accepts a
+         * scope that no job can carry. */
+        if (!dq_job_scope_valid(scope))
+                return ctl_usage_error(ctl,
+                                       "--scope '%s' is not a scope (1 to %d "
+                                       "bytes of UTF-8 without white space, "
+                                       "control characters or braces)",
+                                       dq_esc(scope), DQ_JOB_MAX_SCOPE);
+        return CTL_GO_ON;
+}
+
 int ctl_check_operands(const ctl_t *ctl, int argc, char **argv, int nargs)
 {
         if (argc - optind < nargs)
@@ -530,12 +543,8 @@ static int parse_id_scope(ctl_t *ctl, int argc, char **argv, bool want_ulid,
                                        dq_esc(*id), DQ_JOB_MAX_SOURCE_ID);
         if (!*scope)
                 return ctl_usage_error(ctl, "--scope is required");
-        if (!dq_job_scope_valid(*scope))
-                return ctl_usage_error(ctl,
-                                       "--scope '%s' is not a scope (1 to %d "
-                                       "bytes of UTF-8 without white space, "
-                                       "control characters or braces)",
-                                       dq_esc(*scope), DQ_JOB_MAX_SCOPE);
+        if ((rc = ctl_check_scope(ctl, *scope)) != CTL_GO_ON)
+                return rc;
         return ctl_load(ctl);
 }
 

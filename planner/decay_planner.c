@@ -114,19 +114,8 @@ int main(int argc, char **argv)
                 }
                 once = true;
         }
-        if (cli.help) {
-                fputs(usage, stdout);
-                fputs("\nConfiguration keys (default, meaning):\n", stdout);
-                dq_conf_describe(stdout);
-                rc = EXIT_OK;
-                goto out;
-        }
-        if (optind < argc) {
-                rc = dq_cli_usage_error(&cli, usage, "unexpected argument '%s'",
-                                        argv[optind]);
-                goto out;
-        }
-        if ((rc = dq_cli_load(&cli, DQ_LOG_ERROR)) != DQ_CLI_GO_ON)
+        if ((rc = dq_cli_daemon_finish(&cli, usage, argc, argv, EXIT_OK)) !=
+            DQ_CLI_GO_ON)
                 goto out;
         rc = EXIT_OK;
 

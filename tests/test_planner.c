@@ -304,6 +304,17 @@ static int64_t dlq_count(const dq_tc_t *tc)
         return n;
 }
 
+/* Waits up to 4 s for the jobs topic to hold more than n messages: a
+ * pass under way. */
+static void wait_published(const dq_tc_t *tc, int64_t n)
+{
+        for (int i = 0; i < 200; i++) {
+                if (dq_test_high(tc->topic, 0) + dq_test_high(tc->topic, 1) > n)
+                        return;
+                dq_test_sleep_ms(20);
+        }
+}
+
 static void stop_consumers(pid_t *pids, int n)
 {
         for (int i = 0; i < n; i++)
@@ -387,11 +398,7 @@ Test(planner, killed_mid_pass_then_restarted_compresses_each_memory_once)
         }
         dq_tc_arg(&tc, slow[0]);
         p = planner_daemon(&tc, "p1");
-        for (int i = 0; i < 200; i++) {
-                if (dq_test_high(tc.topic, 0) + dq_test_high(tc.topic, 1) > 20)
-                        break;
-                dq_test_sleep_ms(20);
-        }
+        wait_published(&tc, 20);
         kill(p, SIGKILL);
         cr_assert_eq(dq_tc_wait(p, 10000), 128 + SIGKILL);
         cr_assert_eq(log_count(&tc, "p1", "stage=pass"), 0,
@@ -607,10 +614,7 @@ Test(planner, triggers_during_a_pass_coalesce_into_one_trailing_pass)
         }
         p = planner_daemon(&tc, "p1");
         /* Three triggers while the first pass runs. */
-        for (int i = 0; i < 100 && !dq_test_high(tc.topic, 0) &&
-                        !dq_test_high(tc.topic, 1);
-             i++)
-                dq_test_sleep_ms(20);
+        wait_published(&tc, 0);
         for (int i = 0; i < 3; i++)
                 cr_assert_eq(dq_memory_trigger(st, &v), DQ_OK);
         cr_assert_eq(log_count(&tc, "p1", "stage=pass"), 0,
@@ -732,11 +736,7 @@ Test(planner, sigterm_stops_between_batches_and_the_next_pass_does_the_rest)
                 candidates(st, scope, 2, OLD);
         }
         p = planner_daemon(&tc, "p1");
-        for (int i = 0; i < 200; i++) {
-                if (dq_test_high(tc.topic, 0) + dq_test_high(tc.topic, 1) > 20)
-                        break;
-                dq_test_sleep_ms(20);
-        }
+        wait_published(&tc, 20);
         kill(p, SIGTERM);
         /* A pass that did not complete: exit 1, and it says so. */
         cr_assert_eq(dq_tc_wait(p, 60000), 1);
