@@ -447,36 +447,51 @@ Test(store, batches_claim_and_settle_in_one_round_trip)
         dq_store_destroy(st);
 }
 
-/* Starts a private redis-server with extra arguments; returns its pid. */
-static pid_t private_redis(int port, const char *a1, const char *a2,
-                           const char *a3, const char *a4)
+/* A private redis-server with extra arguments, in a folder of its own: an
+ * append-only file left in a shared folder by another run would be loaded
+ * into it (with whatever functions library that run had). */
+typedef struct {
+        pid_t pid;
+        int port;
+        char dir[64];
+} private_redis_t;
+
+static void private_redis(private_redis_t *r, const char *a1, const char *a2,
+                          const char *a3, const char *a4)
 {
         char p[16];
-        pid_t pid;
-        snprintf(p, sizeof(p), "%d", port);
-        pid = fork();
-        if (pid == 0) {
+
+        snprintf(r->dir, sizeof(r->dir), "%s", "/tmp/decayq-redis-XXXXXX");
+        cr_assert_not_null(mkdtemp(r->dir));
+        r->port = dq_test_free_port();
+        snprintf(p, sizeof(p), "%d", r->port);
+        r->pid = fork();
+        if (r->pid == 0) {
                 int devnull = open("/dev/null", 1);
                 dup2(devnull, 1);
                 execlp("redis-server", "redis-server", "--port", p, "--save",
-                       "", "--dir", "/tmp", a1, a2, a3, a4, (char *)NULL);
+                       "", "--dir", r->dir, a1, a2, a3, a4, (char *)NULL);
                 _exit(127);
         }
         for (int i = 0; i < 50; i++) {
-                redisContext *c = redisConnect("127.0.0.1", port);
+                redisContext *c = redisConnect("127.0.0.1", r->port);
                 bool up = c && !c->err;
                 redisFree(c);
                 if (up)
-                        return pid;
+                        return;
                 dq_test_sleep_ms(100);
         }
         cr_assert_fail("private redis-server did not start");
-        return pid;
 }
 
-static int free_port(void)
+static void private_redis_stop(private_redis_t *r)
 {
-        return 20000 + (getpid() * 7 + (int)(dq_now_ms() % 9973)) % 40000;
+        char cmd[128];
+
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+        cr_expect_eq(system(cmd), 0);
 }
 
 static dq_store_t *store_on(int port, const char *extra, char *errstr,
@@ -496,50 +511,48 @@ static dq_store_t *store_on(int port, const char *extra, char *errstr,
 
 Test(store, refuses_unsafe_redis_unless_told_otherwise)
 {
-        int port = free_port();
-        pid_t pid = private_redis(port, "--appendonly", "no",
-                                  "--maxmemory-policy", "allkeys-lru");
+        private_redis_t r;
         char errstr[512];
-        dq_store_t *st = store_on(port, NULL, errstr, sizeof(errstr));
+        dq_store_t *st;
 
+        private_redis(&r, "--appendonly", "no", "--maxmemory-policy",
+                      "allkeys-lru");
+        st = store_on(r.port, NULL, errstr, sizeof(errstr));
         cr_expect_null(st);
         cr_expect(strstr(errstr, "maxmemory-policy is 'allkeys-lru'"), "%s",
                   errstr);
-        st = store_on(port, "redis.allow.unsafe=true", errstr, sizeof(errstr));
+        st = store_on(r.port, "redis.allow.unsafe=true", errstr,
+                      sizeof(errstr));
         cr_expect_not_null(st, "%s", errstr);
         dq_store_destroy(st);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        private_redis_stop(&r);
 
-        port = free_port() + 1;
-        pid = private_redis(port, "--appendonly", "no", "--maxmemory-policy",
-                            "noeviction");
-        st = store_on(port, NULL, errstr, sizeof(errstr));
+        private_redis(&r, "--appendonly", "no", "--maxmemory-policy",
+                      "noeviction");
+        st = store_on(r.port, NULL, errstr, sizeof(errstr));
         cr_expect_null(st);
         cr_expect(strstr(errstr, "appendonly is 'no'"), "%s", errstr);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        private_redis_stop(&r);
 }
 
 Test(store, authenticates_and_never_reveals_the_password)
 {
-        int port = free_port() + 2;
-        pid_t pid = private_redis(port, "--appendonly", "yes", "--requirepass",
-                                  "correct-horse");
+        private_redis_t r;
         char errstr[512];
         dq_store_t *st;
 
-        st = store_on(port, "redis.password=wrong-battery", errstr,
+        private_redis(&r, "--appendonly", "yes", "--requirepass",
+                      "correct-horse");
+        st = store_on(r.port, "redis.password=wrong-battery", errstr,
                       sizeof(errstr));
         cr_expect_null(st);
         cr_expect(strstr(errstr, "AUTH: WRONGPASS"), "%s", errstr);
         cr_expect_null(strstr(errstr, "wrong-battery"), "%s", errstr);
-        st = store_on(port, "redis.password=correct-horse", errstr,
+        st = store_on(r.port, "redis.password=correct-horse", errstr,
                       sizeof(errstr));
         cr_expect_not_null(st, "%s", errstr);
         dq_store_destroy(st);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        private_redis_stop(&r);
 }
 
 Test(store, copies_wait_for_a_live_claim_and_never_run_early_or_stale)
