@@ -521,8 +521,8 @@ Test(store, refuses_unsafe_redis_unless_told_otherwise)
         cr_expect_null(st);
         cr_expect(strstr(errstr, "maxmemory-policy is 'allkeys-lru'"), "%s",
                   errstr);
-        st = store_on(r.port, "redis.allow.unsafe=true", errstr,
-                      sizeof(errstr));
+        st =
+            store_on(r.port, "redis.allow.unsafe=true", errstr, sizeof(errstr));
         cr_expect_not_null(st, "%s", errstr);
         dq_store_destroy(st);
         private_redis_stop(&r);
