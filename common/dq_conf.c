@@ -92,6 +92,21 @@ static const dq_conf_def_t dq_conf_defs[] = {
      0, DAY, "how often the consumer logs its run summary (0: only at exit)"},
     {"critical.after", DQ_CONF_DURATION, "10s", OFF(critical_after_ms), 0, 100,
      DAY, "Redis outage after which the consumer pauses as critical"},
+    {"max.in.flight", DQ_CONF_INT, "256", OFF(max_in_flight), 0, 1, 100000,
+     "jobs with a handler that are claimed or running at once; a scope "
+     "has at most one (G10)"},
+    {"handler.threads", DQ_CONF_INT, "0", OFF(handler_threads), 0, 0, 4096,
+     "threads that run handlers (0: as many as max.in.flight, at most "
+     "1024)"},
+    {"handler.timeout", DQ_CONF_DURATION, "10m", OFF(handler_timeout_ms), 0,
+     100, 7 * DAY,
+     "a handler running longer is given up as error class timeout, which "
+     "counts as an attempt (G11)"},
+    {"max.pending.per.partition", DQ_CONF_INT, "10000",
+     OFF(max_pending_per_partition), 0, 1, 10000000,
+     "records of one partition waiting for their scope, claimed or "
+     "running; the partition is paused when it holds this many and "
+     "resumed below half"},
     {"worker.id", DQ_CONF_STR, "", OFF(worker_id), 0, 0, 0,
      "name of this worker in job state (default: host:pid)"},
     {"commit.interval", DQ_CONF_DURATION, "1s", OFF(commit_interval_ms), 0, 10,

@@ -64,6 +64,10 @@ typedef struct dq_conf_s {
         int64_t summary_interval_ms;
         int64_t critical_after_ms;
         char *worker_id;
+        int64_t max_in_flight;
+        int64_t handler_threads;
+        int64_t handler_timeout_ms;
+        int64_t max_pending_per_partition;
         int64_t commit_interval_ms;
         bool debug_faults;
         int64_t http_port;

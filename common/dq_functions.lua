@@ -26,7 +26,7 @@
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '6'
+local LIB_VERSION = '7'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true, superseded = true}
 
@@ -120,7 +120,7 @@ local function claim(keys, args)
     redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
                'attempts', attempts, 'epoch', epoch,
                'lease_until', now + lease, 'claimed_by', worker,
-               'claimed_msg', msg, 'updated_at', at)
+               'claimed_msg', msg, 'updated_at', at, 'started_at', at)
     redis.call('HSETNX', job, 'created_at', at)
     redis.call('PERSIST', job)
   else
@@ -128,7 +128,8 @@ local function claim(keys, args)
     redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
                'attempts', attempts, 'epoch', epoch,
                'lease_until', now + lease, 'claimed_by', worker,
-               'claimed_msg', msg, 'updated_at', at, 'created_at', at)
+               'claimed_msg', msg, 'updated_at', at, 'created_at', at,
+               'started_at', at)
   end
   return {'claimed', s(state), tostring(attempts), tostring(epoch),
           live and 'took_over_live_lease' or ''}
@@ -267,6 +268,50 @@ local function complete(keys, args)
   return {'ok', result_id}
 end
 
+-- run(KEYS: job, target, index, held [, idem], sources...;
+--     ARGV: has_idem, now, lease_ms, worker, kind, max_attempts, job_id,
+--           retention_ms, msg, copy_attempts, method, scope, result_id,
+--           source ids...)
+-- A deterministic job whole, in one step: the claim (every refusal of
+-- claim, answered as claim answers it) and, once claimed, the complete.
+-- A job whose handler does nothing but the effect needs no round trip
+-- between the two, and the step is as atomic as each half (G4): the
+-- attempt is counted in the same step that applies the effect. Replies:
+--   completed, state_before, attempts, epoch, result, 'superseded' | ''
+--   rejected, state_before, attempts, epoch, code, message
+--       (the attempt stays counted and the claim held, so that the caller
+--        dead-letters the job with this epoch)
+--   or any refusal of claim, in claim's shape.
+local function run(keys, args)
+  local has_idem = args[1] == '1'
+  local first = has_idem and 6 or 5
+  local ckeys = {keys[1]}
+  if has_idem then ckeys[2] = keys[5] end
+  local r = claim(ckeys, {args[2], args[3], args[4], args[5], args[6],
+                          args[7], args[8], args[9], args[10]})
+  if r[1] ~= 'claimed' then return r end
+  local skeys = {keys[1], keys[2], keys[3], keys[4]}
+  for i = first, #keys do skeys[#skeys + 1] = keys[i] end
+  local sargs = {r[4], args[2], args[8], args[5], args[7], args[11],
+                 args[12], args[13]}
+  for i = 14, #args do sargs[#sargs + 1] = args[i] end
+  -- The claim is written: an error of the effect's commands (a key of
+  -- the wrong type) must not lose it, so it is answered as a rejection
+  -- that the caller dead-letters with this epoch. complete reads every
+  -- key before it writes any, so such an error writes nothing of the
+  -- effect.
+  local ok, done = pcall(complete, skeys, sargs)
+  if not ok then
+    local msg = type(done) == 'table' and done.err or tostring(done)
+    return {'rejected', r[2], r[3], r[4], 'decay.store.command_error',
+            'redis: ' .. s(msg)}
+  end
+  if done[1] == 'ok' then
+    return {'completed', r[2], r[3], r[4], done[2], done[3] or ''}
+  end
+  return {'rejected', r[2], r[3], r[4], s(done[2]), s(done[3])}
+end
+
 -- retry(KEYS: job; ARGV: epoch, now, not_before, class, code, message)
 local function retry(keys, args)
   local epoch, now = tonumber(args[1]), tonumber(args[2])
@@ -314,6 +359,28 @@ local function cancel(keys, args)
   redis.call('HSETNX', keys[1], 'created_at', now)
   finish(keys[1], tonumber(args[2]),
          {'state', 'cancelled', 'cancelled_at', now, 'cancel_reason',
+          args[3]})
+  return {'ok', s(st[1])}
+end
+
+-- supersede(KEYS: job; ARGV: now, retention_ms, by)
+-- A consumer found a newer job over the same sources queued behind this
+-- one before it started: it ends `superseded` (by names the newer job),
+-- with its epoch bumped so that no old claim can settle it. A terminal job
+-- is left as it is (terminal); one running under a live lease too (busy).
+local function supersede(keys, args)
+  local now = tonumber(args[1])
+  local st = redis.call('HMGET', keys[1], 'state', 'epoch', 'lease_until')
+  if st[1] and TERMINAL[st[1]] then
+    return {'terminal', st[1], s(st[2])}
+  end
+  if st[1] == 'in_progress' and (tonumber(st[3]) or 0) > now then
+    return {'busy', st[1], s(st[2])}
+  end
+  redis.call('HINCRBY', keys[1], 'epoch', 1)
+  redis.call('HSETNX', keys[1], 'created_at', args[1])
+  finish(keys[1], tonumber(args[2]),
+         {'state', 'superseded', 'superseded_at', args[1], 'superseded_by',
           args[3]})
   return {'ok', s(st[1])}
 end
@@ -675,10 +742,12 @@ end
 
 redis.register_function('decayq_claim', claim)
 redis.register_function('decayq_complete', complete)
+redis.register_function('decayq_run', run)
 redis.register_function('decayq_retry', retry)
 redis.register_function('decayq_dead', dead)
 redis.register_function('decayq_cancel', cancel)
 redis.register_function('decayq_renew', renew)
+redis.register_function('decayq_supersede', supersede)
 redis.register_function('decayq_put', put)
 redis.register_function('decayq_index', index_one)
 redis.register_function('decayq_plan', plan)

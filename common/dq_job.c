@@ -86,6 +86,42 @@ void dq_job_destroy(dq_job_t *job)
         free(job);
 }
 
+/* strdup of an optional string; false when out of memory. */
+static bool copy_opt(char **dst, const char *src)
+{
+        *dst = src ? strdup(src) : NULL;
+        return !src || *dst;
+}
+
+dq_job_t *dq_job_dup(const dq_job_t *job)
+{
+        dq_job_t *d = calloc(1, sizeof(*d));
+
+        if (!d)
+                return NULL;
+        *d = *job;
+        d->source_ids = NULL;
+        d->source_cnt = 0;
+        d->scope = d->attestation_operator = d->created_by = NULL;
+        d->idempotency_key = d->trace_id = NULL;
+        if (!copy_opt(&d->scope, job->scope) ||
+            !copy_opt(&d->attestation_operator, job->attestation_operator) ||
+            !copy_opt(&d->created_by, job->created_by) ||
+            !copy_opt(&d->idempotency_key, job->idempotency_key) ||
+            !copy_opt(&d->trace_id, job->trace_id) ||
+            !(d->source_ids =
+                  calloc(job->source_cnt + 1, sizeof(*d->source_ids))))
+                goto err;
+        for (; d->source_cnt < job->source_cnt; d->source_cnt++)
+                if (!(d->source_ids[d->source_cnt] =
+                          strdup(job->source_ids[d->source_cnt])))
+                        goto err;
+        return d;
+err:
+        dq_job_destroy(d);
+        return NULL;
+}
+
 /* Nesting depth of the JSON text, counted outside strings, so that a
  * hostile message cannot make the parser recurse deeply. */
 static int json_depth(const char *buf, size_t len)

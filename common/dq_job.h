@@ -74,6 +74,10 @@ dq_job_t *dq_job_parse(const char *buf, size_t len, size_t max_bytes,
  * fields, then checks it with dq_job_validate(). */
 dq_job_t *dq_job_new(void);
 
+/* A deep copy of job, owning its own strings (for another thread), or NULL
+ * when out of memory. */
+dq_job_t *dq_job_dup(const dq_job_t *job);
+
 /* Frees job and everything it owns. NULL is a no-op. */
 void dq_job_destroy(dq_job_t *job);
 

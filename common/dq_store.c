@@ -19,7 +19,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "6"
+#define DQ_FUNCTIONS_VERSION "7"
 
 struct dq_store_s {
         redisContext *c;
@@ -617,6 +617,24 @@ static dq_err_t batch(dq_store_t *st, void *items, size_t item_size, size_t n,
         return ret;
 }
 
+/* The arguments of decayq_claim, which decayq_run takes too. */
+static void claim_args(dq_store_t *st, dq_args_t *a, const dq_claim_t *c,
+                       int64_t now_ms)
+{
+        const dq_job_t *job = c->job;
+
+        dq_args_addf(a, "%lld", (long long)now_ms);
+        dq_args_addf(a, "%lld", (long long)st->lease_ms);
+        dq_args_add(a, st->worker);
+        dq_args_add(a, dq_kind_name(job->kind));
+        dq_args_addf(a, "%lld", (long long)st->max_attempts);
+        dq_args_add(a, job->id);
+        dq_args_addf(a, "%lld", (long long)st->retention_ms);
+        dq_args_add(a, c->msg ? c->msg : "");
+        dq_args_addf(a, "%lld",
+                     c->is_copy ? (long long)c->copy_attempts : -1LL);
+}
+
 static void build_claim(dq_store_t *st, dq_args_t *a, void *item,
                         int64_t now_ms)
 {
@@ -629,16 +647,7 @@ static void build_claim(dq_store_t *st, dq_args_t *a, void *item,
         job_key_arg(st, a, job);
         if (job->idempotency_key)
                 dq_args_key(st, a, "idem", job->scope, job->idempotency_key);
-        dq_args_addf(a, "%lld", (long long)now_ms);
-        dq_args_addf(a, "%lld", (long long)st->lease_ms);
-        dq_args_add(a, st->worker);
-        dq_args_add(a, dq_kind_name(job->kind));
-        dq_args_addf(a, "%lld", (long long)st->max_attempts);
-        dq_args_add(a, job->id);
-        dq_args_addf(a, "%lld", (long long)st->retention_ms);
-        dq_args_add(a, c->msg ? c->msg : "");
-        dq_args_addf(a, "%lld",
-                     c->is_copy ? (long long)c->copy_attempts : -1LL);
+        claim_args(st, a, c, now_ms);
 }
 
 static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
@@ -683,13 +692,42 @@ dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
                      parse_claim);
 }
 
+/* The keys of a complete after the job's: target, index and held; then
+ * the sources (source_keys); and its arguments from the method on
+ * (complete_args). decayq_complete and decayq_run share them. */
+static void complete_keys(dq_store_t *st, dq_args_t *a, const dq_job_t *job,
+                          const char *sum_id)
+{
+        if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW)
+                dq_args_key(st, a, "reviews", job->scope, NULL);
+        else
+                dq_args_key(st, a, "mem", job->scope, sum_id);
+        dq_args_key(st, a, "idx", job->scope, dq_store_index_name(job->kind));
+        dq_args_key(st, a, "held", job->scope, NULL);
+}
+
+static void source_keys(dq_store_t *st, dq_args_t *a, const dq_job_t *job)
+{
+        const char *rec =
+            job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
+        for (size_t i = 0; i < job->source_cnt; i++)
+                dq_args_key(st, a, rec, job->scope, job->source_ids[i]);
+}
+
+static void complete_args(dq_args_t *a, const dq_job_t *job, const char *sum_id)
+{
+        dq_args_add(a, dq_method_name(job->method));
+        dq_args_add(a, job->scope);
+        dq_args_addf(a, "%s", sum_id); /* a copy: sum_id is the caller's */
+        for (size_t i = 0; i < job->source_cnt; i++)
+                dq_args_add(a, job->source_ids[i]);
+}
+
 static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
                          int64_t now_ms)
 {
         const dq_settle_t *s = item;
         const dq_job_t *job = s->job;
-        const char *rec =
-            job->kind == DQ_KIND_EPISODE_COMPRESSION ? "ep" : "mem";
         char sum_id[DQ_ULID_LEN + 5];
 
         dq_args_add(a, "FCALL");
@@ -699,25 +737,14 @@ static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
                 dq_args_add(a, "decayq_complete");
                 dq_args_addf(a, "%zu", 4 + job->source_cnt);
                 job_key_arg(st, a, job);
-                if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW)
-                        dq_args_key(st, a, "reviews", job->scope, NULL);
-                else
-                        dq_args_key(st, a, "mem", job->scope, sum_id);
-                dq_args_key(st, a, "idx", job->scope,
-                            dq_store_index_name(job->kind));
-                dq_args_key(st, a, "held", job->scope, NULL);
-                for (size_t i = 0; i < job->source_cnt; i++)
-                        dq_args_key(st, a, rec, job->scope, job->source_ids[i]);
+                complete_keys(st, a, job, sum_id);
+                source_keys(st, a, job);
                 dq_args_addf(a, "%lld", (long long)s->epoch);
                 dq_args_addf(a, "%lld", (long long)now_ms);
                 dq_args_addf(a, "%lld", (long long)st->retention_ms);
                 dq_args_add(a, dq_kind_name(job->kind));
                 dq_args_add(a, job->id);
-                dq_args_add(a, dq_method_name(job->method));
-                dq_args_add(a, job->scope);
-                dq_args_addf(a, "%s", sum_id);
-                for (size_t i = 0; i < job->source_cnt; i++)
-                        dq_args_add(a, job->source_ids[i]);
+                complete_args(a, job, sum_id);
                 break;
         case DQ_SETTLE_RETRY:
         case DQ_SETTLE_DEAD: {
@@ -780,6 +807,68 @@ dq_err_t dq_store_settle(dq_store_t *st, dq_settle_t *settles, size_t n,
                      parse_settle);
 }
 
+static void build_run(dq_store_t *st, dq_args_t *a, void *item, int64_t now_ms)
+{
+        const dq_store_run_t *rn = item;
+        const dq_claim_t *c = &rn->claim;
+        const dq_job_t *job = c->job;
+        bool idem = job->idempotency_key != NULL;
+        char sum_id[DQ_ULID_LEN + 5];
+
+        snprintf(sum_id, sizeof(sum_id), "sum_%s", job->id);
+        dq_args_add(a, "FCALL");
+        dq_args_add(a, "decayq_run");
+        dq_args_addf(a, "%zu", 4 + (idem ? 1 : 0) + job->source_cnt);
+        job_key_arg(st, a, job);
+        complete_keys(st, a, job, sum_id);
+        if (idem)
+                dq_args_key(st, a, "idem", job->scope, job->idempotency_key);
+        source_keys(st, a, job);
+        dq_args_add(a, idem ? "1" : "0");
+        claim_args(st, a, c, now_ms);
+        complete_args(a, job, sum_id);
+}
+
+static void parse_run(dq_store_t *st, const redisReply *r, void *item)
+{
+        dq_store_run_t *rn = item;
+        dq_claim_t *c = &rn->claim;
+        dq_settle_t *s = &rn->settle;
+        const char *status =
+            r && r->type == REDIS_REPLY_ARRAY && r->elements >= 6 ? elem(r, 0)
+                                                                  : "";
+        bool done = !strcmp(status, "completed");
+
+        *s = (dq_settle_t){.job = c->job, .op = DQ_SETTLE_COMPLETE};
+        if (!done && strcmp(status, "rejected")) {
+                parse_claim(st, r, c);
+                return;
+        }
+        c->err = DQ_OK;
+        c->message[0] = c->ref[0] = '\0';
+        c->status = DQ_CLAIM_CLAIMED;
+        snprintf(c->state, sizeof(c->state), "%s", elem(r, 1));
+        c->attempts = strtoll(elem(r, 2), NULL, 10);
+        c->epoch = s->epoch = strtoll(elem(r, 3), NULL, 10);
+        c->until = 0;
+        c->took_over = false;
+        if (done) {
+                s->err = DQ_OK;
+                snprintf(s->result, sizeof(s->result), "%s", elem(r, 4));
+                s->superseded = !strcmp(elem(r, 5), "superseded");
+        } else {
+                s->err = DQ_ERR_REJECTED;
+                snprintf(s->code, sizeof(s->code), "%s", elem(r, 4));
+                snprintf(s->message, sizeof(s->message), "%s", elem(r, 5));
+        }
+}
+
+dq_err_t dq_store_run(dq_store_t *st, dq_store_run_t *runs, size_t n,
+                      int64_t now_ms)
+{
+        return batch(st, runs, sizeof(*runs), n, now_ms, build_run, parse_run);
+}
+
 /* One command through the pipeline; returns its reply or NULL. */
 static redisReply *one(dq_store_t *st, dq_args_t *a, dq_err_t *err)
 {
@@ -799,6 +888,33 @@ dq_err_t dq_store_ping(dq_store_t *st)
         r = one(st, &a, &err);
         if (r)
                 freeReplyObject(r);
+        return err;
+}
+
+dq_err_t dq_store_supersede(dq_store_t *st, const dq_job_t *job,
+                            const char *by_id, int64_t now_ms)
+{
+        dq_args_t a = {0};
+        dq_err_t err;
+        redisReply *r;
+        const char *status;
+
+        dq_args_add(&a, "FCALL");
+        dq_args_add(&a, "decayq_supersede");
+        dq_args_add(&a, "1");
+        job_key_arg(st, &a, job);
+        dq_args_addf(&a, "%lld", (long long)now_ms);
+        dq_args_addf(&a, "%lld", (long long)st->retention_ms);
+        dq_args_add(&a, by_id);
+        r = one(st, &a, &err);
+        status = err ? NULL : reply_status(r, st, &err);
+        if (status && !strcmp(status, "terminal"))
+                err = DQ_ERR_TERMINAL;
+        else if (status && !strcmp(status, "busy"))
+                err = DQ_ERR_FENCED;
+        else if (!err && !status)
+                err = DQ_ERR_UNAVAILABLE;
+        freeReplyObject(r);
         return err;
 }
 

@@ -86,6 +86,20 @@ typedef struct dq_settle_s {
         bool superseded;
 } dq_settle_t;
 
+/* A deterministic job claimed and completed in one step (decayq_run):
+ * for a job whose handler does nothing but the effect. */
+typedef struct dq_store_run_s {
+        /* in: job, msg, is_copy, copy_attempts; out: as dq_store_claim()
+         * fills it */
+        dq_claim_t claim;
+        /* out, when claim.status is DQ_CLAIM_CLAIMED: the complete's
+         * answer (op DQ_SETTLE_COMPLETE, epoch the claim's): err DQ_OK
+         * with result (and superseded), or DQ_ERR_REJECTED with code and
+         * message (the attempt is counted and the claim held: dead-letter
+         * the job with this epoch) */
+        dq_settle_t settle;
+} dq_store_run_t;
+
 /* A record read back: fields and values in Redis order. */
 typedef struct dq_record_s {
         size_t cnt;
@@ -128,9 +142,24 @@ dq_err_t dq_store_claim(dq_store_t *store, dq_claim_t *claims, size_t n,
 dq_err_t dq_store_settle(dq_store_t *store, dq_settle_t *settles, size_t n,
                          int64_t now_ms);
 
+/* Runs n deterministic jobs in one pipelined round trip, each claimed and
+ * completed in one Redis step. Returns as dq_store_claim() does; a run
+ * whose reply was not read has claim.err DQ_ERR_UNAVAILABLE (unknown: it
+ * may have happened, and sending it again is safe: a completed job is
+ * then terminal). */
+dq_err_t dq_store_run(dq_store_t *store, dq_store_run_t *runs, size_t n,
+                      int64_t now_ms);
+
 /* DQ_OK when Redis answers (reconnecting if need be), else
  * DQ_ERR_UNAVAILABLE. */
 dq_err_t dq_store_ping(dq_store_t *store);
+
+/* Ends a job that has not started as `superseded` by job by_id (a newer
+ * job over the same sources queued behind it). DQ_OK when done;
+ * DQ_ERR_TERMINAL when it was terminal already; DQ_ERR_FENCED when it runs
+ * under a live lease (left alone). */
+dq_err_t dq_store_supersede(dq_store_t *store, const dq_job_t *job,
+                            const char *by_id, int64_t now_ms);
 
 /* Extends the lease of a claimed job. DQ_ERR_FENCED when superseded. */
 dq_err_t dq_store_renew(dq_store_t *store, const dq_job_t *job, int64_t epoch,

@@ -1,7 +1,10 @@
 /* Claim, run and settle: the steps of a batch between its classification
- * and its copies. Claim and settle are single-shot (one pipelined round
- * trip each, see dq_round_fn); dq_outage_round() sends again what got no
- * answer. Handlers run one after another on the loop's thread. */
+ * and its copies. A job whose handler does nothing but the effect is
+ * claimed and completed in one Redis step (dq_store_run()); the others are
+ * claimed, run and settled. Each kind of round trip is single-shot (one
+ * pipelined round trip, see dq_round_fn); dq_outage_round() sends again
+ * what got no answer. Handlers run one after another on the loop's
+ * thread. */
 #include "dq_consumer_int.h"
 
 #include <stdlib.h>
@@ -16,10 +19,7 @@
 /* What a batch's claim leaves to run. */
 typedef struct batch_s {
         dq_consumer_t *c;
-        dq_item_t **run; /* claimed, to run, in arrival order */
-        size_t run_cnt;
         dq_item_t **copies;
-        int64_t next_renew; /* mono ms: when the leases are renewed */
 } batch_t;
 
 static void observe_redis(dq_consumer_t *c, int64_t t0)
@@ -91,12 +91,15 @@ static void claimed(dq_consumer_t *c, dq_item_t *it, dq_route_t r, batch_t *b)
         }
         if (!dq_err_is_fatal(cl->err))
                 log_claim(it);
+        /* Not to run: its scope is free for the next job. */
+        if (r.action != DQ_ROUTE_RUN)
+                dq_sched_release(c, it);
         switch (r.action) {
         case DQ_ROUTE_RUN:
                 c->st.claimed++;
                 dq_metrics_count(c->metrics, "claimed",
                                  dq_kind_name(it->job->kind), NULL);
-                b->run[b->run_cnt++] = it;
+                dq_sched_started(c, it);
                 break;
         case DQ_ROUTE_PARK:
                 dq_item_push(&c->parked, it);
@@ -116,6 +119,32 @@ static void claimed(dq_consumer_t *c, dq_item_t *it, dq_route_t r, batch_t *b)
         }
 }
 
+/* Drops the items whose partition was revoked, moving the rest to
+ * items[0..m), and sets up the claim of each: the m claims start at cl,
+ * stride bytes apart. Returns m. */
+static size_t claims_of(dq_consumer_t *c, dq_item_t **items, size_t n,
+                        dq_claim_t *cl, size_t stride)
+{
+        size_t m = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                const dq_part_t *p = dq_item_part(c, items[i]);
+                if (!p) {
+                        dq_sched_release(c, items[i]);
+                        dq_item_free(items[i]);
+                        continue;
+                }
+                items[m] = items[i];
+                *(dq_claim_t *)((char *)cl + m++ * stride) = (dq_claim_t){
+                    .job = items[i]->job,
+                    .msg = items[i]->ref,
+                    .is_copy = p->tier >= 0,
+                    .copy_attempts = items[i]->attempts,
+                };
+        }
+        return m;
+}
+
 /* One claim round trip (dq_round_fn). */
 static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                          bool *heard, void *opaque)
@@ -126,20 +155,7 @@ static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
 
         if (!cl)
                 dq_oom();
-        for (size_t i = 0; i < n; i++) {
-                const dq_part_t *p = dq_item_part(c, items[i]);
-                if (!p) {
-                        dq_item_free(items[i]);
-                        continue;
-                }
-                items[m] = items[i];
-                cl[m++] = (dq_claim_t){
-                    .job = items[i]->job,
-                    .msg = items[i]->ref,
-                    .is_copy = p->tier >= 0,
-                    .copy_attempts = items[i]->attempts,
-                };
-        }
+        m = claims_of(c, items, n, cl, sizeof(*cl));
         if (m) {
                 t0 = dq_mono_ms();
                 wall = dq_now_ms();
@@ -166,101 +182,123 @@ static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
         return k;
 }
 
-/* Renews the leases of a batch's claimed jobs while a handler runs long,
- * and tells the handler to give up on shutdown. @locality main loop,
- * inside a handler */
-static bool heartbeat(void *opaque)
+static void settled(dq_consumer_t *c, dq_item_t *it, const dq_settle_t *s,
+                    dq_route_t r, dq_item_t **copies);
+
+/* One round trip of one-step runs (dq_round_fn): each job claimed and
+ * completed at once. What was not claimed is routed as a claim's answer;
+ * what was, as a settle's. */
+static size_t run_once(dq_consumer_t *c, dq_item_t **items, size_t n,
+                       bool *heard, void *opaque)
 {
         batch_t *b = opaque;
-        dq_consumer_t *c = b->c;
-        int64_t now = dq_mono_ms();
+        dq_store_run_t *rn = calloc(n, sizeof(*rn));
+        size_t m = 0, k = 0;
+        int64_t t0 = 0, wall = 0;
 
-        dq_consumer_publish(c); /* a long job is progress too; SIGTERM shows */
-        if (dq_consumer_stopping(c))
-                return false;
-        if (now < b->next_renew)
-                return true;
-        b->next_renew = now + c->conf->lease_ms / 3;
-        for (size_t i = 0; i < b->run_cnt; i++) {
-                dq_item_t *it = b->run[i];
-                dq_err_t err;
-
-                if (!it)
-                        continue;
-                err = dq_store_renew(c->store, it->job, it->epoch, dq_now_ms());
-                dq_debug("claim", "job=%s lease=renewed result=%s", it->job->id,
-                         dq_err_name(err));
+        if (!rn)
+                dq_oom();
+        m = claims_of(c, items, n, &rn[0].claim, sizeof(*rn));
+        if (m) {
+                t0 = dq_mono_ms();
+                wall = dq_now_ms();
+                dq_store_run(c->store, rn, m, wall);
+                observe_redis(c, t0);
         }
-        return true;
+        for (size_t i = 0; i < m; i++) {
+                dq_item_t *it = items[i];
+                dq_route_t r = dq_route_claim(&rn[i].claim);
+
+                if (r.action == DQ_ROUTE_RESEND) {
+                        items[k++] = it;
+                        continue;
+                }
+                *heard = true;
+                it->claim = rn[i].claim;
+                it->claimed_at = t0;
+                it->claim_wall = wall;
+                if (r.action != DQ_ROUTE_RUN) {
+                        claimed(c, it, r, b);
+                        continue;
+                }
+                it->attempts = it->claim.attempts;
+                it->epoch = it->claim.epoch;
+                log_claim(it);
+                c->st.claimed++;
+                dq_metrics_count(c->metrics, "claimed",
+                                 dq_kind_name(it->job->kind), NULL);
+                it->settle = rn[i].settle;
+                settled(c, it, &it->settle, dq_route_settled(&it->settle),
+                        b->copies);
+        }
+        free(rn);
+        return k;
 }
 
-/* Runs the handler of each claimed job and sets its settle up. Returns the
- * number of items left needing a Redis settle, moved to out[0..). */
-static size_t run_all(dq_consumer_t *c, batch_t *b, dq_item_t **out)
+/* Sets up what a finished handler's result asks for: a settle (true), or
+ * a DLQ copy pushed on *copies (false). */
+static bool prepare(dq_consumer_t *c, dq_item_t *it,
+                    const dq_handler_result_t *res, dq_item_t **copies)
 {
-        dq_handler_ctx_t ctx = {c->conf->debug_faults, heartbeat, b};
+        dq_route_t r =
+            dq_route_result(res, it->attempts, c->conf->max_attempts);
+        int64_t now = dq_now_ms();
+
+        switch (r.action) {
+        case DQ_ROUTE_COMPLETE:
+                it->settle = (dq_settle_t){.job = it->job,
+                                           .op = DQ_SETTLE_COMPLETE,
+                                           .epoch = it->epoch};
+                return true;
+        case DQ_ROUTE_RETRY:
+                if (!it->first_failed_at)
+                        it->first_failed_at = now;
+                it->err_class = r.err_class;
+                snprintf(it->err_code, sizeof(it->err_code), "%s", r.code);
+                snprintf(it->err_message, sizeof(it->err_message), "%s",
+                         r.message);
+                it->not_before =
+                    now + dq_backoff_ms(it->attempts, c->conf->backoff_base_ms,
+                                        c->conf->backoff_max_ms,
+                                        dq_consumer_rand(c));
+                it->settle = (dq_settle_t){
+                    .job = it->job,
+                    .op = DQ_SETTLE_RETRY,
+                    .epoch = it->epoch,
+                    .not_before_ms = it->not_before,
+                    .error_class = it->err_class,
+                    .error_code = it->err_code,
+                    .error_message = it->err_message,
+                };
+                return true;
+        default: /* DQ_ROUTE_DLQ */
+                dq_copy_to_dlq(it, r.err_class, r.code, r.message,
+                               r.dead_after);
+                dq_item_push(copies, it);
+                return false;
+        }
+}
+
+void dq_batch_finish(dq_consumer_t *c, dq_item_t **items,
+                     const dq_handler_result_t *res, size_t n,
+                     dq_item_t **copies)
+{
+        dq_item_t **left = malloc((n ? n : 1) * sizeof(*left));
         size_t k = 0;
 
-        b->next_renew = dq_mono_ms() + c->conf->lease_ms / 3;
-        for (size_t i = 0; i < b->run_cnt; i++) {
-                dq_item_t *it = b->run[i];
-                dq_handler_result_t res;
-                dq_route_t r;
-                int64_t now;
-
-                if (!dq_item_part(c, it) || dq_consumer_stopping(c)) {
-                        dq_item_abandon(c, it,
-                                        dq_item_part(c, it) ? "shutdown"
-                                                            : "revoked");
-                        b->run[i] = NULL;
+        if (!left)
+                dq_oom();
+        for (size_t i = 0; i < n; i++) {
+                if (!dq_item_part(c, items[i])) {
+                        dq_item_abandon(c, items[i], "revoked");
                         continue;
                 }
-                dq_handler_run(&ctx, it->job, it->attempts, &res);
-                if (res.abandoned) {
-                        dq_item_abandon(c, it, "shutdown");
-                        b->run[i] = NULL;
-                        continue;
-                }
-                now = dq_now_ms();
-                r = dq_route_result(&res, it->attempts, c->conf->max_attempts);
-                switch (r.action) {
-                case DQ_ROUTE_COMPLETE:
-                        it->settle = (dq_settle_t){.job = it->job,
-                                                   .op = DQ_SETTLE_COMPLETE,
-                                                   .epoch = it->epoch};
-                        break;
-                case DQ_ROUTE_RETRY:
-                        if (!it->first_failed_at)
-                                it->first_failed_at = now;
-                        it->err_class = r.err_class;
-                        snprintf(it->err_code, sizeof(it->err_code), "%s",
-                                 r.code);
-                        snprintf(it->err_message, sizeof(it->err_message), "%s",
-                                 r.message);
-                        it->not_before =
-                            now + dq_backoff_ms(it->attempts,
-                                                c->conf->backoff_base_ms,
-                                                c->conf->backoff_max_ms,
-                                                dq_consumer_rand(c));
-                        it->settle = (dq_settle_t){
-                            .job = it->job,
-                            .op = DQ_SETTLE_RETRY,
-                            .epoch = it->epoch,
-                            .not_before_ms = it->not_before,
-                            .error_class = it->err_class,
-                            .error_code = it->err_code,
-                            .error_message = it->err_message,
-                        };
-                        break;
-                default: /* DQ_ROUTE_DLQ */
-                        dq_copy_to_dlq(it, r.err_class, r.code, r.message,
-                                       r.dead_after);
-                        dq_item_push(b->copies, it);
-                        continue;
-                }
-                out[k++] = it;
+                if (prepare(c, items[i], &res[i], copies))
+                        left[k++] = items[i];
         }
-        return k;
+        if (k)
+                dq_batch_settle(c, left, k, copies);
+        free(left);
 }
 
 /* Routes an item whose settle was answered, as r says. */
@@ -318,6 +356,7 @@ static size_t settle_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                 dq_oom();
         for (size_t i = 0; i < n; i++) {
                 if (!dq_item_part(c, items[i])) {
+                        dq_sched_release(c, items[i]);
                         dq_item_free(items[i]);
                         continue;
                 }
@@ -349,23 +388,35 @@ void dq_batch_settle(dq_consumer_t *c, dq_item_t **items, size_t n,
         dq_outage_round(c, items, n, settle_once, copies);
 }
 
-/* Claims, runs and settles items[0..n), classified already; their copies
- * go to *copies. */
-static void execute(dq_consumer_t *c, dq_item_t **items, size_t n,
+void dq_batch_run_inline(dq_consumer_t *c, dq_item_t **items, size_t n,
+                         dq_item_t **copies)
+{
+        batch_t b = {.c = c, .copies = copies};
+        dq_outage_round(c, items, n, run_once, &b);
+}
+
+void dq_batch_claim(dq_consumer_t *c, dq_item_t **items, size_t n,
                     dq_item_t **copies)
 {
         batch_t b = {.c = c, .copies = copies};
-        dq_item_t **left = malloc(n * sizeof(*left));
+        dq_outage_round(c, items, n, claim_once, &b);
+}
 
-        if (!(b.run = malloc(n * sizeof(*b.run))) || !left)
-                dq_oom();
-        memcpy(left, items, n * sizeof(*left));
-        dq_outage_round(c, left, n, claim_once, &b);
-        n = run_all(c, &b, left);
-        if (n)
-                dq_batch_settle(c, left, n, copies);
-        free(b.run);
-        free(left);
+/* Runs now what can (dq_batch_run_inline()); the rest waits for its
+ * scope in the scheduler. */
+static void execute(dq_consumer_t *c, dq_item_t **items, size_t n,
+                    dq_item_t **copies)
+{
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (dq_sched_wants(c, items[i]))
+                        dq_sched_push(c, items[i]);
+                else
+                        items[k++] = items[i];
+        }
+        if (k)
+                dq_batch_run_inline(c, items, k, copies);
 }
 
 void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n)
@@ -379,6 +430,7 @@ void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n)
         if (run)
                 execute(c, batch, run, &copies);
         dq_copy_produce(c, copies);
+        dq_sched_poll(c);
 }
 
 void dq_batch_unpark(dq_consumer_t *c)

@@ -178,6 +178,8 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
                         "/readyz",
                         conf->http_address, (long long)conf->http_port);
         }
+        if (dq_sched_init(c, errstr, errstr_size))
+                goto err;
         c->pk = dq_setup_producer(c, errstr, errstr_size);
         if (!c->pk)
                 goto err;
@@ -244,10 +246,12 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 }
                 dq_consumer_publish(c);
                 if (c->draining) {
-                        dq_copy_serve(c, 50);
+                        dq_copy_serve(c, dq_sched_running(c) ? 5 : 50);
                         dq_batch_unpark(c);
+                        dq_sched_poll(c);
                         if (c->outstanding == 0 && !c->delivered &&
-                            !c->redeliver && !c->parked)
+                            !c->redeliver && !c->parked &&
+                            !dq_sched_running(c) && !dq_sched_queued(c))
                                 break;
                         if (dq_mono_ms() >= c->drain_deadline)
                                 break;
@@ -261,7 +265,12 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
 
                 if (c->unavailable_at && !dq_outage_recovered(c))
                         continue;
-                size_t n = dq_item_read(c, batch, max, dq_part_next_timeout(c));
+                /* While handlers run, their answers are collected
+                 * promptly. */
+                int timeout = dq_part_next_timeout(c);
+                if (dq_sched_running(c) && timeout > 5)
+                        timeout = 5;
+                size_t n = dq_item_read(c, batch, max, timeout);
                 if (n) {
                         dq_batch_process(c, batch, n);
                         c->next_ping = dq_mono_ms() + DQ_IDLE_PING_MS;
@@ -275,6 +284,7 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 }
                 dq_copy_serve(c, 0);
                 dq_batch_unpark(c);
+                dq_sched_poll(c);
                 dq_part_release_due(c);
                 if (dq_mono_ms() >= c->next_part_check &&
                     dq_part_any_blocked(c))
@@ -304,6 +314,8 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 c->st.abandoned += c->outstanding;
                 c->handed_back = true;
         }
+        /* What still runs or waits for its scope is handed back. */
+        dq_sched_give_back(c, NULL, 0, 0);
         for (size_t i = 0; i < c->backlog_cnt; i++)
                 dq_item_abandon(c, c->backlog[i], "shutdown");
         c->backlog_cnt = 0;
@@ -352,6 +364,8 @@ void dq_consumer_destroy(dq_consumer_t *c)
         /* Not ready from here on; the listener goes last but one. */
         if (c->metrics)
                 dq_consumer_publish(c);
+        /* The handlers stop, and their items go, before the clients. */
+        dq_sched_destroy(c);
         if (c->rk) {
                 /* Leaves the group; the revoke commits what is settled. */
                 rd_kafka_consumer_close(c->rk);

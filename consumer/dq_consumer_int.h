@@ -98,6 +98,11 @@ typedef struct dq_part_s {
         /* Where its log starts and ends, while blocked (its lag); -1
          * until known. */
         int64_t log_start, log_end;
+        /* Records of this partition the scheduler holds (queued, claimed,
+         * running), and whether that paused it (max.pending.per.partition).
+         */
+        int64_t pending;
+        bool full_paused;
         struct dq_part_s *next;
 } dq_part_t;
 
@@ -145,7 +150,37 @@ typedef struct dq_item_s {
         int64_t claimed_at; /* mono ms; 0 until claimed */
         int64_t claim_wall; /* wall ms the claim was made at (its "now") */
         struct dq_item_s *next;
+
+        /* The scheduler's (dq_sched.c): the queue of its scope, its place
+         * in it, its task while a worker runs its handler, and its slot
+         * among the running. */
+        struct dq_scope_q_s *scope_q;
+        struct dq_item_s *qnext;
+        struct dq_task_s *task;
+        size_t run_slot;
 } dq_item_t;
+
+/* The jobs of one scope that wait for a handler, in offset order, and the
+ * one claimed or running (G10). */
+typedef struct dq_scope_q_s {
+        char *scope;
+        dq_item_t *head, *tail;
+        dq_item_t *running; /* NULL: the scope is free */
+        struct dq_scope_q_s *hnext;
+} dq_scope_q_t;
+
+/* The scheduler: scope queues (a hash table), the running items, and the
+ * worker pool. */
+typedef struct dq_sched_s {
+        dq_scope_q_t **table;
+        size_t buckets;
+        size_t scopes;
+        size_t queued;   /* waiting in scope queues */
+        dq_item_t **run; /* claimed or running, unordered */
+        size_t run_cnt, run_cap;
+        struct dq_pool_s *pool;
+        int64_t next_renew; /* mono ms */
+} dq_sched_t;
 
 struct dq_consumer_s {
         const dq_conf_t *conf;
@@ -195,6 +230,8 @@ struct dq_consumer_s {
         int64_t next_commit, next_summary;
         int64_t next_ping; /* an idle consumer checks Redis this often */
         uint64_t rnd;
+
+        dq_sched_t sched;
 
         dq_consumer_stats_t st;
         dq_metrics_t *metrics;
@@ -332,6 +369,67 @@ void dq_batch_unpark(dq_consumer_t *c);
  * rebalance callback */
 void dq_batch_settle(dq_consumer_t *c, dq_item_t **items, size_t n,
                      dq_item_t **copies);
+
+/* Runs items[0..n), whose handler is inline, each claimed and completed
+ * in one Redis step; copies go to *copies. @locality main loop */
+void dq_batch_run_inline(dq_consumer_t *c, dq_item_t **items, size_t n,
+                         dq_item_t **copies);
+
+/* Claims items[0..n), whose handler must run, and hands each claimed one
+ * to dq_sched_started(); the others are routed as their claim says.
+ * @locality main loop */
+void dq_batch_claim(dq_consumer_t *c, dq_item_t **items, size_t n,
+                    dq_item_t **copies);
+
+/* Sets up and settles the items whose handler finished with res (an array
+ * of n), and routes each. @locality main loop, rebalance callback */
+void dq_batch_finish(dq_consumer_t *c, dq_item_t **items,
+                     const dq_handler_result_t *res, size_t n,
+                     dq_item_t **copies);
+
+/*
+ * dq_sched.c: handlers off the loop, in scope order
+ */
+
+/* Starts the pool (handler.threads). -1 with errstr on failure.
+ * @locality main loop */
+int dq_sched_init(dq_consumer_t *c, char *errstr, size_t errstr_size);
+
+/* Frees the scheduler: cancels the handlers and frees what it holds. */
+void dq_sched_destroy(dq_consumer_t *c);
+
+/* True when it must wait for its scope or for a handler: a job whose
+ * handler is not inline, or whose scope has work queued or running.
+ * @locality main loop */
+bool dq_sched_wants(dq_consumer_t *c, const dq_item_t *it);
+
+/* Queues it behind its scope's jobs; a queued job over the same sources
+ * that has not started is superseded by it. @locality main loop */
+void dq_sched_push(dq_consumer_t *c, dq_item_t *it);
+
+/* A claimed item whose handler now runs on a worker. @locality main loop */
+void dq_sched_started(dq_consumer_t *c, dq_item_t *it);
+
+/* An item whose claim said not to run it (parked, deferred, settled):
+ * its scope is free again. @locality main loop */
+void dq_sched_release(dq_consumer_t *c, dq_item_t *it);
+
+/* Collects finished handlers and settles them, gives up handlers past
+ * handler.timeout, renews the running jobs' leases on a timer, and starts
+ * the next job of each free scope, up to max.in.flight. @locality main loop
+ */
+void dq_sched_poll(dq_consumer_t *c);
+
+/* Claimed or running jobs, and jobs waiting for their scope. */
+size_t dq_sched_running(const dq_consumer_t *c);
+size_t dq_sched_queued(const dq_consumer_t *c);
+
+/* A partition leaves (revoke) or the run ends (topic NULL): waits up to
+ * budget_ms for its running handlers and settles them, then hands back
+ * what is left, running or queued. @locality main loop, rebalance
+ * callback */
+void dq_sched_give_back(dq_consumer_t *c, const char *topic, int32_t partition,
+                        int64_t budget_ms);
 
 /*
  * dq_outage.c: Redis outages

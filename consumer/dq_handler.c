@@ -59,6 +59,17 @@ static bool inject(const dq_handler_ctx_t *ctx, const dq_job_t *job,
         return false;
 }
 
+bool dq_handler_is_inline(bool faults, const dq_job_t *job)
+{
+        const char *t = job->trace_id;
+
+        if (job->method == DQ_METHOD_LLM_SUMMARY)
+                return false;
+        return !faults || !t ||
+               (strcmp(t, "fail-always") && strncmp(t, "fail-until:", 11) &&
+                strncmp(t, "slow:", 5));
+}
+
 void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
                     int64_t attempt, dq_handler_result_t *res)
 {

@@ -29,6 +29,12 @@ typedef struct dq_handler_result_s {
         char message[256];
 } dq_handler_result_t;
 
+/* True when job's handler does nothing but let it complete: the
+ * deterministic kinds, unless debug.faults (faults) gives its trace id a
+ * fault to inject. Such a job is claimed and completed in one Redis step
+ * (dq_store_run()). */
+bool dq_handler_is_inline(bool faults, const dq_job_t *job);
+
 /* Runs job's handler for its attempt-th run (1-based). */
 void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
                     int64_t attempt, dq_handler_result_t *res);

@@ -40,6 +40,8 @@ void dq_item_settle(dq_consumer_t *c, dq_item_t *it, dq_outcome_t outcome)
         const char *name = dq_outcome_names[outcome];
         int64_t next;
 
+        dq_sched_release(c, it);
+
         if (!p) {
                 /* Revoked meanwhile: the new owner reads it again. */
                 dq_debug("settle",
@@ -76,6 +78,7 @@ void dq_item_settle(dq_consumer_t *c, dq_item_t *it, dq_outcome_t outcome)
 
 void dq_item_abandon(dq_consumer_t *c, dq_item_t *it, const char *why)
 {
+        dq_sched_release(c, it);
         dq_info("settle",
                 "topic=%s partition=%d offset=%lld job=%s outcome=abandoned "
                 "reason=%s",

@@ -146,7 +146,7 @@ void dq_part_resume_all(dq_consumer_t *c)
         if (!c->paused_all)
                 return;
         for (dq_part_t *p = c->parts; p; p = p->next)
-                if (!p->delay_paused && !p->blocked)
+                if (!p->delay_paused && !p->blocked && !p->full_paused)
                         dq_part_resume(c, p);
         c->paused_all = false;
         dq_info("consume", "resumed=all");
@@ -187,7 +187,7 @@ void dq_part_release_due(dq_consumer_t *c)
                 p->delay_paused = false;
                 /* Else dq_part_resume_all() or dq_part_check() takes it back.
                  */
-                if (!c->paused_all && !p->blocked)
+                if (!c->paused_all && !p->blocked && !p->full_paused)
                         dq_part_resume(c, p);
         }
 }
@@ -285,7 +285,8 @@ void dq_part_check(dq_consumer_t *c)
                         dq_info("consume",
                                 "topic=%s partition=%d blocked=false", p->topic,
                                 (int)p->partition);
-                        if (!c->paused_all && !p->delay_paused)
+                        if (!c->paused_all && !p->delay_paused &&
+                            !p->full_paused)
                                 dq_part_resume(c, p);
                         continue;
                 }

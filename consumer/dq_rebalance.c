@@ -98,6 +98,11 @@ static void revoke_parts(dq_consumer_t *c,
         if (c->drain_deadline && c->drain_deadline < until)
                 until = c->drain_deadline;
 
+        /* Running handlers of these partitions finish within the bound or
+         * are handed back; queued jobs are left to the next owner. */
+        for (int i = 0; i < l->cnt; i++)
+                dq_sched_give_back(c, l->elems[i].topic, l->elems[i].partition,
+                                   until - dq_mono_ms());
         while (c->outstanding > 0 && dq_mono_ms() < until && c->stop < 2)
                 dq_copy_serve(c, 50);
         dq_copy_serve(c, 0);

@@ -605,3 +605,59 @@ Test(store, copies_wait_for_a_live_claim_and_never_run_early_or_stale)
         dq_job_destroy(job);
         dq_store_destroy(st);
 }
+
+static dq_store_run_t run1(dq_store_t *st, const dq_job_t *job, int64_t now)
+{
+        dq_store_run_t r = {.claim = {.job = job, .msg = "decay.jobs/0/7"}};
+        cr_assert_eq(dq_store_run(st, &r, 1, now), DQ_OK);
+        cr_assert_eq(r.claim.err, DQ_OK);
+        return r;
+}
+
+Test(store, run_claims_and_completes_a_job_in_one_step)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *src[] = {"r1", "r2"};
+        const char *gone[] = {"r3", "r404"};
+        dq_job_t *job =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 2);
+        dq_job_t *bad =
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, gone, 2);
+        int64_t now = dq_now_ms();
+        dq_store_run_t r;
+
+        dq_test_memory(st, SCOPE, "r1", "candidate", "active", "one", 1);
+        dq_test_memory(st, SCOPE, "r2", "candidate", "active", "two", 2);
+        dq_test_memory(st, SCOPE, "r3", "candidate", "active", "three", 3);
+        r = run1(st, job, now);
+        cr_assert_eq(r.claim.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(r.claim.attempts, 1);
+        cr_assert_eq(r.settle.err, DQ_OK);
+        cr_assert_str_eq(job_field(st, job, "state"), "completed");
+        cr_assert_str_eq(job_field(st, job, "attempts"), "1");
+        /* The same record again: terminal, no attempt spent. */
+        r = run1(st, job, now);
+        cr_assert_eq(r.claim.status, DQ_CLAIM_TERMINAL);
+        cr_assert_str_eq(job_field(st, job, "attempts"), "1");
+        /* A missing source: the attempt counted, the claim held for the
+         * dead settle, nothing written. */
+        r = run1(st, bad, now);
+        cr_assert_eq(r.claim.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(r.settle.err, DQ_ERR_REJECTED);
+        cr_assert_str_eq(r.settle.code, "decay.compress.source_missing");
+        cr_assert_str_eq(job_field(st, bad, "state"), "in_progress");
+        {
+                dq_settle_t d = {.job = bad,
+                                 .op = DQ_SETTLE_DEAD,
+                                 .epoch = r.claim.epoch,
+                                 .error_class = "fatal",
+                                 .error_code = r.settle.code,
+                                 .error_message = r.settle.message};
+                cr_assert_eq(dq_store_settle(st, &d, 1, now), DQ_OK);
+                cr_assert_eq(d.err, DQ_OK);
+        }
+        cr_assert_str_eq(job_field(st, bad, "state"), "dead");
+        dq_job_destroy(job);
+        dq_job_destroy(bad);
+        dq_store_destroy(st);
+}
