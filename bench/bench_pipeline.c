@@ -54,6 +54,12 @@ static const char usage_text[] =
     "  latency   open-loop end-to-end latency (produce to settle) at 25%,\n"
     "            50% and 75% of the consume section's rate\n"
     "  scale     jobs/s of 1, 2 and 4 decay-consumer processes\n"
+    "  slow      the slow path (not in the default): --slow-jobs jobs with\n"
+    "            a 200 ms handler (debug.faults slow:200) over 1,000\n"
+    "            scopes through one consumer with max.in.flight=256,\n"
+    "            against 256 / 0.2 s; with rebalances and re-run jobs\n"
+    "            (each must be 0); then 10 jobs of one scope, which must\n"
+    "            run one at a time in offset order\n"
     "\n"
     "Options:\n"
     "  -b, --bootstrap H:P     Kafka (default $DQ_TEST_BOOTSTRAP)\n"
@@ -63,6 +69,7 @@ static const char usage_text[] =
     "  -n, --jobs N            consume section jobs (default 1000000)\n"
     "      --produce-jobs N    produce section jobs (default 200000)\n"
     "      --scale-jobs N      scale section jobs per run (default 200000)\n"
+    "      --slow-jobs N       slow section jobs (default 10000)\n"
     "      --latency-seconds S offered-load time per rate (default 20)\n"
     "      --max-rate R        jobs/s that latency rates are taken of,\n"
     "                          when the consume section is not run\n"
@@ -84,7 +91,9 @@ static struct {
         const char *bindir;
         const char *json_path;
         char logdir[512];
-        long jobs, produce_jobs, scale_jobs;
+        long jobs, produce_jobs, scale_jobs, slow_jobs;
+        long scopes;       /* jobs spread over this many scopes */
+        const char *trace; /* every job's trace_id (slow:MS), or NULL */
         int latency_s;
         double max_rate;
         int partitions;
@@ -158,7 +167,7 @@ static void job_ulid(long i, char out[27])
 
 static void job_scope(long i, char *buf, size_t size)
 {
-        snprintf(buf, size, "bench/s%03ld", i % SCOPES);
+        snprintf(buf, size, "bench/s%03ld", i % B.scopes);
 }
 
 /* The job message for index i; returns its length. */
@@ -176,8 +185,10 @@ static int job_json(long i, char *buf, size_t size)
                         "\"deterministic_concatenate\"},"
                         "\"created_at\":\"2026-01-01T00:00:00Z\","
                         "\"created_by\":\"service:bench\","
+                        "%s%s%s"
                         "\"idempotency_key\":\"bench-%ld\"}",
-                        id, scope, i, i, i, i);
+                        id, scope, i, i, i, B.trace ? "\"trace_id\":\"" : "",
+                        B.trace ? B.trace : "", B.trace ? "\"," : "", i);
 }
 
 /*
@@ -276,7 +287,8 @@ static void aof_settle(void)
 typedef struct outcome_s {
         long completed, other, missing;
         int64_t first_claim, last_settle; /* ms */
-        int64_t *settled_at;              /* per job, when asked for */
+        long rerun; /* completed jobs that took more than one attempt */
+        int64_t *settled_at; /* per job, when asked for */
 } outcome_t;
 
 /* Reads the state of jobs [first, first + n). */
@@ -296,7 +308,7 @@ static void job_outcomes(long first, long n, outcome_t *o, bool per_job)
                         job_scope(first + b + j, scope, sizeof(scope));
                         redisAppendCommand(B.redis,
                                            "HMGET %s:job:{%s}:%s state "
-                                           "created_at completed_at",
+                                           "created_at completed_at attempts",
                                            B.run, scope, id);
                 }
                 for (long j = 0; j < m; j++) {
@@ -304,7 +316,7 @@ static void job_outcomes(long first, long n, outcome_t *o, bool per_job)
                         if (redisGetReply(B.redis, (void **)&r) != REDIS_OK)
                                 die("redis: %s", B.redis->errstr);
                         redisReply **e = r->element;
-                        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+                        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
                             e[0]->type != REDIS_REPLY_STRING) {
                                 o->missing++;
                         } else if (!strcmp(e[0]->str, "completed") &&
@@ -313,6 +325,9 @@ static void job_outcomes(long first, long n, outcome_t *o, bool per_job)
                                 int64_t c = strtoll(e[1]->str, NULL, 10);
                                 int64_t s = strtoll(e[2]->str, NULL, 10);
                                 o->completed++;
+                                if (e[3]->type == REDIS_REPLY_STRING &&
+                                    strcmp(e[3]->str, "1"))
+                                        o->rerun++;
                                 if (c < o->first_claim)
                                         o->first_claim = c;
                                 if (s > o->last_settle)
@@ -705,7 +720,7 @@ static void fleet_stop(fleet_t *f, const char *name)
 typedef struct consumed_s {
         double rate, steady, cpu_s, redis_cpu_s;
         int64_t peak_rss, last_rss;
-        long completed;
+        long completed, rerun;
 } consumed_t;
 
 /* Runs cnt consumers over jobs [first, first + n) already in topics
@@ -729,6 +744,7 @@ static bool consume(const char *name, int cnt, long first, long n,
                 return false;
         job_outcomes(first, n, &o, false);
         out->completed = o.completed;
+        out->rerun = o.rerun;
         if (o.completed != n) {
                 fail("%s: %ld of %ld jobs completed (%ld other, %ld "
                      "without state)",
@@ -1212,6 +1228,128 @@ static void run_scale(void)
 }
 
 /*
+ * Section: slow
+ */
+
+/* Lines of a consumer log that contain what. */
+static long log_lines(const char *name, int proc, const char *what)
+{
+        char path[600], *line = NULL;
+        size_t cap = 0;
+        long n = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s.%d.log", B.logdir, name, proc);
+        if (!(f = fopen(path, "r")))
+                return -1;
+        while (getline(&line, &cap, f) > 0)
+                n += strstr(line, what) != NULL;
+        free(line);
+        fclose(f);
+        return n;
+}
+
+/* Runs jobs [first, first + n) with handler trace over scopes scopes
+ * through one consumer; false when a job did not complete. */
+static bool slow_run(const char *name, long first, long n, long scopes,
+                     consumed_t *c)
+{
+        long saved = B.scopes;
+        int xcnt = B.xcnt;
+        bool ok;
+
+        B.scopes = scopes;
+        B.trace = "slow:200";
+        if (B.xcnt + 2 > 32)
+                die("too many -X options");
+        B.xs[B.xcnt++] = "debug.faults=true";
+        B.xs[B.xcnt++] = "max.in.flight=256";
+        preload(name, first, n);
+        ok = consume(name, 1, first, n, c);
+        B.xcnt = xcnt;
+        B.trace = NULL;
+        B.scopes = saved;
+        return ok;
+}
+
+static void run_slow(void)
+{
+        const double handler_s = 0.2, in_flight = 256;
+        const double ceil = in_flight / handler_s;
+        json_t *s = section("slow");
+        long n = B.slow_jobs, first = B.next_job;
+        long revoked, assigned;
+        consumed_t c;
+
+        B.next_job += n;
+        if (!slow_run("slow", first, n, 1000, &c))
+                return;
+        revoked = log_lines("slow", 0, "event=revoked");
+        assigned = log_lines("slow", 0, "event=assigned");
+        if (revoked != 0 || assigned != 1)
+                fail("slow: %ld assignments and %ld revokes (want 1 and 0)",
+                     assigned, revoked);
+        if (c.rerun)
+                fail("slow: %ld jobs ran more than once (a lease lost)",
+                     c.rerun);
+        printf("\nslow path (%ld jobs with a 200 ms handler over 1,000 "
+               "scopes, 1 process, max.in.flight=256)\n",
+               n);
+        row("decay-consumer", c.rate, "jobs/s");
+        row("ceiling, max.in.flight / handler time", ceil, "jobs/s");
+        row("ratio to the ceiling", c.rate / ceil, "");
+        row("consumer CPU per 1,000 jobs", c.cpu_s * 1000.0 / (double)n,
+            "CPU-s");
+        row("consumer RSS, peak", (double)c.peak_rss / 1048576.0, "MiB");
+        row("rebalances after the first assignment", (double)revoked, "");
+        row("jobs run more than once", (double)c.rerun, "");
+        jset(s, "jobs", json_integer(n));
+        jnum(s, "jobs_per_s", c.rate);
+        jnum(s, "ceiling_jobs_per_s", ceil);
+        jnum(s, "ratio_to_ceiling", c.rate / ceil);
+        jnum(s, "cpu_s_per_1000_jobs", c.cpu_s * 1000.0 / (double)n);
+        jnum(s, "rss_peak_bytes", (double)c.peak_rss);
+        jset(s, "revokes", json_integer(revoked));
+        jset(s, "rerun", json_integer(c.rerun));
+
+        /* Ten jobs of one scope: one at a time, in offset order. */
+        enum { ORDER = 10 };
+        int64_t start[ORDER], end[ORDER];
+        long bad = 0;
+        first = B.next_job;
+        B.next_job += ORDER;
+        if (!slow_run("order", first, ORDER, 1, &c))
+                return;
+        for (int i = 0; i < ORDER; i++) {
+                char id[27], scope[32];
+                redisReply *r;
+                job_ulid(first + i, id);
+                B.scopes = 1;
+                job_scope(first + i, scope, sizeof(scope));
+                B.scopes = SCOPES;
+                r = rcmd("HMGET %s:job:{%s}:%s started_at completed_at", B.run,
+                         scope, id);
+                start[i] = r->element[0]->str ? atoll(r->element[0]->str) : 0;
+                end[i] = r->element[1]->str ? atoll(r->element[1]->str) : 0;
+                freeReplyObject(r);
+                if (!start[i] || end[i] < start[i] ||
+                    (i && start[i] < end[i - 1]))
+                        bad++;
+        }
+        if (bad)
+                fail("order: %ld of %d jobs of one scope overlapped the one "
+                     "before or ran out of order",
+                     bad, ORDER);
+        printf("\none scope, %d jobs with a 200 ms handler\n", ORDER);
+        row("ran one at a time, in offset order", bad ? 0 : 1, "(1 = yes)");
+        row("first start to last completion",
+            (double)(end[ORDER - 1] - start[0]), "ms");
+        jset(s, "order_jobs", json_integer(ORDER));
+        jset(s, "order_violations", json_integer(bad));
+        jnum(s, "order_span_ms", (double)(end[ORDER - 1] - start[0]));
+}
+
+/*
  * main
  */
 
@@ -1266,6 +1404,7 @@ int main(int argc, char **argv)
             {"jobs", required_argument, NULL, 'n'},
             {"produce-jobs", required_argument, NULL, 'P'},
             {"scale-jobs", required_argument, NULL, 'S'},
+            {"slow-jobs", required_argument, NULL, 'W'},
             {"latency-seconds", required_argument, NULL, 'L'},
             {"max-rate", required_argument, NULL, 'M'},
             {"partitions", required_argument, NULL, 'p'},
@@ -1286,6 +1425,8 @@ int main(int argc, char **argv)
         B.jobs = 1000000;
         B.produce_jobs = 200000;
         B.scale_jobs = 200000;
+        B.slow_jobs = 10000;
+        B.scopes = SCOPES;
         B.latency_s = 20;
         B.partitions = 12;
 
@@ -1308,6 +1449,9 @@ int main(int argc, char **argv)
                         break;
                 case 'S':
                         B.scale_jobs = num_arg("--scale-jobs", optarg, 100);
+                        break;
+                case 'W':
+                        B.slow_jobs = num_arg("--slow-jobs", optarg, 10);
                         break;
                 case 'L':
                         B.latency_s =
@@ -1352,7 +1496,8 @@ int main(int argc, char **argv)
                 if (!((len == 7 && !strncmp(p, "produce", 7)) ||
                       (len == 7 && !strncmp(p, "consume", 7)) ||
                       (len == 7 && !strncmp(p, "latency", 7)) ||
-                      (len == 5 && !strncmp(p, "scale", 5))))
+                      (len == 5 && !strncmp(p, "scale", 5)) ||
+                      (len == 4 && !strncmp(p, "slow", 4))))
                         usage_error("--sections: unknown section in '%s'",
                                     sections);
                 p += len + (p[len] == ',');
@@ -1389,6 +1534,9 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (strstr(sections, "scale"))
                 run_scale();
+        fflush(stdout);
+        if (strstr(sections, "slow"))
+                run_slow();
 
         jset(B.out, "failures", json_integer(B.failures));
         char *js = json_dumps(B.out, JSON_COMPACT);
