@@ -235,6 +235,14 @@ static size_t run_once(dq_consumer_t *c, dq_item_t **items, size_t n,
         return k;
 }
 
+/* The end of a run that goes to the DLQ: its copy is sent next, and its
+ * state becomes dead once the copy is delivered. */
+static void log_dead_letter(const dq_item_t *it, const char *code)
+{
+        dq_debug("settle", "job=%s result=dead_letter code=%s", it->job->id,
+                 code);
+}
+
 /* Sets up what a finished handler's result asks for: a settle (true), or
  * a DLQ copy pushed on *copies (false). */
 static bool prepare(dq_consumer_t *c, dq_item_t *it,
@@ -272,6 +280,7 @@ static bool prepare(dq_consumer_t *c, dq_item_t *it,
                 };
                 return true;
         default: /* DQ_ROUTE_DLQ */
+                log_dead_letter(it, r.code);
                 dq_copy_to_dlq(it, r.err_class, r.code, r.message,
                                r.dead_after);
                 dq_item_push(copies, it);
@@ -318,6 +327,7 @@ static void settled(dq_consumer_t *c, dq_item_t *it, const dq_settle_t *s,
                 dq_item_push(copies, it);
                 return;
         case DQ_ROUTE_DLQ:
+                log_dead_letter(it, r.code);
                 dq_copy_to_dlq(it, r.err_class, r.code, r.message,
                                r.dead_after);
                 dq_item_push(copies, it);

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dq_envelope.h"
+#include "dq_job.h"
 #include "dq_kafka.h"
 #include "dq_kafka_produce.h"
 #include "dq_test.h"
@@ -286,4 +288,65 @@ int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic)
         }
         rd_kafka_topic_partition_list_destroy(l);
         return ok;
+}
+
+int dq_tc_read_dlq(const dq_tc_t *tc, dq_tc_dlq_t *recs, int max)
+{
+        int64_t hi = dq_test_high(tc->dlq, 0), n = 0;
+        rd_kafka_t *ck = dq_test_consumer("dlq-reader");
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        long long deadline = dq_test_now_ms() + 20000;
+
+        rd_kafka_topic_partition_list_add(l, tc->dlq, 0)->offset = 0;
+        cr_assert_eq(rd_kafka_assign(ck, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        while (n < hi && dq_test_now_ms() < deadline) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(ck, 200);
+                rd_kafka_headers_t *h;
+                const void *v;
+                size_t len;
+                dq_reject_t rej;
+                dq_job_t *job;
+
+                if (!m)
+                        continue;
+                if (m->err || n >= max) {
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                memset(&recs[n], 0, sizeof(recs[n]));
+                job = dq_job_parse(m->payload, m->len, 1 << 20, &rej);
+                if (job)
+                        snprintf(recs[n].job, sizeof(recs[n].job), "%s",
+                                 job->id);
+                dq_job_destroy(job);
+                if (!rd_kafka_message_headers(m, &h)) {
+                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_CODE, &v,
+                                                      &len))
+                                snprintf(recs[n].code, sizeof(recs[n].code),
+                                         "%.*s", (int)len, (const char *)v);
+                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_MESSAGE,
+                                                      &v, &len))
+                                snprintf(recs[n].message,
+                                         sizeof(recs[n].message), "%.*s",
+                                         (int)len, (const char *)v);
+                }
+                n++;
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_consumer_close(ck);
+        rd_kafka_destroy(ck);
+        cr_assert_eq(n, hi, "read %lld of %lld DLQ records", (long long)n,
+                     (long long)hi);
+        return (int)n;
+}
+
+const dq_tc_dlq_t *dq_tc_dlq_find(const dq_tc_dlq_t *recs, int n,
+                                  const char *id)
+{
+        for (int i = 0; i < n; i++)
+                if (!strcmp(recs[i].job, id))
+                        return &recs[i];
+        return NULL;
 }

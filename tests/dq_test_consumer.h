@@ -85,4 +85,19 @@ int dq_tc_caught_up(rd_kafka_t *rk, const dq_tc_t *tc, const char *topic);
  * of topic; fails the test otherwise. */
 void dq_tc_wait_caught_up(const dq_tc_t *tc, const char *topic, long ms);
 
+/* A record of the fixture's DLQ: its job id, error code and message. */
+typedef struct dq_tc_dlq_s {
+        char job[32];
+        char code[64];
+        char message[256];
+} dq_tc_dlq_t;
+
+/* Reads every record of the fixture's DLQ partition 0 into recs (up to
+ * max); returns how many there are. */
+int dq_tc_read_dlq(const dq_tc_t *tc, dq_tc_dlq_t *recs, int max);
+
+/* The record of recs[0..n) for job id; NULL if none. */
+const dq_tc_dlq_t *dq_tc_dlq_find(const dq_tc_dlq_t *recs, int n,
+                                  const char *id);
+
 #endif

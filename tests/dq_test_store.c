@@ -91,3 +91,16 @@ void dq_test_wait_state(dq_store_t *st, const dq_job_t *job, const char *want,
         cr_assert_fail("job %s: state '%s', expected '%s' within %ld ms",
                        job->id, last, want, ms);
 }
+
+int64_t dq_test_job_int(dq_store_t *st, const dq_job_t *job, const char *field)
+{
+        dq_record_t rec = {0};
+        int64_t v = 0;
+
+        if (dq_store_job_get(st, job->scope, job->id, &rec) == DQ_OK) {
+                const char *s = dq_record_get(&rec, field);
+                v = s ? atoll(s) : 0;
+                dq_record_release(&rec);
+        }
+        return v;
+}

@@ -25,4 +25,7 @@ void dq_test_memory(dq_store_t *st, const char *scope, const char *id,
 void dq_test_wait_state(dq_store_t *st, const dq_job_t *job, const char *want,
                         long ms);
 
+/* A numeric field of job's record in Redis; 0 when absent. */
+int64_t dq_test_job_int(dq_store_t *st, const dq_job_t *job, const char *field);
+
 #endif

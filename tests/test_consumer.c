@@ -69,15 +69,7 @@ static dq_job_t *send_job(rd_kafka_t *pk, dq_tc_t *tc, const char *scope,
 
 static int64_t job_field(const dq_job_t *job, const char *field)
 {
-        dq_record_t rec = {0};
-        int64_t v = 0;
-
-        if (dq_store_job_get(store, job->scope, job->id, &rec) == DQ_OK) {
-                const char *s = dq_record_get(&rec, field);
-                v = s ? atoll(s) : 0;
-                dq_record_release(&rec);
-        }
-        return v;
+        return dq_test_job_int(store, job, field);
 }
 
 /* Waits up to ms for job's attempts to reach want (a new claim). */
@@ -426,73 +418,6 @@ Test(consumer, a_redelivery_during_backoff_never_runs_the_job_early,
         rd_kafka_destroy(pk);
 }
 
-typedef struct dlq_rec_s {
-        char job[32];
-        char code[64];
-        char message[256];
-} dlq_rec_t;
-
-/* Reads every record of the fixture's DLQ partition 0 into recs. */
-static int read_dlq(const dq_tc_t *tc, dlq_rec_t *recs, int max)
-{
-        int64_t hi = dq_test_high(tc->dlq, 0), n = 0;
-        rd_kafka_t *ck = dq_test_consumer("dlq-reader");
-        rd_kafka_topic_partition_list_t *l =
-            rd_kafka_topic_partition_list_new(1);
-        long long deadline = dq_test_now_ms() + 20000;
-
-        rd_kafka_topic_partition_list_add(l, tc->dlq, 0)->offset = 0;
-        cr_assert_eq(rd_kafka_assign(ck, l), 0);
-        rd_kafka_topic_partition_list_destroy(l);
-        while (n < hi && dq_test_now_ms() < deadline) {
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(ck, 200);
-                rd_kafka_headers_t *h;
-                const void *v;
-                size_t len;
-                dq_reject_t rej;
-                dq_job_t *job;
-
-                if (!m)
-                        continue;
-                if (m->err || n >= max) {
-                        rd_kafka_message_destroy(m);
-                        continue;
-                }
-                memset(&recs[n], 0, sizeof(recs[n]));
-                job = dq_job_parse(m->payload, m->len, 1 << 20, &rej);
-                if (job)
-                        snprintf(recs[n].job, sizeof(recs[n].job), "%s",
-                                 job->id);
-                dq_job_destroy(job);
-                if (!rd_kafka_message_headers(m, &h)) {
-                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_CODE, &v,
-                                                      &len))
-                                snprintf(recs[n].code, sizeof(recs[n].code),
-                                         "%.*s", (int)len, (const char *)v);
-                        if (!rd_kafka_header_get_last(h, DQ_HDR_ERROR_MESSAGE,
-                                                      &v, &len))
-                                snprintf(recs[n].message,
-                                         sizeof(recs[n].message), "%.*s",
-                                         (int)len, (const char *)v);
-                }
-                n++;
-                rd_kafka_message_destroy(m);
-        }
-        rd_kafka_consumer_close(ck);
-        rd_kafka_destroy(ck);
-        cr_assert_eq(n, hi, "read %lld of %lld DLQ records", (long long)n,
-                     (long long)hi);
-        return (int)n;
-}
-
-static const dlq_rec_t *dlq_find(const dlq_rec_t *recs, int n, const char *id)
-{
-        for (int i = 0; i < n; i++)
-                if (!strcmp(recs[i].job, id))
-                        return &recs[i];
-        return NULL;
-}
-
 static void redis_do(const char *fmt, ...)
 {
         redisContext *r = dq_test_redis();
@@ -518,8 +443,8 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         rd_kafka_t *pk = dq_tc_producer();
         const char *src_bad[] = {"m1"}, *src_ok[] = {"m2"};
         dq_job_t *jobs[5];
-        dlq_rec_t recs[8];
-        const dlq_rec_t *d;
+        dq_tc_dlq_t recs[8];
+        const dq_tc_dlq_t *d;
         int n;
         pid_t pid;
 
@@ -555,14 +480,15 @@ Test(consumer, a_wrongly_typed_key_dead_letters_its_job_only, .fini = teardown,
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
 
-        n = read_dlq(&tc, recs, 8);
+        n = dq_tc_read_dlq(&tc, recs, 8);
         cr_assert_eq(n, 4, "%d DLQ records", n);
         for (int i = 0; i < 3; i++) {
-                cr_assert(d = dlq_find(recs, n, jobs[i]->id), "job %d", i);
+                cr_assert(d = dq_tc_dlq_find(recs, n, jobs[i]->id), "job %d",
+                          i);
                 cr_assert_str_eq(d->code, "decay.store.command_error");
                 cr_assert(strstr(d->message, "WRONGTYPE"), "%s", d->message);
         }
-        cr_assert(d = dlq_find(recs, n, jobs[4]->id));
+        cr_assert(d = dq_tc_dlq_find(recs, n, jobs[4]->id));
         cr_assert_str_eq(d->code, "decay.job.scheduled_too_far");
         for (int i = 0; i < 5; i++)
                 dq_job_destroy(jobs[i]);
@@ -608,7 +534,7 @@ Test(consumer, messages_at_and_over_the_size_limits_never_wedge_a_partition,
         dq_job_t *padded;
         char *json, *big, *huge, *padded_json;
         size_t len, huge_len = 2u << 20, padded_len = 1u << 20;
-        dlq_rec_t recs[8];
+        dq_tc_dlq_t recs[8];
         pid_t pid;
         int n;
 
@@ -652,7 +578,7 @@ Test(consumer, messages_at_and_over_the_size_limits_never_wedge_a_partition,
 
         /* Both poison messages are in the DLQ; the 2 MiB one cut to fit,
          * saying so, with its size and digest. */
-        n = read_dlq(&tc, recs, 8);
+        n = dq_tc_read_dlq(&tc, recs, 8);
         cr_assert_eq(n, 2, "%d DLQ records", n);
         {
                 rd_kafka_t *ck = dq_test_consumer("sizes-reader");

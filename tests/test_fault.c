@@ -1,9 +1,11 @@
 /* The fault-injection suite: thousands of jobs of every sort through three
  * decay-consumer processes while consumers are killed with SIGKILL and
  * restarted, one is added and drained away, Redis is killed and restarted,
- * and the broker restarts. An oracle then checks the guarantees from the
- * final Redis state, the DLQ and the consumers' settle and commit logs, and
- * prints its counts; each must be 0. */
+ * and the broker restarts. 600 of the jobs have a 2 s handler, each in a
+ * scope of its own, and all go out just before the first kill -9: it hits
+ * a consumer with about 200 handlers running. An oracle then checks the
+ * guarantees from the final Redis state, the DLQ and the consumers' claim,
+ * settle and commit logs, and prints its counts; each must be 0. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -46,6 +48,7 @@ enum {
         C_WT_SRC,    /* a source key holds a string: DLQ, command error */
         C_WT_IDEM,   /* its idempotency key holds a hash: DLQ, command error */
         C_WT_JOB,    /* its state key holds a string: DLQ, command error */
+        C_SLOW,      /* a 2 s handler, in a scope of its own, completes */
         C__CNT
 };
 
@@ -54,8 +57,15 @@ static const int cat_count[C__CNT] = {
     [C_FAIL2] = 60,     [C_SCHED] = 100,   [C_DUP_A] = 50,   [C_DUP_B] = 50,
     [C_REDELIVER] = 50, [C_ALWAYS] = 30,   [C_LLM] = 10,     [C_MISSING] = 10,
     [C_COPIES] = 40,    [C_RESEND] = 40,   [C_BIG] = 10,     [C_WT_SRC] = 5,
-    [C_WT_IDEM] = 5,    [C_WT_JOB] = 5,
+    [C_WT_IDEM] = 5,    [C_WT_JOB] = 5,    [C_SLOW] = 600,
 };
+
+/* Jobs that run a handler on a worker; the others are one Redis step. */
+static bool handler_cat(int cat)
+{
+        return cat == C_FAIL1 || cat == C_FAIL2 || cat == C_RESEND ||
+               cat == C_ALWAYS || cat == C_SLOW;
+}
 
 #define JOB_MAX_BYTES 16384
 #define DQ_STR_(x)    #x
@@ -182,6 +192,9 @@ static void build_jobs(redisContext *r, int64_t t0)
                                     e->scope,
                                     exps[n - (size_t)cat_count[C_DUP_A]].scope,
                                     sizeof(e->scope));
+                        else if (c == C_SLOW)
+                                snprintf(e->scope, sizeof(e->scope),
+                                         "fault/slow%03d", i);
                         else
                                 snprintf(e->scope, sizeof(e->scope),
                                          "fault/s%02d", (int)(n % SCOPES));
@@ -222,6 +235,8 @@ static void build_jobs(redisContext *r, int64_t t0)
                                 job->trace_id = strdup("fail-until:2");
                         else if (c == C_ALWAYS)
                                 job->trace_id = strdup("fail-always");
+                        else if (c == C_SLOW)
+                                job->trace_id = strdup("slow:2000");
                         if (c == C_SCHED)
                                 job->scheduled_for_ms =
                                     t0 + 8000 + (int64_t)(rand() % 10000);
@@ -318,12 +333,21 @@ static void build_poison(void)
 }
 
 /* Sends the jobs in [from, to) of a shuffled order, plus a share of the
- * poison; redelivered jobs go twice, back to back. */
+ * poison; redelivered jobs go twice, back to back. The slow jobs all go
+ * in wave 1. */
 static void send_wave(rd_kafka_t *rk, size_t *order, size_t from, size_t to,
                       int poison_from, int poison_to, int wave)
 {
+        for (size_t i = 0; i < exp_cnt && wave == 1; i++)
+                if (exps[i].cat == C_SLOW) {
+                        exps[i].wave = wave;
+                        dq_tc_send(rk, tc.topic, -1, exps[i].scope,
+                                   exps[i].json, exps[i].len, &exps[i].offset);
+                }
         for (size_t k = from; k < to; k++) {
                 exp_t *e = &exps[order[k]];
+                if (e->cat == C_SLOW)
+                        continue;
                 e->wave = wave;
                 dq_tc_send(rk, tc.topic, -1, e->scope, e->json, e->len,
                            &e->offset);
@@ -383,6 +407,13 @@ typedef struct commit_s {
 } commit_t;
 
 typedef struct logs_s {
+        /* The runs open in the log being read: claimed, not yet settled
+         * (G10: two of one scope must never be open at once, unless both
+         * are one Redis step each). */
+        exp_t **open;
+        size_t open_cnt, open_cap;
+        int concurrent;     /* claims of a scope while another of it ran */
+        size_t most_killed; /* handlers running when a log ended */
         int64_t *settled[3][PARTS]; /* earliest settle time, by offset */
         int64_t high[3][PARTS];
         commit_t *commits;
@@ -401,6 +432,35 @@ static int topic_index(const char *t)
         return -1;
 }
 
+static void open_run(logs_t *lg, exp_t *e)
+{
+        for (size_t i = 0; i < lg->open_cnt; i++) {
+                exp_t *o = lg->open[i];
+                if (o != e && !strcmp(o->scope, e->scope) &&
+                    (handler_cat(o->cat) || handler_cat(e->cat))) {
+                        lg->concurrent++;
+                        cr_log_warn("scope %s: job %s claimed while job %s "
+                                    "ran",
+                                    e->scope, e->id, o->id);
+                }
+        }
+        if (lg->open_cnt == lg->open_cap) {
+                lg->open_cap = lg->open_cap ? lg->open_cap * 2 : 256;
+                lg->open = realloc(lg->open, lg->open_cap * sizeof(*lg->open));
+                cr_assert(lg->open);
+        }
+        lg->open[lg->open_cnt++] = e;
+}
+
+static void close_run(logs_t *lg, const char *job)
+{
+        for (size_t i = 0; i < lg->open_cnt; i++)
+                if (!strcmp(lg->open[i]->id, job)) {
+                        lg->open[i] = lg->open[--lg->open_cnt];
+                        return;
+                }
+}
+
 static void parse_line(logs_t *lg, const char *line)
 {
         char stage[32], v[128], topic[256], job[64];
@@ -410,10 +470,18 @@ static void parse_line(logs_t *lg, const char *line)
         if (!dq_time_parse_rfc3339(line, 24, &ts) ||
             !kv(line, "stage", stage, sizeof(stage)))
                 return;
+        /* A run ends with its outcome: completed, retried or failed (its
+         * delay or DLQ copy follows: stage dispatch), dead, or handed
+         * back. */
+        if ((!strcmp(stage, "settle") || !strcmp(stage, "retry") ||
+             !strcmp(stage, "dispatch") || !strcmp(stage, "dead")) &&
+            kv(line, "job", job, sizeof(job)))
+                close_run(lg, job);
         if (!strcmp(stage, "claim") && kv(line, "status", v, sizeof(v)) &&
             !strcmp(v, "claimed") && kv(line, "job", job, sizeof(job)) &&
             (e = exp_find(job))) {
                 char at[32], att[16];
+                open_run(lg, e);
                 e->claims++;
                 if (!e->first_claim || ts < e->first_claim)
                         e->first_claim = ts;
@@ -491,9 +559,16 @@ static void read_logs(logs_t *lg)
                 snprintf(path, sizeof(path), "%s/%s", tc.dir, de->d_name);
                 fp = fopen(path, "r");
                 cr_assert(fp, "%s", path);
+                lg->open_cnt = 0; /* a log of its own process */
                 while (getline(&line, &cap, fp) > 0)
                         parse_line(lg, line);
                 fclose(fp);
+                /* Runs still open at the end: a kill -9 cut them. */
+                size_t cut = 0;
+                for (size_t i = 0; i < lg->open_cnt; i++)
+                        cut += handler_cat(lg->open[i]->cat);
+                if (cut > lg->most_killed)
+                        lg->most_killed = cut;
         }
         free(line);
         closedir(d);
@@ -1038,16 +1113,17 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
                "commits=%zu\n"
                "  lost=%d duplicated_effects=%d committed_early=%d "
                "over_attempts=%d attempts_on_duplicates=%d ran_early=%d "
-               "wrong_outcome=%d\n"
+               "wrong_outcome=%d ran_concurrently_in_a_scope=%d\n"
                "  dlq_records=%d dlq_missing=%d dlq_unexpected=%d "
                "dlq_bad_headers=%d completed_in_dlq=%d (truncated copies: "
                "%d, extra DLQ copies after crashes: %d)\n"
-               "  messages never settled=%d, handed back unsettled=%d\n",
+               "  messages never settled=%d, handed back unsettled=%d, "
+               "most handlers running in a killed consumer=%zu\n",
                seed, (double)(dq_test_now_ms() - start) / 1000.0, exp_cnt,
                POISON, lg.commit_cnt, lost, twice, committed_early, over,
-               dup_att, early, wrong, dc.records, dc.missing, dc.unexpected,
-               dc.bad_headers, dc.completed_in_dlq, dc.truncated,
-               dc.extra_copies, unsettled_at_end, lg.abandoned);
+               dup_att, early, wrong, lg.concurrent, dc.records, dc.missing,
+               dc.unexpected, dc.bad_headers, dc.completed_in_dlq, dc.truncated,
+               dc.extra_copies, unsettled_at_end, lg.abandoned, lg.most_killed);
         fflush(stdout);
 
         cr_expect_eq(lost, 0, "lost jobs");
@@ -1059,11 +1135,13 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         cr_expect_eq(dc.completed_in_dlq, 0, "completed jobs in the DLQ");
         cr_expect_gt(dc.truncated, 0, "no oversized poison was cut");
         cr_expect_eq(wrong, 0, "jobs with a wrong terminal state");
+        cr_expect_eq(lg.concurrent, 0, "two jobs of a scope ran at once");
         cr_expect_eq(dc.missing, 0, "DLQ records missing");
         cr_expect_eq(dc.unexpected, 0, "unexpected DLQ records");
         cr_expect_eq(dc.bad_headers, 0, "DLQ records with wrong headers");
         cr_expect_eq(unsettled_at_end, 0, "messages never settled");
         cr_expect_gt(lg.commit_cnt, 0);
+        cr_expect_gt(lg.most_killed, 0, "no kill -9 hit a running handler");
 
         rd_kafka_destroy(pk);
         redisFree(r);
@@ -1075,6 +1153,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
                 for (int p = 0; p < PARTS; p++)
                         free(lg.settled[t][p]);
         free(lg.commits);
+        free(lg.open);
         free(exps);
         free(order);
         free(states);
