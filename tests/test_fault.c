@@ -925,6 +925,33 @@ static void kill9_random(const char *when)
         spawn(w);
 }
 
+/* Waits up to ms for want of the slow jobs to be in progress. */
+static void wait_slow_running(redisContext *r, int want, long ms)
+{
+        long long deadline = dq_test_now_ms() + ms;
+        int running = 0;
+
+        do {
+                running = 0;
+                for (size_t i = 0; i < exp_cnt; i++)
+                        if (exps[i].cat == C_SLOW)
+                                redisAppendCommand(
+                                    r, "HGET %s:job:{%s}:%s state", tc.ns,
+                                    exps[i].scope, exps[i].id);
+                for (size_t i = 0; i < exp_cnt; i++) {
+                        redisReply *rep;
+                        if (exps[i].cat != C_SLOW)
+                                continue;
+                        cr_assert_eq(redisGetReply(r, (void **)&rep), REDIS_OK);
+                        running += rep->str && !strcmp(rep->str, "in_progress");
+                        freeReplyObject(rep);
+                }
+                if (running < want)
+                        dq_test_sleep_ms(50);
+        } while (running < want && dq_test_now_ms() < deadline);
+        cr_log_info("fault: %d slow jobs running", running);
+}
+
 static void sleep_rand(long lo, long hi)
 {
         dq_test_sleep_ms(lo + rand() % (hi - lo + 1));
@@ -990,8 +1017,8 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         dq_test_sleep_ms(1500);
 
         WAVE(1);
-        sleep_rand(100, 800);
-        kill9_random("while busy");
+        wait_slow_running(r, 200, 30000);
+        kill9_random("while 200 handlers run");
 
         /* Scale up, then drain the extra consumer away. */
         WAVE(2);
