@@ -1231,7 +1231,8 @@ static void run_scale(void)
  * Section: slow
  */
 
-/* Lines of a consumer log that contain what. */
+/* Lines of a consumer log that contain what, before the signal that
+ * stopped it (leaving the group revokes its partitions). */
 static long log_lines(const char *name, int proc, const char *what)
 {
         char path[600], *line = NULL;
@@ -1242,7 +1243,7 @@ static long log_lines(const char *name, int proc, const char *what)
         snprintf(path, sizeof(path), "%s/%s.%d.log", B.logdir, name, proc);
         if (!(f = fopen(path, "r")))
                 return -1;
-        while (getline(&line, &cap, f) > 0)
+        while (getline(&line, &cap, f) > 0 && !strstr(line, "stage=signal"))
                 n += strstr(line, what) != NULL;
         free(line);
         fclose(f);
@@ -1301,7 +1302,7 @@ static void run_slow(void)
         row("consumer CPU per 1,000 jobs", c.cpu_s * 1000.0 / (double)n,
             "CPU-s");
         row("consumer RSS, peak", (double)c.peak_rss / 1048576.0, "MiB");
-        row("rebalances after the first assignment", (double)revoked, "");
+        row("revokes before the stop", (double)revoked, "");
         row("jobs run more than once", (double)c.rerun, "");
         jset(s, "jobs", json_integer(n));
         jnum(s, "jobs_per_s", c.rate);
