@@ -275,6 +275,12 @@ static double redis_cpu_s(void)
  * preload falls inside a measured window. */
 static void aof_settle(void)
 {
+        /* One the preload started may be running: wait for it first. */
+        for (int i = 0; i < 6000; i++) {
+                if (info_num("persistence", "aof_rewrite_in_progress") == 0)
+                        break;
+                usleep(50000);
+        }
         freeReplyObject(rcmd("BGREWRITEAOF"));
         for (int i = 0; i < 6000; i++) {
                 if (info_num("persistence", "aof_rewrite_in_progress") == 0 &&

@@ -26,7 +26,7 @@
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '7'
+local LIB_VERSION = '8'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true, superseded = true}
 
@@ -70,7 +70,10 @@ end
 --    dead-letters it as crash_loop);
 --  - otherwise the attempt is counted, the epoch bumped and the lease
 --    taken (claimed).
-local function claim(keys, args)
+-- claim_decide() reads and decides: it returns a refusal (the reply), or
+-- nil and the claim to write (claim_write). run() writes the claim
+-- together with the effect's settle, in one write of the state hash.
+local function claim_decide(keys, args)
   local job = keys[1]
   local now, lease = tonumber(args[1]), tonumber(args[2])
   local at = args[1] -- written as given: no number formatting
@@ -116,31 +119,64 @@ local function claim(keys, args)
     return reply('exhausted', '')
   end
   attempts, epoch = attempts + 1, epoch + 1
-  if state then
-    redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
-               'attempts', attempts, 'epoch', epoch,
-               'lease_until', now + lease, 'claimed_by', worker,
-               'claimed_msg', msg, 'updated_at', at, 'started_at', at)
-    redis.call('HSETNX', job, 'created_at', at)
+  return nil, {existed = state ~= nil, at = at, kind = kind,
+               attempts = attempts, epoch = epoch, worker = worker,
+               lease_until = now + lease, msg = msg,
+               reply = {'claimed', s(state), tostring(attempts),
+                        tostring(epoch), live and 'took_over_live_lease' or ''}}
+end
+
+-- Writes a claim that claim_decide() took.
+local function claim_write(job, c)
+  if c.existed then
+    redis.call('HSET', job, 'state', 'in_progress', 'kind', c.kind,
+               'attempts', c.attempts, 'epoch', c.epoch,
+               'lease_until', c.lease_until, 'claimed_by', c.worker,
+               'claimed_msg', c.msg, 'updated_at', c.at, 'started_at', c.at)
+    redis.call('HSETNX', job, 'created_at', c.at)
     redis.call('PERSIST', job)
   else
     -- The common case, a first claim: one write, and no TTL to clear.
-    redis.call('HSET', job, 'state', 'in_progress', 'kind', kind,
-               'attempts', attempts, 'epoch', epoch,
-               'lease_until', now + lease, 'claimed_by', worker,
-               'claimed_msg', msg, 'updated_at', at, 'created_at', at,
-               'started_at', at)
+    redis.call('HSET', job, 'state', 'in_progress', 'kind', c.kind,
+               'attempts', c.attempts, 'epoch', c.epoch,
+               'lease_until', c.lease_until, 'claimed_by', c.worker,
+               'claimed_msg', c.msg, 'updated_at', c.at, 'created_at', c.at,
+               'started_at', c.at)
   end
-  return {'claimed', s(state), tostring(attempts), tostring(epoch),
-          live and 'took_over_live_lease' or ''}
+end
+
+local function claim(keys, args)
+  local refusal, c = claim_decide(keys, args)
+  if refusal then return refusal end
+  claim_write(keys[1], c)
+  return c.reply
 end
 
 -- A terminal state keeps its own time (completed_at and the like) and no
 -- claim: lease_until, claimed_msg and updated_at go, which keeps the
 -- retained hash small.
-local function finish(job, retention, fields)
-  redis.call('HSET', job, unpack(fields))
-  redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
+--
+-- c is the claim run() took and has not written yet: the claim and the
+-- terminal state then go in one write, and a first claim has no claim
+-- fields to delete.
+local function finish(job, retention, fields, c)
+  if c then
+    local all = {'kind', c.kind, 'attempts', c.attempts, 'epoch', c.epoch,
+                 'claimed_by', c.worker, 'started_at', c.at}
+    if not c.existed then
+      all[#all + 1] = 'created_at'
+      all[#all + 1] = c.at
+    end
+    for _, v in ipairs(fields) do all[#all + 1] = v end
+    redis.call('HSET', job, unpack(all))
+    if c.existed then
+      redis.call('HSETNX', job, 'created_at', c.at)
+      redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
+    end
+  else
+    redis.call('HSET', job, unpack(fields))
+    redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
+  end
   redis.call('PEXPIRE', job, retention)
 end
 
@@ -200,7 +236,8 @@ end
 -- `completed` are one step. A compression whose sources were all
 -- compressed already, by other jobs, has nothing left to do: it is settled
 -- `superseded` (reply ok, '', 'superseded'), not rejected.
-local function complete(keys, args)
+-- c: the claim of run(), unwritten (then there is no epoch to check).
+local function complete(keys, args, c)
   local job, target, idx, held = keys[1], keys[2], keys[3], keys[4]
   local epoch, now = tonumber(args[1]), args[2] -- now: written as given
   local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
@@ -208,8 +245,10 @@ local function complete(keys, args)
   local ids = {}
   for i = 9, #args do ids[#ids + 1] = args[i] end
 
-  local bad = fence(job, epoch)
-  if bad then return bad end
+  if not c then
+    local bad = fence(job, epoch)
+    if bad then return bad end
+  end
 
   if kind == 'expired_principle_review' then
     local items, rej = load_sources(keys, 5, ids, nil, 'claim')
@@ -223,7 +262,7 @@ local function complete(keys, args)
     end
     unindex(idx, held, 'principle', ids)
     finish(job, retention, {'state', 'completed', 'completed_at', now,
-                                 'result_review_id', entry})
+                            'result_review_id', entry}, c)
     return {'ok', entry}
   end
 
@@ -241,7 +280,7 @@ local function complete(keys, args)
       if into then
         unindex(idx, held, INDEX_OF[kind], ids)
         finish(job, retention, {'state', 'superseded', 'superseded_at', now,
-                                'superseded_by', into})
+                                'superseded_by', into}, c)
         return {'ok', '', 'superseded'}
       end
     end
@@ -264,7 +303,7 @@ local function complete(keys, args)
   end
   unindex(idx, held, INDEX_OF[kind], ids)
   finish(job, retention, {'state', 'completed', 'completed_at', now,
-                               'result_memory_id', result_id})
+                          'result_memory_id', result_id}, c)
   return {'ok', result_id}
 end
 
@@ -287,27 +326,31 @@ local function run(keys, args)
   local first = has_idem and 6 or 5
   local ckeys = {keys[1]}
   if has_idem then ckeys[2] = keys[5] end
-  local r = claim(ckeys, {args[2], args[3], args[4], args[5], args[6],
-                          args[7], args[8], args[9], args[10]})
-  if r[1] ~= 'claimed' then return r end
+  local refusal, c = claim_decide(ckeys, {args[2], args[3], args[4], args[5],
+                                         args[6], args[7], args[8], args[9],
+                                         args[10]})
+  if refusal then return refusal end
+  local r = c.reply
   local skeys = {keys[1], keys[2], keys[3], keys[4]}
   for i = first, #keys do skeys[#skeys + 1] = keys[i] end
   local sargs = {r[4], args[2], args[8], args[5], args[7], args[11],
                  args[12], args[13]}
   for i = 14, #args do sargs[#sargs + 1] = args[i] end
-  -- The claim is written: an error of the effect's commands (a key of
-  -- the wrong type) must not lose it, so it is answered as a rejection
-  -- that the caller dead-letters with this epoch. complete reads every
-  -- key before it writes any, so such an error writes nothing of the
-  -- effect.
-  local ok, done = pcall(complete, skeys, sargs)
+  -- complete writes the claim with the settle. When it does not settle,
+  -- the claim is written here, so that the attempt stays counted: a
+  -- rejection, or an error of the effect's commands (a key of the wrong
+  -- type), is answered as a rejection that the caller dead-letters with
+  -- this epoch. complete reads every key before it writes any, so such an
+  -- error writes nothing of the effect.
+  local ok, done = pcall(complete, skeys, sargs, c)
+  if ok and done[1] == 'ok' then
+    return {'completed', r[2], r[3], r[4], done[2], done[3] or ''}
+  end
+  claim_write(keys[1], c)
   if not ok then
     local msg = type(done) == 'table' and done.err or tostring(done)
     return {'rejected', r[2], r[3], r[4], 'decay.store.command_error',
             'redis: ' .. s(msg)}
-  end
-  if done[1] == 'ok' then
-    return {'completed', r[2], r[3], r[4], done[2], done[3] or ''}
   end
   return {'rejected', r[2], r[3], r[4], s(done[2]), s(done[3])}
 end
