@@ -319,3 +319,45 @@ Test(engine, a_revoke_waits_for_running_handlers, .fini = teardown,
                 dq_job_destroy(jobs[i]);
         rd_kafka_destroy(pk);
 }
+
+/* max.pending.per.partition: a partition whose held records reach the cap
+ * is paused, and resumed below half of it; nothing is lost or reordered
+ * on the way. Twelve jobs of one scope, each 300 ms, against a cap of 4. */
+Test(engine, a_full_partition_pauses_and_resumes, .fini = teardown,
+     .timeout = 120)
+{
+        enum { N = 12 };
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        dq_job_t *jobs[N];
+        pid_t pid;
+
+        dq_tc_init(&tc, "full", 1);
+        dq_tc_arg(&tc, "max.pending.per.partition=4");
+        open_store(&tc);
+        for (int i = 0; i < N; i++) {
+                char src[32];
+                snprintf(src, sizeof(src), "m%d", i);
+                jobs[i] = send_job(pk, &tc, 0, "full/1", src, "slow:300");
+        }
+        dq_tc_flush(pk);
+        pid = dq_tc_spawn(&tc, "w");
+        for (int i = 0; i < N; i++) {
+                dq_test_wait_state(store, jobs[i], "completed", 30000);
+                cr_assert_eq(field(jobs[i], "attempts"), 1);
+                if (i)
+                        cr_assert_geq(field(jobs[i], "started_at"),
+                                      field(jobs[i - 1], "completed_at"));
+        }
+        dq_tc_wait_caught_up(&tc, tc.topic, 20000);
+        cr_assert_geq(log_count(&tc, "w", "paused=full", NULL), 1,
+                      "the partition was never paused");
+        cr_assert_geq(log_count(&tc, "w", "resumed=below_half", NULL), 1,
+                      "the partition was never resumed");
+
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        for (int i = 0; i < N; i++)
+                dq_job_destroy(jobs[i]);
+        rd_kafka_destroy(pk);
+}
