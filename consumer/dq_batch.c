@@ -440,7 +440,6 @@ void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n)
         if (run)
                 execute(c, batch, run, &copies);
         dq_copy_produce(c, copies);
-        dq_sched_poll(c);
 }
 
 void dq_batch_unpark(dq_consumer_t *c)

@@ -325,10 +325,16 @@ static void collect(dq_consumer_t *c, dq_item_t **copies)
         dq_sched_t *s = &c->sched;
         dq_task_t *t = dq_pool_collect(s->pool), *next;
         size_t n = 0, cap = s->run_cnt + 1;
-        dq_item_t **items = malloc(cap * sizeof(*items));
-        dq_handler_result_t *res = malloc(cap * sizeof(*res));
+        dq_item_t **items;
+        dq_handler_result_t *res;
         int64_t now = dq_mono_ms();
 
+        /* The loop calls this after every batch: with no handler running
+         * or finished there is nothing to do. */
+        if (!t && !s->run_cnt)
+                return;
+        items = malloc(cap * sizeof(*items));
+        res = malloc(cap * sizeof(*res));
         if (!items || !res)
                 dq_oom();
         for (; t; t = next) {
