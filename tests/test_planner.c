@@ -505,8 +505,14 @@ Test(planner, overlapping_passes_dead_letter_nothing)
         dq_test_sleep_ms(3000);
         kill(p[0], SIGTERM);
         kill(p[1], SIGTERM);
-        cr_assert_eq(dq_tc_wait(p[0], 30000), 0);
-        cr_assert_eq(dq_tc_wait(p[1], 30000), 0);
+        /* A pass a second: the signal may land inside one, which then
+         * stops incomplete and exits 1 (nothing lost: the next pass does
+         * it). Either way the daemon stops promptly and cleanly. */
+        for (int i = 0; i < 2; i++) {
+                int rc = dq_tc_wait(p[i], 30000);
+                cr_assert(rc == 0 || rc == 1, "planner %d exited %d", i + 1,
+                          rc);
+        }
         cr_assert_geq(log_count(&tc, "p1", "stage=pass"), 3);
         dq_tc_wait_caught_up(&tc, tc.topic, 60000);
         stop_consumers(&c, 1);
