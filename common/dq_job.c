@@ -1,6 +1,7 @@
 /* Strict schema-1 job parsing and serialization with jansson. */
 #include "dq_job.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,11 +80,25 @@ void dq_job_destroy(dq_job_t *job)
                 free(job->source_ids[i]);
         free(job->source_ids);
         free(job->scope);
-        free(job->attestation_operator);
+        dq_attestation_destroy(job->attestation);
         free(job->created_by);
         free(job->idempotency_key);
         free(job->trace_id);
         free(job);
+}
+
+void dq_attestation_destroy(dq_attestation_t *att)
+{
+        if (!att)
+                return;
+        free(att->key_id);
+        free(att->operator_name);
+        free(att->model);
+        free(att->not_before);
+        free(att->expires_at);
+        free(att->nonce);
+        free(att->sig);
+        free(att);
 }
 
 /* strdup of an optional string; false when out of memory. */
@@ -91,6 +106,29 @@ static bool copy_opt(char **dst, const char *src)
 {
         *dst = src ? strdup(src) : NULL;
         return !src || *dst;
+}
+
+static dq_attestation_t *attestation_dup(const dq_attestation_t *a)
+{
+        dq_attestation_t *d = calloc(1, sizeof(*d));
+
+        if (!d)
+                return NULL;
+        d->v = a->v;
+        d->max_tokens = a->max_tokens;
+        d->not_before_ms = a->not_before_ms;
+        d->expires_at_ms = a->expires_at_ms;
+        d->attested_at_ms = a->attested_at_ms;
+        if (!copy_opt(&d->key_id, a->key_id) ||
+            !copy_opt(&d->operator_name, a->operator_name) ||
+            !copy_opt(&d->model, a->model) ||
+            !copy_opt(&d->not_before, a->not_before) ||
+            !copy_opt(&d->expires_at, a->expires_at) ||
+            !copy_opt(&d->nonce, a->nonce) || !copy_opt(&d->sig, a->sig)) {
+                dq_attestation_destroy(d);
+                return NULL;
+        }
+        return d;
 }
 
 dq_job_t *dq_job_dup(const dq_job_t *job)
@@ -102,10 +140,12 @@ dq_job_t *dq_job_dup(const dq_job_t *job)
         *d = *job;
         d->source_ids = NULL;
         d->source_cnt = 0;
-        d->scope = d->attestation_operator = d->created_by = NULL;
+        d->scope = d->created_by = NULL;
+        d->attestation = NULL;
         d->idempotency_key = d->trace_id = NULL;
         if (!copy_opt(&d->scope, job->scope) ||
-            !copy_opt(&d->attestation_operator, job->attestation_operator) ||
+            (job->attestation &&
+             !(d->attestation = attestation_dup(job->attestation))) ||
             !copy_opt(&d->created_by, job->created_by) ||
             !copy_opt(&d->idempotency_key, job->idempotency_key) ||
             !copy_opt(&d->trace_id, job->trace_id) ||
@@ -237,12 +277,16 @@ static bool all_utf8(const dq_job_t *job, dq_reject_t *rej)
         for (size_t i = 0; i < job->source_cnt; i++)
                 if (!utf8_ok(job->source_ids[i], "source_ids", i, rej))
                         return false;
+        if (job->attestation &&
+            (!utf8_ok(job->attestation->operator_name,
+                      "summary_method.operator_attestation.operator", one,
+                      rej) ||
+             !utf8_ok(job->attestation->model,
+                      "summary_method.operator_attestation.model", one, rej)))
+                return false;
         return utf8_ok(job->created_by, "created_by", one, rej) &&
                utf8_ok(job->idempotency_key, "idempotency_key", one, rej) &&
-               utf8_ok(job->trace_id, "trace_id", one, rej) &&
-               utf8_ok(job->attestation_operator,
-                       "summary_method.operator_attestation.operator", one,
-                       rej);
+               utf8_ok(job->trace_id, "trace_id", one, rej);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -302,7 +346,7 @@ bool dq_job_validate(const dq_job_t *job, dq_reject_t *rej)
                 return reject(rej, "decay.job.unknown_method",
                               "unknown summary method");
         if (job->method != DQ_METHOD_LLM_SUMMARY &&
-            (job->attestation_required || job->attestation_operator))
+            (job->attestation_required || job->attestation))
                 return reject(rej, "decay.job.invalid_summary_method",
                               "operator attestation applies to llm_summary "
                               "only");
@@ -372,6 +416,104 @@ static const char *json_error_reason(const json_error_t *jerr)
         }
 }
 
+static bool hex_ok(const char *s, size_t len)
+{
+        for (size_t i = 0; i < len; i++)
+                if (!strchr("0123456789abcdef", s[i]) || !s[i])
+                        return false;
+        return true;
+}
+
+/* A key id: 1-64 bytes of letters, digits, '.', '_' and '-'. */
+static bool key_id_ok(const char *s)
+{
+        size_t len = strlen(s);
+
+        if (len == 0 || len > 64)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+                        return false;
+        return true;
+}
+
+static bool invalid_attestation(dq_reject_t *rej, const char *why)
+{
+        return reject(rej, "decay.job.invalid_attestation",
+                      "operator_attestation: %s", why);
+}
+
+/* The wave-1 form, {"operator", "attested_at"}: kept so that it is
+ * refused as unsigned rather than as malformed. */
+static bool parse_attestation_v0(json_t *v, dq_attestation_t *a,
+                                 dq_reject_t *rej)
+{
+        const char *op, *at;
+
+        if (json_unpack(v, "{s:s, s:s !}", "operator", &op, "attested_at",
+                        &at) ||
+            !text_ok(op, strlen(op), DQ_JOB_MAX_TEXT) ||
+            !dq_time_parse_rfc3339(at, strlen(at), &a->attested_at_ms))
+                return invalid_attestation(
+                    rej, "must be {\"v\": 1, \"key_id\", \"operator\", "
+                         "\"model\", \"max_tokens\", \"not_before\", "
+                         "\"expires_at\", \"nonce\", \"sig\"}");
+        if (!(a->operator_name = strdup(op)))
+                return reject(rej, "decay.job.out_of_memory", "out of memory");
+        return true;
+}
+
+static bool parse_attestation(json_t *v, dq_job_t *job, dq_reject_t *rej)
+{
+        dq_attestation_t *a = calloc(1, sizeof(*a));
+        json_error_t jerr;
+        const char *key_id, *op, *model, *nb, *exp, *nonce, *sig = NULL;
+        json_int_t ver, max_tokens;
+
+        if (!a)
+                return reject(rej, "decay.job.out_of_memory", "out of memory");
+        job->attestation = a;
+        if (!json_is_object(v))
+                return invalid_attestation(rej, "must be an object");
+        if (!json_object_get(v, "v"))
+                return parse_attestation_v0(v, a, rej);
+        if (json_unpack_ex(v, &jerr, JSON_STRICT,
+                           "{s:I, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s?s}", "v",
+                           &ver, "key_id", &key_id, "operator", &op, "model",
+                           &model, "max_tokens", &max_tokens, "not_before", &nb,
+                           "expires_at", &exp, "nonce", &nonce, "sig", &sig))
+                return invalid_attestation(rej, jerr.text);
+        if (!key_id_ok(key_id))
+                return invalid_attestation(
+                    rej, "key_id must be 1-64 letters, digits, '.', '_' or "
+                         "'-'");
+        if (!text_ok(op, strlen(op), DQ_JOB_MAX_TEXT) ||
+            !text_ok(model, strlen(model), DQ_JOB_MAX_TEXT))
+                return invalid_attestation(
+                    rej, "operator and model must be 1-255 bytes without "
+                         "control characters");
+        if (max_tokens < 1 || max_tokens > 1000000)
+                return invalid_attestation(rej, "max_tokens must be 1-1000000");
+        if (!dq_time_parse_rfc3339(nb, strlen(nb), &a->not_before_ms) ||
+            !dq_time_parse_rfc3339(exp, strlen(exp), &a->expires_at_ms))
+                return invalid_attestation(
+                    rej, "not_before and expires_at must be RFC 3339 UTC");
+        if (strlen(nonce) != DQ_ATTEST_NONCE_LEN ||
+            !hex_ok(nonce, DQ_ATTEST_NONCE_LEN))
+                return invalid_attestation(
+                    rej, "nonce must be 32 lower-case hex digits");
+        if (sig && (!*sig || strlen(sig) > 128))
+                return invalid_attestation(rej, "sig must be 1-128 bytes");
+        a->v = ver;
+        a->max_tokens = max_tokens;
+        if (!(a->key_id = strdup(key_id)) || !(a->operator_name = strdup(op)) ||
+            !(a->model = strdup(model)) || !(a->not_before = strdup(nb)) ||
+            !(a->expires_at = strdup(exp)) || !(a->nonce = strdup(nonce)) ||
+            (sig && !(a->sig = strdup(sig))))
+                return reject(rej, "decay.job.out_of_memory", "out of memory");
+        return true;
+}
+
 static bool parse_method(json_t *v, dq_job_t *job, dq_reject_t *rej)
 {
         json_error_t jerr;
@@ -404,22 +546,8 @@ static bool parse_method(json_t *v, dq_job_t *job, dq_reject_t *rej)
                               "unknown summary_method.type '%.64s'", type);
         job->method = (dq_method_t)m;
         job->attestation_required = required;
-        if (att) {
-                const char *op, *at;
-                if (json_unpack_ex(att, &jerr, JSON_STRICT, "{s:s, s:s}",
-                                   "operator", &op, "attested_at", &at) ||
-                    !text_ok(op, strlen(op), DQ_JOB_MAX_TEXT) ||
-                    !dq_time_parse_rfc3339(at, strlen(at),
-                                           &job->attestation_at_ms))
-                        return reject(rej, "decay.job.invalid_attestation",
-                                      "operator_attestation must be "
-                                      "{\"operator\": text, \"attested_at\": "
-                                      "RFC 3339 UTC}");
-                job->attestation_operator = strdup(op);
-                if (!job->attestation_operator)
-                        return reject(rej, "decay.job.out_of_memory",
-                                      "out of memory");
-        }
+        if (att)
+                return parse_attestation(att, job, rej);
         return true;
 }
 
@@ -598,6 +726,34 @@ static bool put_time(json_t *o, const char *key, int64_t ms)
                    json_string(dq_time_format_rfc3339(ms, ts, sizeof(ts))));
 }
 
+static json_t *attestation_json(const dq_attestation_t *a)
+{
+        json_t *o = json_object();
+
+        if (!o)
+                return NULL;
+        if (a->v == 0) {
+                if (!put(o, "operator", json_string(a->operator_name)) ||
+                    !put_time(o, "attested_at", a->attested_at_ms))
+                        goto err;
+                return o;
+        }
+        if (!put(o, "v", json_integer(a->v)) ||
+            !put(o, "key_id", json_string(a->key_id)) ||
+            !put(o, "operator", json_string(a->operator_name)) ||
+            !put(o, "model", json_string(a->model)) ||
+            !put(o, "max_tokens", json_integer(a->max_tokens)) ||
+            !put(o, "not_before", json_string(a->not_before)) ||
+            !put(o, "expires_at", json_string(a->expires_at)) ||
+            !put(o, "nonce", json_string(a->nonce)) ||
+            (a->sig && !put(o, "sig", json_string(a->sig))))
+                goto err;
+        return o;
+err:
+        json_decref(o);
+        return NULL;
+}
+
 static json_t *method_json(const dq_job_t *job)
 {
         json_t *method = json_object(), *att;
@@ -610,12 +766,9 @@ static json_t *method_json(const dq_job_t *job)
         if (job->attestation_required &&
             !put(method, "operator_attestation_required", json_true()))
                 goto err;
-        if (job->attestation_operator) {
-                att = json_object();
-                if (!put(method, "operator_attestation", att) ||
-                    !put(att, "operator",
-                         json_string(job->attestation_operator)) ||
-                    !put_time(att, "attested_at", job->attestation_at_ms))
+        if (job->attestation) {
+                att = attestation_json(job->attestation);
+                if (!put(method, "operator_attestation", att))
                         goto err;
         }
         return method;

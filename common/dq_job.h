@@ -32,6 +32,27 @@ typedef enum dq_method_e {
         DQ_METHOD__CNT
 } dq_method_t;
 
+/* summary_method.operator_attestation (DESIGN.md, "Operator attestation").
+ * v 0 is the wave-1 form {"operator", "attested_at"}: it parses, and it is
+ * never valid (decay.attest.unsigned). The timestamps keep the text they
+ * were sent as, since they are signed as sent. dq_attest.h verifies it. */
+typedef struct dq_attestation_s {
+        int64_t v;
+        char *key_id;
+        char *operator_name;
+        char *model;
+        int64_t max_tokens;
+        char *not_before;
+        char *expires_at;
+        int64_t not_before_ms;
+        int64_t expires_at_ms;
+        char *nonce;
+        char *sig;              /* base64; NULL: unsigned */
+        int64_t attested_at_ms; /* v 0 */
+} dq_attestation_t;
+
+#define DQ_ATTEST_NONCE_LEN 32 /* hex digits */
+
 /* A parsed, valid job. Strings are owned by the job and NUL-terminated;
  * optional ones are NULL when absent. */
 typedef struct dq_job_s {
@@ -43,9 +64,8 @@ typedef struct dq_job_s {
         dq_method_t method;
         /* llm_summary only. */
         bool attestation_required;
-        char *attestation_operator; /* operator_attestation.operator */
-        int64_t attestation_at_ms;  /* operator_attestation.attested_at */
-        int64_t scheduled_for_ms;   /* 0 when absent: run now */
+        dq_attestation_t *attestation; /* NULL when absent */
+        int64_t scheduled_for_ms;      /* 0 when absent: run now */
         int64_t created_at_ms;
         char *created_by;
         char *idempotency_key;
@@ -103,6 +123,9 @@ char *dq_job_serialize(const dq_job_t *job, size_t *lenp);
  * same rules as dq_job_validate(), for every program that takes one. */
 bool dq_job_scope_valid(const char *s);
 bool dq_job_source_id_valid(const char *s);
+
+/* Frees att and what it owns. NULL is a no-op. */
+void dq_attestation_destroy(dq_attestation_t *att);
 
 /* Wire names of kinds and methods; parse returns -1 when unknown. */
 const char *dq_kind_name(dq_kind_t kind);

@@ -82,7 +82,7 @@ void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
         if (job->method == DQ_METHOD_LLM_SUMMARY) {
                 /* Fails closed: no summary without an operator's
                  * attestation, and no backend is built in. */
-                if (!job->attestation_operator)
+                if (!job->attestation)
                         fail(res, DQ_ERR_REJECTED,
                              "decay.llm_summary.requires_operator_attestation",
                              "llm_summary needs an operator attestation; "

@@ -140,5 +140,8 @@ int ctl_memory_get(ctl_t *ctl, int argc, char **argv);
 int ctl_memory_reindex(ctl_t *ctl, int argc, char **argv);
 int ctl_plan_status(ctl_t *ctl, int argc, char **argv);
 int ctl_plan_run(ctl_t *ctl, int argc, char **argv);
+int ctl_attest_keygen(ctl_t *ctl, int argc, char **argv);
+int ctl_attest_sign(ctl_t *ctl, int argc, char **argv);
+int ctl_attest_verify(ctl_t *ctl, int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* decayctl: the operator's tool. git-style subcommands from one table:
- * `dlq list|inspect|stats|replay`, `job status|cancel` and
- * `memory load|get`. */
+ * `dlq list|inspect|stats|replay`, `job status|cancel`,
+ * `memory load|get|reindex`, `plan status|run` and
+ * `attest keygen|sign|verify`. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +38,36 @@
         "      --job ID          one job\n"
 
 static const ctl_cmd_t cmds[] = {
+    {"attest", "keygen", ctl_attest_keygen, "make an operator's signing key",
+     "--operator NAME --out FILE\n"
+     "\n"
+     "Writes a new Ed25519 private key to FILE (mode 0600; an existing file\n"
+     "is never replaced) and prints its allowed-signers line on stdout:\n"
+     "  <key_id> <operator> <base64 public key>\n"
+     "Append it to the consumers' llm.allowed_signers file, optionally with\n"
+     "scopes=PATTERN,... (fnmatch over the job's scope), valid_after=T and\n"
+     "valid_before=T (RFC 3339 UTC). The key id is the first 8 bytes of the\n"
+     "SHA-256 of the public key, in hex. Consumers hold only public keys.\n"},
+    {"attest", "sign", ctl_attest_sign,
+     "sign llm_summary jobs for decay-produce",
+     "--key FILE --model MODEL [--max-tokens N] [--valid-for D] [FILE|-]\n"
+     "\n"
+     "Reads job NDJSON (FILE, or stdin), gives each llm_summary job a signed\n"
+     "operator attestation and writes the jobs to stdout, ready for\n"
+     "decay-produce. MODEL must be the consumers' llm.model; --max-tokens\n"
+     "(default 512) caps the summary; the attestation is valid from now for\n"
+     "--valid-for (default 12h). Each job gets a fresh nonce: a consumer\n"
+     "runs one attestation once. Rejected lines are reported on stderr with\n"
+     "their line number and reason code, and exit 5.\n"},
+    {"attest", "verify", ctl_attest_verify,
+     "check jobs' attestations against allowed signers",
+     "--signers FILE [--model MODEL] [FILE|-]\n"
+     "\n"
+     "Checks each job of the NDJSON input as a consumer would before its\n"
+     "backend call (all but the nonce, which is checked in Redis): key\n"
+     "known, operator, signature, key validity, scopes, time window and,\n"
+     "with --model, the model. Reports each line (\"line N: job ID: ok\" or\n"
+     "its decay.attest.* code); exit 5 when any line is refused.\n"},
     {"dlq", "list", ctl_dlq_list, "list dead letters, oldest first",
      "[filters] [--limit N]\n"
      "\n" FILTER_HELP "      --limit N         show at most N records\n"
