@@ -175,6 +175,41 @@ static const dq_conf_def_t dq_conf_defs[] = {
     {"plan.principles.max.sources", DQ_CONF_INT, "100",
      OFF(plan_principles.max_sources), 0, 1, 1000,
      "planner: most principles one review job opens"},
+    {"llm.base.url", DQ_CONF_STR, "", OFF(llm_base_url), 0, 0, 0,
+     "Chat Completions endpoint base, without /chat/completions "
+     "(https://api.openai.com/v1, http://vllm:8000/v1, "
+     "http://localhost:11434/v1); empty: no LLM backend, llm_summary jobs "
+     "dead-letter with decay.llm_summary.no_backend"},
+    {"llm.model", DQ_CONF_STR, "", OFF(llm_model), 0, 0, 0,
+     "model to call; an attestation must name the same model"},
+    {"llm.api.key", DQ_CONF_STR, "", OFF(llm_api_key), DQ_CONF_F_SECRET, 0, 0,
+     "bearer token of the endpoint (secret: masked, never logged); empty: "
+     "no Authorization header"},
+    {"llm.max.tokens.field", DQ_CONF_STR, "max_tokens",
+     OFF(llm_max_tokens_field), 0, 0, 0,
+     "request field of the token cap: max_tokens (vLLM, llama.cpp, "
+     "Ollama, older OpenAI models) or max_completion_tokens (newer OpenAI "
+     "models); never guessed"},
+    {"llm.seed", DQ_CONF_INT, "-1", OFF(llm_seed), 0, -1, INT32_MAX,
+     "seed sent with every request (temperature is always 0); -1: none"},
+    {"llm.connect.timeout", DQ_CONF_DURATION, "5s", OFF(llm_connect_timeout_ms),
+     0, 100, 600000, "TCP and TLS connect timeout of one call"},
+    {"llm.timeout", DQ_CONF_DURATION, "60s", OFF(llm_timeout_ms), 0, 100, DAY,
+     "total time of one call; past it the call is retryable "
+     "(decay.llm.timeout)"},
+    {"llm.concurrency", DQ_CONF_INT, "16", OFF(llm_concurrency), 0, 1, 4096,
+     "LLM calls in flight at once from this consumer"},
+    {"llm.prompt.file", DQ_CONF_STR, "", OFF(llm_prompt_file), 0, 0, 0,
+     "file whose text replaces the built-in instructions (the system "
+     "message); the memories always follow in a delimited data block"},
+    {"llm.allowed.signers", DQ_CONF_STR, "", OFF(llm_allowed_signers), 0, 0, 0,
+     "allowed-signers file: one operator key per line (decayctl attest "
+     "keygen prints it); an llm_summary job runs only with an attestation "
+     "signed by one of them"},
+    {"llm.circuit.open", DQ_CONF_DURATION, "30s", OFF(llm_circuit_open_ms), 0,
+     100, DAY,
+     "after a 401, 403 or 429 insufficient_quota, LLM jobs wait this long "
+     "(doubling to 10x while probes fail) without spending attempts"},
     {"debug.faults", DQ_CONF_BOOL, "false", OFF(debug_faults), 0, 0, 0,
      "obey fault-injection trace ids (fail-until:N, fail-always, slow:MS); "
      "for tests only"},

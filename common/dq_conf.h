@@ -85,6 +85,18 @@ typedef struct dq_conf_s {
         dq_conf_policy_t plan_episodes;
         dq_conf_policy_t plan_principles;
 
+        char *llm_base_url;
+        char *llm_model;
+        char *llm_api_key;
+        char *llm_max_tokens_field;
+        int64_t llm_seed;
+        int64_t llm_connect_timeout_ms;
+        int64_t llm_timeout_ms;
+        int64_t llm_concurrency;
+        char *llm_prompt_file;
+        char *llm_allowed_signers;
+        int64_t llm_circuit_open_ms;
+
         dq_conf_kv_t *kafka;
         size_t kafka_cnt;
 } dq_conf_t;
