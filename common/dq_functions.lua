@@ -26,7 +26,7 @@
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '8'
+local LIB_VERSION = '9'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true, superseded = true}
 
@@ -353,6 +353,158 @@ local function run(keys, args)
             'redis: ' .. s(msg)}
   end
   return {'rejected', r[2], r[3], r[4], s(done[2]), s(done[3])}
+end
+
+-- The digest of a compression's sources as a prompt saw them: each one's
+-- id, status, text and created_at, in prompt order. complete_llm compares
+-- it with the one claim_llm read, so a summary is written only over the
+-- sources it summarizes.
+local function sources_digest(keys, first, items, text_field)
+  local parts = {}
+  for i, it in ipairs(items) do
+    parts[i] = it.id .. '\0' .. it.text .. '\0' .. tostring(it.created)
+  end
+  return redis.sha1hex(text_field .. '\0' .. table.concat(parts, '\0'))
+end
+
+-- The summary every source of keys[first..] was compressed into, when
+-- all of them were; else nil.
+local function compressed_into(keys, first)
+  local into = nil
+  for i = first, #keys do
+    local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
+    if h[1] ~= 'compressed' then return nil end
+    into = into or s(h[2])
+  end
+  return into
+end
+
+local function llm_sources(kind, keys, first, ids)
+  local want, text_field = 'candidate', 'claim'
+  if kind == 'episode_compression' then want, text_field = nil, 'content' end
+  local items, rej = load_sources(keys, first, ids, want, text_field)
+  if rej then return nil, nil, rej end
+  table.sort(items, by_created)
+  return items, sources_digest(keys, first, items, text_field), nil
+end
+
+-- claim_llm(KEYS: job, nonce [, idem], sources...;
+--           ARGV: has_idem, now, lease_ms, worker, kind, max_attempts,
+--                 job_id, retention_ms, msg, copy_attempts, nonce_until,
+--                 source ids...)
+-- The claim of an llm_summary job whose attestation the consumer verified
+-- (G12): the claim (every refusal of claim, in claim's shape), then in the
+-- same step its attestation's nonce, taken with SET NX (the job's own
+-- retries find their own id there; any other job is refused), then its
+-- sources, read for the prompt. Replies:
+--   claimed, state_before, attempts, epoch, took_over, digest, n,
+--       then n times id, text, created_at (prompt order)
+--   rejected, state_before, attempts, epoch, code, message
+--       (the attempt is counted and the claim held: the caller
+--        dead-letters the job with this epoch; a replayed nonce is
+--        decay.attest.replayed)
+--   terminal, 'superseded', ...: other jobs compressed every source
+local function claim_llm(keys, args)
+  local has_idem = args[1] == '1'
+  local first = has_idem and 4 or 3
+  local ckeys = {keys[1]}
+  if has_idem then ckeys[2] = keys[3] end
+  local refusal, c = claim_decide(ckeys, {args[2], args[3], args[4], args[5],
+                                         args[6], args[7], args[8], args[9],
+                                         args[10]})
+  if refusal then return refusal end
+  local r, kind, id = c.reply, args[5], args[7]
+  local prev = redis.call('SET', keys[2], id, 'NX', 'PXAT', args[11], 'GET')
+  if prev and prev ~= id then
+    claim_write(keys[1], c)
+    return {'rejected', r[2], r[3], r[4], 'decay.attest.replayed',
+            'the attestation nonce was used by job ' .. prev}
+  end
+  local ids = {}
+  for i = 12, #args do ids[#ids + 1] = args[i] end
+  local items, digest, rej = llm_sources(kind, keys, first, ids)
+  if rej then
+    local into = rej[2] == 'decay.compress.source_inactive' and
+                 compressed_into(keys, first)
+    if into then
+      -- Other jobs compressed every source: nothing left to summarize.
+      finish(keys[1], tonumber(args[8]),
+             {'state', 'superseded', 'superseded_at', args[2],
+              'superseded_by', into}, c)
+      return {'terminal', 'superseded', r[3], r[4], into}
+    end
+    claim_write(keys[1], c)
+    return {'rejected', r[2], r[3], r[4], rej[2], rej[3]}
+  end
+  claim_write(keys[1], c)
+  local out = {'claimed', r[2], r[3], r[4], r[5], digest, tostring(#items)}
+  for _, it in ipairs(items) do
+    out[#out + 1] = it.id
+    out[#out + 1] = it.text
+    out[#out + 1] = tostring(it.created)
+  end
+  return out
+end
+
+-- complete_llm(KEYS: job, target, index, held, sources...;
+--              ARGV: epoch, now, retention_ms, kind, job_id, scope,
+--                    result_id, digest, content, model, fingerprint,
+--                    prompt_tokens, completion_tokens, operator, key_id,
+--                    source ids...)
+-- Writes an LLM summary as complete writes a concatenation, in one step
+-- fenced by epoch: the summary memory with its provenance, the sources
+-- compressed into it, the planner's index, `completed`. It first re-reads
+-- the sources: unless they are still active and their digest is the one
+-- the prompt was built from, nothing is written (rejected,
+-- decay.compress.source_changed).
+local function complete_llm(keys, args)
+  local job, target, idx, held = keys[1], keys[2], keys[3], keys[4]
+  local epoch, now = tonumber(args[1]), args[2]
+  local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
+  local scope, result_id, want = args[6], args[7], args[8]
+  local ids = {}
+  for i = 16, #args do ids[#ids + 1] = args[i] end
+  local bad = fence(job, epoch)
+  if bad then return bad end
+  local items, digest, rej = llm_sources(kind, keys, 5, ids)
+  if rej or digest ~= want then
+    return {'rejected', 'decay.compress.source_changed',
+            rej and s(rej[3]) or
+            'a source changed between the prompt and the settle'}
+  end
+  local ordered = {}
+  for i, it in ipairs(items) do ordered[i] = it.id end
+  redis.call('HSET', target, 'id', result_id, 'scope', scope,
+             'type', 'summary', 'status', 'active', 'claim', args[9],
+             'created_at', now, 'source_kind', kind,
+             'source_ids', cjson.encode(ordered), 'job_id', job_id,
+             'method', 'llm_summary', 'model', args[10],
+             'system_fingerprint', args[11], 'prompt_tokens', args[12],
+             'completion_tokens', args[13], 'operator', args[14],
+             'key_id', args[15])
+  for i = 5, #keys do
+    redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
+               result_id, 'compressed_at', now)
+  end
+  unindex(idx, held, INDEX_OF[kind], ids)
+  finish(job, retention, {'state', 'completed', 'completed_at', now,
+                          'result_memory_id', result_id}, nil)
+  return {'ok', result_id}
+end
+
+-- release(KEYS: job; ARGV: epoch, now, not_before, code)
+-- Hands a claimed job back without spending its attempt: the backend, not
+-- the job, was at fault (an LLM circuit opened). The attempt the claim
+-- counted is given back, and the job waits until not_before like a retry.
+local function release(keys, args)
+  local epoch, now = tonumber(args[1]), tonumber(args[2])
+  local bad = fence(keys[1], epoch)
+  if bad then return bad end
+  local attempts = tonumber(redis.call('HGET', keys[1], 'attempts')) or 1
+  redis.call('HSET', keys[1], 'state', 'retry_wait', 'lease_until', 0,
+             'attempts', math.max(attempts - 1, 0), 'not_before', args[3],
+             'last_error', args[4], 'updated_at', now)
+  return {'ok', tostring(math.max(attempts - 1, 0))}
 end
 
 -- retry(KEYS: job; ARGV: epoch, now, not_before, class, code, message)
@@ -787,6 +939,9 @@ redis.register_function('decayq_claim', claim)
 redis.register_function('decayq_complete', complete)
 redis.register_function('decayq_run', run)
 redis.register_function('decayq_retry', retry)
+redis.register_function('decayq_claim_llm', claim_llm)
+redis.register_function('decayq_complete_llm', complete_llm)
+redis.register_function('decayq_release', release)
 redis.register_function('decayq_dead', dead)
 redis.register_function('decayq_cancel', cancel)
 redis.register_function('decayq_renew', renew)

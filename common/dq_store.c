@@ -19,7 +19,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "8"
+#define DQ_FUNCTIONS_VERSION "9"
 
 struct dq_store_s {
         redisContext *c;
@@ -635,12 +635,88 @@ static void claim_args(dq_store_t *st, dq_args_t *a, const dq_claim_t *c,
                      c->is_copy ? (long long)c->copy_attempts : -1LL);
 }
 
+void dq_sources_free(dq_sources_t *s)
+{
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->cnt; i++) {
+                free((char *)s->v[i].id);
+                free((char *)s->v[i].text);
+        }
+        free(s->v);
+        free(s);
+}
+
+static void source_keys(dq_store_t *st, dq_args_t *a, const dq_job_t *job);
+
+/* decayq_claim_llm: the claim, the nonce and the sources in one step. */
+static void build_claim_llm(dq_store_t *st, dq_args_t *a, const dq_claim_t *c,
+                            int64_t now_ms)
+{
+        const dq_job_t *job = c->job;
+        bool idem = job->idempotency_key != NULL;
+
+        dq_args_add(a, "FCALL");
+        dq_args_add(a, "decayq_claim_llm");
+        dq_args_addf(a, "%zu", 2 + (idem ? 1 : 0) + job->source_cnt);
+        job_key_arg(st, a, job);
+        dq_args_key(st, a, "attest", job->scope, c->nonce);
+        if (idem)
+                dq_args_key(st, a, "idem", job->scope, job->idempotency_key);
+        source_keys(st, a, job);
+        dq_args_add(a, idem ? "1" : "0");
+        claim_args(st, a, c, now_ms);
+        dq_args_addf(a, "%lld", (long long)c->nonce_until_ms);
+        for (size_t i = 0; i < job->source_cnt; i++)
+                dq_args_add(a, job->source_ids[i]);
+}
+
+/* The sources of a claimed llm job: digest, n, then n times id, text,
+ * created_at, from element 5 on. */
+static bool parse_sources(const redisReply *r, dq_claim_t *c)
+{
+        size_t n;
+        dq_sources_t *src;
+
+        snprintf(c->digest, sizeof(c->digest), "%s", elem(r, 5));
+        n = (size_t)strtoull(elem(r, 6), NULL, 10);
+        if (r->elements != 7 + 3 * n || !(src = calloc(1, sizeof(*src))))
+                return false;
+        if (n && !(src->v = calloc(n, sizeof(*src->v)))) {
+                free(src);
+                return false;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const redisReply *id = r->element[7 + 3 * i],
+                                 *text = r->element[8 + 3 * i];
+                if (id->type != REDIS_REPLY_STRING ||
+                    text->type != REDIS_REPLY_STRING)
+                        break;
+                src->v[i].id = strndup(id->str, id->len);
+                src->v[i].text = strndup(text->str, text->len);
+                src->v[i].created_at_ms = strtoll(elem(r, 9 + 3 * i), NULL, 10);
+                src->cnt = i + 1;
+                if (!src->v[i].id || !src->v[i].text)
+                        break;
+        }
+        if (src->cnt != n || (n && !src->v[n - 1].text)) {
+                dq_sources_free(src);
+                return false;
+        }
+        c->sources = src;
+        return true;
+}
+
 static void build_claim(dq_store_t *st, dq_args_t *a, void *item,
                         int64_t now_ms)
 {
         const dq_claim_t *c = item;
         const dq_job_t *job = c->job;
 
+        if (c->nonce) {
+                build_claim_llm(st, a, c, now_ms);
+                return;
+        }
         dq_args_add(a, "FCALL");
         dq_args_add(a, "decayq_claim");
         dq_args_add(a, job->idempotency_key ? "2" : "1");
@@ -655,11 +731,25 @@ static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
         dq_claim_t *c = item;
         const char *status = reply_status(r, st, &c->err);
 
-        c->message[0] = '\0';
+        c->message[0] = c->code[0] = '\0';
+        c->sources = NULL;
         if (c->err == DQ_ERR_REJECTED)
                 command_message(r, c->message, sizeof(c->message));
         if (!status)
                 return;
+        if (!strcmp(status, "rejected") && c->nonce) {
+                /* Claimed, with the attempt counted, and to dead-letter. */
+                c->status = DQ_CLAIM_CLAIMED;
+                snprintf(c->state, sizeof(c->state), "%s", elem(r, 1));
+                c->attempts = strtoll(elem(r, 2), NULL, 10);
+                c->epoch = strtoll(elem(r, 3), NULL, 10);
+                snprintf(c->code, sizeof(c->code), "%s", elem(r, 4));
+                snprintf(c->message, sizeof(c->message), "%s", elem(r, 5));
+                c->ref[0] = '\0';
+                c->until = 0;
+                c->took_over = false;
+                return;
+        }
         if (!strcmp(status, "claimed"))
                 c->status = DQ_CLAIM_CLAIMED;
         else if (!strcmp(status, "duplicate"))
@@ -683,6 +773,8 @@ static void parse_claim(dq_store_t *st, const redisReply *r, void *item)
                        ? strtoll(elem(r, 4), NULL, 10)
                        : 0;
         c->took_over = c->status == DQ_CLAIM_CLAIMED && *elem(r, 4);
+        if (c->status == DQ_CLAIM_CLAIMED && c->nonce && !parse_sources(r, c))
+                c->err = DQ_ERR_INTERNAL;
 }
 
 dq_err_t dq_store_claim(dq_store_t *st, dq_claim_t *claims, size_t n,
@@ -723,6 +815,37 @@ static void complete_args(dq_args_t *a, const dq_job_t *job, const char *sum_id)
                 dq_args_add(a, job->source_ids[i]);
 }
 
+static void build_complete_llm(dq_store_t *st, dq_args_t *a,
+                               const dq_settle_t *s, const char *sum_id,
+                               int64_t now_ms)
+{
+        const dq_job_t *job = s->job;
+        const dq_summary_t *m = s->summary;
+
+        dq_args_add(a, "decayq_complete_llm");
+        dq_args_addf(a, "%zu", 4 + job->source_cnt);
+        job_key_arg(st, a, job);
+        complete_keys(st, a, job, sum_id);
+        source_keys(st, a, job);
+        dq_args_addf(a, "%lld", (long long)s->epoch);
+        dq_args_addf(a, "%lld", (long long)now_ms);
+        dq_args_addf(a, "%lld", (long long)st->retention_ms);
+        dq_args_add(a, dq_kind_name(job->kind));
+        dq_args_add(a, job->id);
+        dq_args_add(a, job->scope);
+        dq_args_addf(a, "%s", sum_id);
+        dq_args_add(a, m->digest);
+        dq_args_add(a, m->content);
+        dq_args_add(a, m->model ? m->model : "");
+        dq_args_add(a, m->fingerprint ? m->fingerprint : "");
+        dq_args_addf(a, "%lld", (long long)m->prompt_tokens);
+        dq_args_addf(a, "%lld", (long long)m->completion_tokens);
+        dq_args_add(a, m->operator_name ? m->operator_name : "");
+        dq_args_add(a, m->key_id ? m->key_id : "");
+        for (size_t i = 0; i < job->source_cnt; i++)
+                dq_args_add(a, job->source_ids[i]);
+}
+
 static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
                          int64_t now_ms)
 {
@@ -734,6 +857,10 @@ static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
         switch (s->op) {
         case DQ_SETTLE_COMPLETE:
                 snprintf(sum_id, sizeof(sum_id), "sum_%s", job->id);
+                if (s->summary) {
+                        build_complete_llm(st, a, s, sum_id, now_ms);
+                        break;
+                }
                 dq_args_add(a, "decayq_complete");
                 dq_args_addf(a, "%zu", 4 + job->source_cnt);
                 job_key_arg(st, a, job);
@@ -745,6 +872,15 @@ static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
                 dq_args_add(a, dq_kind_name(job->kind));
                 dq_args_add(a, job->id);
                 complete_args(a, job, sum_id);
+                break;
+        case DQ_SETTLE_RELEASE:
+                dq_args_add(a, "decayq_release");
+                dq_args_add(a, "1");
+                job_key_arg(st, a, job);
+                dq_args_addf(a, "%lld", (long long)s->epoch);
+                dq_args_addf(a, "%lld", (long long)now_ms);
+                dq_args_addf(a, "%lld", (long long)s->not_before_ms);
+                dq_args_add(a, s->error_code ? s->error_code : "");
                 break;
         case DQ_SETTLE_RETRY:
         case DQ_SETTLE_DEAD: {

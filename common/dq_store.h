@@ -13,8 +13,29 @@
 #include "dq_conf.h"
 #include "dq_err.h"
 #include "dq_job.h"
+#include "dq_llm.h"
 
 typedef struct dq_store_s dq_store_t;
+
+/* The sources of an llm_summary job as its claim read them, in prompt
+ * order ((created_at, id)); strings owned. */
+typedef struct dq_sources_s {
+        size_t cnt;
+        dq_llm_source_t *v;
+} dq_sources_t;
+
+void dq_sources_free(dq_sources_t *s);
+
+/* What an llm_summary job's complete writes (decayq_complete_llm). */
+typedef struct dq_summary_s {
+        const char *content;
+        const char *digest; /* the claim's: the sources must still match */
+        const char *model;
+        const char *fingerprint;
+        int64_t prompt_tokens, completion_tokens;
+        const char *operator_name;
+        const char *key_id;
+} dq_summary_t;
 
 typedef enum dq_claim_status_e {
         DQ_CLAIM_CLAIMED,   /* run it: attempts and epoch are counted */
@@ -56,12 +77,30 @@ typedef struct dq_claim_s {
         char ref[64];   /* first job id (duplicate) or result (terminal) */
         int64_t until;  /* BUSY: lease end; NOT_DUE: not-before (wall ms) */
         bool took_over; /* a live lease of another worker was superseded */
+
+        /* in: the nonce of an llm_summary job whose attestation verified
+         * (NULL: a plain claim). The claim then also takes the nonce (SET
+         * NX, until nonce_until_ms) and reads the job's sources, in one
+         * step (decayq_claim_llm). */
+        const char *nonce;
+        int64_t nonce_until_ms;
+        /* out, such a claim, CLAIMED: with code set, the attempt is
+         * counted and the job must be dead-lettered with code and message
+         * (decay.attest.replayed; a source missing, inactive or of the
+         * wrong type); else its sources (the caller owns them:
+         * dq_sources_free()) and their digest. */
+        char code[64];
+        dq_sources_t *sources;
+        char digest[41];
 } dq_claim_t;
 
 typedef enum dq_settle_op_e {
         DQ_SETTLE_COMPLETE, /* apply the job's effect and complete it */
         DQ_SETTLE_RETRY,    /* retry_wait until not_before_ms */
         DQ_SETTLE_DEAD,     /* dead-lettered */
+        /* Handed back without spending the attempt (the backend was at
+         * fault): retry_wait until not_before_ms, error_code kept. */
+        DQ_SETTLE_RELEASE,
 } dq_settle_op_t;
 
 typedef struct dq_settle_s {
@@ -72,6 +111,8 @@ typedef struct dq_settle_s {
         const char *error_class;   /* RETRY, DEAD */
         const char *error_code;    /* RETRY, DEAD */
         const char *error_message; /* RETRY, DEAD */
+        /* COMPLETE of an llm_summary job: the summary to write. */
+        const dq_summary_t *summary;
         /* out: DQ_OK; DQ_ERR_FENCED (claim superseded); DQ_ERR_TERMINAL;
          * DQ_ERR_REJECTED (the effect can never apply, or the server
          * refused the command, code decay.store.command_error: code,

@@ -135,12 +135,14 @@ static size_t claims_of(dq_consumer_t *c, dq_item_t **items, size_t n,
                         continue;
                 }
                 items[m] = items[i];
-                *(dq_claim_t *)((char *)cl + m++ * stride) = (dq_claim_t){
+                dq_claim_t *claim = (dq_claim_t *)((char *)cl + m++ * stride);
+                *claim = (dq_claim_t){
                     .job = items[i]->job,
                     .msg = items[i]->ref,
                     .is_copy = p->tier >= 0,
                     .copy_attempts = items[i]->attempts,
                 };
+                dq_llm_jobs_prepare_claim(c, items[i], claim);
         }
         return m;
 }
@@ -245,18 +247,39 @@ static void log_dead_letter(const dq_item_t *it, const char *code)
 
 /* Sets up what a finished handler's result asks for: a settle (true), or
  * a DLQ copy pushed on *copies (false). */
-static bool prepare(dq_consumer_t *c, dq_item_t *it,
-                    const dq_handler_result_t *res, dq_item_t **copies)
+static bool prepare(dq_consumer_t *c, dq_item_t *it, dq_handler_result_t *res,
+                    dq_item_t **copies)
 {
-        dq_route_t r =
-            dq_route_result(res, it->attempts, c->conf->max_attempts);
-        int64_t now = dq_now_ms();
+        dq_route_t r;
+        int64_t now = dq_now_ms(), back = 0, floor;
 
+        if (dq_llm_jobs_is_llm(c, it))
+                back = dq_llm_jobs_result(c, it, res);
+        if (back) {
+                /* The backend's fault: handed back, the attempt given
+                 * back too, until the circuit's probe. */
+                snprintf(it->err_code, sizeof(it->err_code), "%s",
+                         res->code ? res->code : "decay.llm.no_blame");
+                it->not_before = back;
+                it->settle = (dq_settle_t){
+                    .job = it->job,
+                    .op = DQ_SETTLE_RELEASE,
+                    .epoch = it->epoch,
+                    .not_before_ms = back,
+                    .error_code = it->err_code,
+                };
+                return true;
+        }
+        r = dq_route_result(res, it->attempts, c->conf->max_attempts);
         switch (r.action) {
         case DQ_ROUTE_COMPLETE:
                 it->settle = (dq_settle_t){.job = it->job,
                                            .op = DQ_SETTLE_COMPLETE,
                                            .epoch = it->epoch};
+                if (res->content) {
+                        dq_llm_jobs_summary(it, res);
+                        it->settle.summary = &it->summary;
+                }
                 return true;
         case DQ_ROUTE_RETRY:
                 if (!it->first_failed_at)
@@ -269,6 +292,11 @@ static bool prepare(dq_consumer_t *c, dq_item_t *it,
                     now + dq_backoff_ms(it->attempts, c->conf->backoff_base_ms,
                                         c->conf->backoff_max_ms,
                                         dq_consumer_rand(c));
+                /* The server's Retry-After is a floor: never earlier. */
+                floor =
+                    res->retry_after_ms >= 0 ? now + res->retry_after_ms : 0;
+                if (floor > it->not_before)
+                        it->not_before = floor;
                 it->settle = (dq_settle_t){
                     .job = it->job,
                     .op = DQ_SETTLE_RETRY,
@@ -289,8 +317,7 @@ static bool prepare(dq_consumer_t *c, dq_item_t *it,
 }
 
 void dq_batch_finish(dq_consumer_t *c, dq_item_t **items,
-                     const dq_handler_result_t *res, size_t n,
-                     dq_item_t **copies)
+                     dq_handler_result_t *res, size_t n, dq_item_t **copies)
 {
         dq_item_t **left = malloc((n ? n : 1) * sizeof(*left));
         size_t k = 0;
@@ -317,6 +344,17 @@ static void settled(dq_consumer_t *c, dq_item_t *it, const dq_settle_t *s,
 
         switch (r.action) {
         case DQ_ROUTE_DEFER: /* a retry, written: its delay copy */
+                if (s->op == DQ_SETTLE_RELEASE) {
+                        it->attempts = strtoll(s->result, NULL, 10);
+                        dq_info("retry",
+                                "job=%s attempt=%lld code=%s released=true "
+                                "not_before=%lld",
+                                it->job->id, (long long)it->attempts,
+                                it->err_code, (long long)it->not_before);
+                        dq_copy_to_delay(c, it, r.until, r.outcome);
+                        dq_item_push(copies, it);
+                        return;
+                }
                 dq_info("retry",
                         "job=%s attempt=%lld code=%s backoff_ms=%lld "
                         "not_before=%lld",

@@ -59,6 +59,9 @@ void dq_consumer_publish(dq_consumer_t *c)
         g.critical = c->critical;
         g.draining = c->stop != 0;
         g.fatal = c->fatal;
+        g.llm_circuit_open = c->circuit.open;
+        snprintf(g.llm_circuit_code, sizeof(g.llm_circuit_code), "%s",
+                 c->circuit.code);
         dq_metrics_gauges(c->metrics, &g);
         dq_metrics_tick(c->metrics);
 }
@@ -179,6 +182,8 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
                         conf->http_address, (long long)conf->http_port);
         }
         if (dq_sched_init(c, errstr, errstr_size))
+                goto err;
+        if (dq_llm_jobs_init(c, errstr, errstr_size))
                 goto err;
         c->pk = dq_setup_producer(c, errstr, errstr_size);
         if (!c->pk)
@@ -366,6 +371,7 @@ void dq_consumer_destroy(dq_consumer_t *c)
                 dq_consumer_publish(c);
         /* The handlers stop, and their items go, before the clients. */
         dq_sched_destroy(c);
+        dq_llm_jobs_destroy(c);
         if (c->rk) {
                 /* Leaves the group; the revoke commits what is settled. */
                 rd_kafka_consumer_close(c->rk);

@@ -41,8 +41,10 @@
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
 
+#include "dq_attest.h"
 #include "dq_consumer.h"
 #include "dq_handler.h"
+#include "dq_llm.h"
 #include "dq_metrics.h"
 #include "dq_http.h"
 #include "dq_offsets.h"
@@ -158,6 +160,17 @@ typedef struct dq_item_s {
         struct dq_item_s *qnext;
         struct dq_task_s *task;
         size_t run_slot;
+        bool llm_slot; /* counts in llm_running while claimed or running */
+
+        /* An llm_summary job (dq_llm_jobs.c): why it must be dead-lettered
+         * without a backend call (its attestation refused; "" none), and
+         * the summary its settle writes. */
+        char refusal[64];
+        char refusal_message[512];
+        dq_summary_t summary;
+        char *summary_content;
+        char summary_model[128];
+        char summary_fingerprint[128];
 } dq_item_t;
 
 /* The jobs of one scope that wait for a handler, in offset order, and the
@@ -232,6 +245,19 @@ struct dq_consumer_s {
         uint64_t rnd;
 
         dq_sched_t sched;
+
+        /* The LLM backend (NULL: none), its allowed signers, the calls in
+         * flight (llm.concurrency) and its circuit (dq_llm_jobs.c). */
+        dq_llm_t *llm;
+        dq_signers_t *signers;
+        size_t llm_running;
+        struct {
+                bool open;
+                bool probing;    /* one job sent to test it */
+                int64_t until;   /* wall ms: the next probe */
+                int64_t backoff; /* ms of the next opening */
+                char code[64];
+        } circuit;
 
         dq_consumer_stats_t st;
         dq_metrics_t *metrics;
@@ -384,8 +410,7 @@ void dq_batch_claim(dq_consumer_t *c, dq_item_t **items, size_t n,
 /* Sets up and settles the items whose handler finished with res (an array
  * of n), and routes each. @locality main loop, rebalance callback */
 void dq_batch_finish(dq_consumer_t *c, dq_item_t **items,
-                     const dq_handler_result_t *res, size_t n,
-                     dq_item_t **copies);
+                     dq_handler_result_t *res, size_t n, dq_item_t **copies);
 
 /*
  * dq_sched.c: handlers off the loop, in scope order
@@ -430,6 +455,41 @@ size_t dq_sched_queued(const dq_consumer_t *c);
  * callback */
 void dq_sched_give_back(dq_consumer_t *c, const char *topic, int32_t partition,
                         int64_t budget_ms);
+
+/*
+ * dq_llm_jobs.c: llm_summary jobs, their attestations and the circuit
+ */
+
+/* Sets up the backend and the allowed signers (llm.*). -1 with errstr when
+ * they are bad. @locality main loop */
+int dq_llm_jobs_init(dq_consumer_t *c, char *errstr, size_t errstr_size);
+void dq_llm_jobs_destroy(dq_consumer_t *c);
+
+/* True for a job that calls the backend. */
+bool dq_llm_jobs_is_llm(const dq_consumer_t *c, const dq_item_t *it);
+
+/* Before its claim: verifies an llm_summary job's attestation (G12). When
+ * it holds, the claim takes its nonce and reads its sources; when not,
+ * it->refusal says why and the job is dead-lettered once claimed. */
+void dq_llm_jobs_prepare_claim(dq_consumer_t *c, dq_item_t *it, dq_claim_t *cl);
+
+typedef enum dq_llm_gate_e {
+        DQ_LLM_GATE_RUN,   /* start it */
+        DQ_LLM_GATE_WAIT,  /* leave it queued (concurrency, a probe out) */
+        DQ_LLM_GATE_DEFER, /* circuit open: to a delay tier until *until */
+} dq_llm_gate_t;
+
+/* Whether the llm job at the head of a free scope may start now. */
+dq_llm_gate_t dq_llm_jobs_gate(dq_consumer_t *c, int64_t *until);
+
+/* A finished llm handler's answer: metrics, and the circuit (a no-blame
+ * failure opens it, any other answer closes it). Returns the not-before
+ * time of a job handed back (no blame), else 0. */
+int64_t dq_llm_jobs_result(dq_consumer_t *c, const dq_item_t *it,
+                           const dq_handler_result_t *res);
+
+/* Fills it's summary from res (taking its content) for the settle. */
+void dq_llm_jobs_summary(dq_item_t *it, dq_handler_result_t *res);
 
 /*
  * dq_outage.c: Redis outages

@@ -70,18 +70,28 @@ bool dq_handler_is_inline(bool faults, const dq_job_t *job)
                 strncmp(t, "slow:", 5));
 }
 
-void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
-                    int64_t attempt, dq_handler_result_t *res)
+void dq_handler_result_release(dq_handler_result_t *res)
 {
-        memset(res, 0, sizeof(*res));
-        res->err = DQ_OK;
+        free(res->content);
+        res->content = NULL;
+}
 
-        if (ctx->faults && inject(ctx, job, attempt, res))
+/* An llm_summary job: fails closed. No summary without a verified
+ * attestation (checked before the claim) and a backend. */
+static void llm_summary(const dq_handler_ctx_t *ctx, const dq_job_t *job,
+                        dq_handler_result_t *res)
+{
+        dq_llm_result_t lr;
+        dq_llm_request_t req;
+
+        if (ctx->refusal_code) {
+                res->err = DQ_ERR_REJECTED;
+                res->code = ctx->refusal_code;
+                snprintf(res->message, sizeof(res->message), "%s",
+                         ctx->refusal_message ? ctx->refusal_message : "");
                 return;
-
-        if (job->method == DQ_METHOD_LLM_SUMMARY) {
-                /* Fails closed: no summary without an operator's
-                 * attestation, and no backend is built in. */
+        }
+        if (!ctx->llm) {
                 if (!job->attestation)
                         fail(res, DQ_ERR_REJECTED,
                              "decay.llm_summary.requires_operator_attestation",
@@ -91,6 +101,81 @@ void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
                 else
                         fail(res, DQ_ERR_REJECTED,
                              "decay.llm_summary.no_backend",
-                             "no LLM backend is configured; job ", job->id);
+                             "no LLM backend is configured (llm.base.url); "
+                             "job ",
+                             job->id);
+                return;
         }
+        if (job->kind == DQ_KIND_EXPIRED_PRINCIPLE_REVIEW) {
+                fail(res, DQ_ERR_REJECTED,
+                     "decay.llm_summary.not_a_compression",
+                     "an expired_principle_review opens a review and "
+                     "summarizes nothing; job ",
+                     job->id);
+                return;
+        }
+        if (!ctx->sources || !job->attestation) {
+                fail(res, DQ_ERR_TRANSIENT, "decay.llm.no_sources",
+                     "the claim read no sources; job ", job->id);
+                return;
+        }
+        req = (dq_llm_request_t){
+            .job_id = job->id,
+            .scope = job->scope,
+            .kind = job->kind,
+            .sources = ctx->sources->v,
+            .source_cnt = ctx->sources->cnt,
+            .max_tokens = job->attestation->max_tokens,
+            .salt = ctx->digest,
+        };
+        dq_llm_call(ctx->llm, &req, ctx->cancel, &lr);
+        res->llm_called = lr.cls != DQ_LLM_CANCELLED;
+        res->http_status = lr.http_status;
+        res->llm_ms = lr.latency_ms;
+        res->retry_after_ms = lr.retry_after_ms;
+        res->prompt_tokens = lr.prompt_tokens;
+        res->completion_tokens = lr.completion_tokens;
+        snprintf(res->model, sizeof(res->model), "%s", lr.model);
+        snprintf(res->fingerprint, sizeof(res->fingerprint), "%s",
+                 lr.fingerprint);
+        res->code = lr.code;
+        snprintf(res->message, sizeof(res->message), "%s", lr.message);
+        switch (lr.cls) {
+        case DQ_LLM_OK:
+                res->err = DQ_OK;
+                res->content = lr.content;
+                lr.content = NULL;
+                break;
+        case DQ_LLM_RETRYABLE:
+                res->err = lr.code && !strcmp(lr.code, "decay.llm.timeout")
+                               ? DQ_ERR_TIMEOUT
+                               : DQ_ERR_TRANSIENT;
+                break;
+        case DQ_LLM_NO_BLAME:
+                res->err = DQ_ERR_TRANSIENT;
+                res->no_blame = true;
+                break;
+        case DQ_LLM_CANCELLED:
+                res->abandoned = true;
+                break;
+        default:
+                res->err = DQ_ERR_REJECTED;
+                break;
+        }
+        dq_llm_result_release(&lr);
+}
+
+void dq_handler_run(const dq_handler_ctx_t *ctx, const dq_job_t *job,
+                    int64_t attempt, dq_handler_result_t *res)
+{
+        memset(res, 0, sizeof(*res));
+        res->err = DQ_OK;
+        res->retry_after_ms = -1;
+        res->prompt_tokens = res->completion_tokens = -1;
+
+        if (ctx->faults && inject(ctx, job, attempt, res))
+                return;
+
+        if (job->method == DQ_METHOD_LLM_SUMMARY)
+                llm_summary(ctx, job, res);
 }

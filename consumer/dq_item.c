@@ -26,6 +26,8 @@ void dq_item_free(dq_item_t *it)
         if (it->msg)
                 rd_kafka_message_destroy(it->msg);
         dq_job_destroy(it->job);
+        dq_sources_free(it->claim.sources);
+        free(it->summary_content);
         free(it);
 }
 

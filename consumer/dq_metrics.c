@@ -46,6 +46,12 @@ void dq_metrics_destroy(dq_metrics_t *m)
                 free(m->counters[i].code);
         }
         free(m->counters);
+        for (size_t i = 0; i < m->llm_cnt; i++) {
+                free(m->llm[i].outcome);
+                free(m->llm[i].kind);
+                free(m->llm[i].code);
+        }
+        free(m->llm);
         lags_free(&m->lags, &m->lag_cnt);
         lags_free(&m->extra, &m->extra_cnt);
         pthread_mutex_destroy(&m->lock);
@@ -60,39 +66,46 @@ static char *dup_or_empty(const char *s)
         return d;
 }
 
-/* Adds one to the counter of (outcome, kind, code). Called locked. */
-static void count_locked(dq_metrics_t *m, const char *outcome, const char *kind,
-                         const char *code)
+/* Adds n to the counter of labels (a, b, c) in table v. Called locked. */
+static void bump(counter_t **v, size_t *cnt, size_t *cap, const char *a,
+                 const char *b, const char *c, uint64_t n)
 {
-        counter_t *c = NULL;
+        counter_t *x = NULL;
 
-        kind = kind ? kind : "";
-        code = code ? code : "";
+        b = b ? b : "";
+        c = c ? c : "";
         /* Few distinct label sets (outcomes x kinds x codes): a scan. */
-        for (size_t i = 0; i < m->counter_cnt; i++) {
-                counter_t *x = &m->counters[i];
-                if (!strcmp(x->outcome, outcome) && !strcmp(x->kind, kind) &&
-                    !strcmp(x->code, code)) {
-                        c = x;
+        for (size_t i = 0; i < *cnt; i++) {
+                counter_t *y = &(*v)[i];
+                if (!strcmp(y->outcome, a) && !strcmp(y->kind, b) &&
+                    !strcmp(y->code, c)) {
+                        x = y;
                         break;
                 }
         }
-        if (!c) {
-                if (m->counter_cnt == m->counter_cap) {
-                        size_t cap = m->counter_cap ? 2 * m->counter_cap : 32;
-                        counter_t *n = realloc(m->counters, cap * sizeof(*n));
-                        if (!n)
+        if (!x) {
+                if (*cnt == *cap) {
+                        size_t k = *cap ? 2 * *cap : 32;
+                        counter_t *nv = realloc(*v, k * sizeof(*nv));
+                        if (!nv)
                                 abort();
-                        m->counters = n;
-                        m->counter_cap = cap;
+                        *v = nv;
+                        *cap = k;
                 }
-                c = &m->counters[m->counter_cnt++];
-                c->outcome = dup_or_empty(outcome);
-                c->kind = dup_or_empty(kind);
-                c->code = dup_or_empty(code);
-                c->value = 0;
+                x = &(*v)[(*cnt)++];
+                x->outcome = dup_or_empty(a);
+                x->kind = dup_or_empty(b);
+                x->code = dup_or_empty(c);
+                x->value = 0;
         }
-        c->value++;
+        x->value += n;
+}
+
+static void count_locked(dq_metrics_t *m, const char *outcome, const char *kind,
+                         const char *code)
+{
+        bump(&m->counters, &m->counter_cnt, &m->counter_cap, outcome, kind,
+             code, 1);
 }
 
 /* Adds ms to histogram h. Called locked. */
@@ -117,6 +130,24 @@ void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
                 return;
         pthread_mutex_lock(&m->lock);
         count_locked(m, outcome, kind, code);
+        pthread_mutex_unlock(&m->lock);
+}
+
+void dq_metrics_llm_call(dq_metrics_t *m, const char *cls, const char *code,
+                         double ms, const char *model, int64_t prompt_tokens,
+                         int64_t completion_tokens)
+{
+        if (!m)
+                return;
+        pthread_mutex_lock(&m->lock);
+        bump(&m->llm, &m->llm_cnt, &m->llm_cap, "call", cls, code, 1);
+        if (prompt_tokens > 0)
+                bump(&m->llm, &m->llm_cnt, &m->llm_cap, "tokens", model,
+                     "prompt", (uint64_t)prompt_tokens);
+        if (completion_tokens > 0)
+                bump(&m->llm, &m->llm_cnt, &m->llm_cap, "tokens", model,
+                     "completion", (uint64_t)completion_tokens);
+        observe_locked(m, DQ_HIST_LLM, ms);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -255,7 +286,7 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size)
 {
         const char *no = NULL;
 
-        char buf[96];
+        char buf[160];
 
         pthread_mutex_lock(&m->lock);
         if (m->g.fatal)
@@ -270,7 +301,12 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size)
                 no = "redis: unreachable";
         else if (m->g.critical)
                 no = "critical pause";
-        else if (m->g.copies_failing) {
+        else if (m->g.llm_circuit_open) {
+                snprintf(buf, sizeof(buf),
+                         "llm: circuit open (%s); LLM jobs wait, others run",
+                         m->g.llm_circuit_code);
+                no = buf;
+        } else if (m->g.copies_failing) {
                 snprintf(buf, sizeof(buf),
                          "copies: %d failed to send, retrying",
                          m->g.copies_failing);

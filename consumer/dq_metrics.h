@@ -17,6 +17,7 @@ typedef enum dq_hist_e {
         DQ_HIST_PROCESSING, /* claim to settle of a batch's job, ms */
         DQ_HIST_END_TO_END, /* produce timestamp to settle, ms */
         DQ_HIST_REDIS,      /* one pipelined Redis round trip, ms */
+        DQ_HIST_LLM,        /* one LLM backend call, ms */
         DQ_HIST__CNT
 } dq_hist_t;
 
@@ -44,6 +45,10 @@ typedef struct dq_gauges_s {
         int parts_blocked;
         /* librdkafka raised a fatal error: the process must exit. */
         bool fatal;
+        /* The LLM backend refused us (401, 403, insufficient quota): LLM
+         * jobs wait without spending attempts. */
+        bool llm_circuit_open;
+        char llm_circuit_code[64];
 } dq_gauges_t;
 
 dq_metrics_t *dq_metrics_new(void);
@@ -57,6 +62,12 @@ void dq_metrics_count(dq_metrics_t *m, const char *outcome, const char *kind,
                       const char *code);
 
 void dq_metrics_observe(dq_metrics_t *m, dq_hist_t h, double ms);
+
+/* One LLM backend call: its class (ok, retryable, fatal, no_blame) and
+ * code, its time, and the tokens the model reported. */
+void dq_metrics_llm_call(dq_metrics_t *m, const char *cls, const char *code,
+                         double ms, const char *model, int64_t prompt_tokens,
+                         int64_t completion_tokens);
 
 /* A settled job: its count, and its processing and end-to-end times (each
  * skipped when negative), under one lock. */

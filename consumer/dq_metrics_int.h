@@ -33,6 +33,10 @@ struct dq_metrics_s {
         pthread_mutex_t lock;
         counter_t *counters;
         size_t counter_cnt, counter_cap;
+        /* LLM calls ("call", class, code) and tokens ("tokens", model,
+         * prompt|completion). */
+        counter_t *llm;
+        size_t llm_cnt, llm_cap;
         hist_t hist[DQ_HIST__CNT];
         uint64_t events[DQ_EV__CNT];
         dq_gauges_t g;

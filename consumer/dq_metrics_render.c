@@ -21,6 +21,7 @@ static const struct {
     {"decayq_redis_roundtrip_seconds",
      "Time of one pipelined Redis round trip (claims or settles), in "
      "seconds."},
+    {"decayq_llm_call_seconds", "Time of one LLM backend call, in seconds."},
 };
 
 static const struct {
@@ -102,6 +103,36 @@ char *dq_metrics_render(dq_metrics_t *m, size_t *lenp)
                 put_label(&b, "code", c->code, false);
                 put(&b, "} %llu\n", (unsigned long long)c->value);
         }
+        put(&b, "# HELP decayq_llm_calls_total LLM backend calls by class "
+                "(ok, retryable, fatal, no_blame) and reason code.\n"
+                "# TYPE decayq_llm_calls_total counter\n");
+        for (size_t i = 0; i < m->llm_cnt; i++) {
+                const counter_t *c = &m->llm[i];
+                if (strcmp(c->outcome, "call"))
+                        continue;
+                put(&b, "decayq_llm_calls_total{");
+                put_label(&b, "class", c->kind, true);
+                put_label(&b, "code", c->code, false);
+                put(&b, "} %llu\n", (unsigned long long)c->value);
+        }
+        put(&b, "# HELP decayq_llm_tokens_total Tokens the LLM backend "
+                "reported, by model and type (prompt, completion).\n"
+                "# TYPE decayq_llm_tokens_total counter\n");
+        for (size_t i = 0; i < m->llm_cnt; i++) {
+                const counter_t *c = &m->llm[i];
+                if (strcmp(c->outcome, "tokens"))
+                        continue;
+                put(&b, "decayq_llm_tokens_total{");
+                put_label(&b, "model", c->kind, true);
+                put_label(&b, "type", c->code, false);
+                put(&b, "} %llu\n", (unsigned long long)c->value);
+        }
+        put(&b, "# HELP decayq_llm_circuit_open 1 while the LLM backend's "
+                "circuit is open (401, 403, insufficient quota).\n"
+                "# TYPE decayq_llm_circuit_open gauge\n"
+                "decayq_llm_circuit_open{");
+        put_label(&b, "code", m->g.llm_circuit_code, true);
+        put(&b, "} %d\n", m->g.llm_circuit_open);
         for (int h = 0; h < DQ_HIST__CNT; h++) {
                 const hist_t *x = &m->hist[h];
                 uint64_t cum = 0;

@@ -45,6 +45,8 @@ void dq_task_free(dq_task_t *t)
         if (!t)
                 return;
         dq_job_destroy(t->job);
+        dq_sources_free(t->sources);
+        dq_handler_result_release(&t->res);
         free(t);
 }
 
@@ -82,7 +84,17 @@ static void *worker(void *arg)
                 p->active[slot.index] = t;
                 pthread_mutex_unlock(&p->lock);
 
-                ctx = (dq_handler_ctx_t){t->faults, still_wanted, t};
+                ctx = (dq_handler_ctx_t){
+                    .faults = t->faults,
+                    .heartbeat = still_wanted,
+                    .opaque = t,
+                    .llm = t->llm,
+                    .sources = t->sources,
+                    .digest = t->digest,
+                    .cancel = &t->cancel,
+                    .refusal_code = t->refusal[0] ? t->refusal : NULL,
+                    .refusal_message = t->refusal_message,
+                };
                 dq_handler_run(&ctx, t->job, t->attempt, &t->res);
 
                 pthread_mutex_lock(&p->lock);

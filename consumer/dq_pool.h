@@ -22,6 +22,13 @@ typedef struct dq_task_s {
          * handler sees it at its next heartbeat. */
         atomic_bool cancel;
         dq_handler_result_t res; /* the worker's answer */
+        /* llm_summary: the backend (shared), the sources the claim read
+         * (owned), their digest, and a refusal found before the run. */
+        dq_llm_t *llm;
+        dq_sources_t *sources;
+        char digest[41];
+        char refusal[64];
+        char refusal_message[512];
         /* Main loop only: the item it runs for (NULL once the main loop
          * has given it up: its answer is then dropped), when it started
          * (mono ms). */

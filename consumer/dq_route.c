@@ -114,7 +114,9 @@ dq_route_t dq_route_settled(const dq_settle_t *s)
                         return settle_as(s->superseded ? DQ_OUTCOME_SUPERSEDED
                                                        : DQ_OUTCOME_COMPLETED);
                 return (dq_route_t){.action = DQ_ROUTE_DEFER,
-                                    .outcome = DQ_OUTCOME_RETRIED,
+                                    .outcome = s->op == DQ_SETTLE_RELEASE
+                                                   ? DQ_OUTCOME_DEFERRED
+                                                   : DQ_OUTCOME_RETRIED,
                                     .until = s->not_before_ms};
         case DQ_ERR_FENCED:
         case DQ_ERR_TERMINAL:

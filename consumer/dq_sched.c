@@ -119,6 +119,10 @@ static void leave(dq_consumer_t *c, dq_item_t *it)
 
         if (!q)
                 return;
+        if (it->llm_slot) {
+                it->llm_slot = false;
+                c->llm_running--;
+        }
         if (q->running == it) {
                 q->running = NULL;
                 s->run[it->run_slot] = s->run[--s->run_cnt];
@@ -225,6 +229,24 @@ void dq_sched_started(dq_consumer_t *c, dq_item_t *it)
 
         if (!t)
                 dq_oom();
+        if (it->job->method == DQ_METHOD_LLM_SUMMARY) {
+                /* The task takes what the claim read for the prompt. */
+                t->llm = c->llm;
+                t->sources = it->claim.sources;
+                it->claim.sources = NULL;
+                snprintf(t->digest, sizeof(t->digest), "%s", it->claim.digest);
+                if (it->claim.code[0]) {
+                        snprintf(t->refusal, sizeof(t->refusal), "%s",
+                                 it->claim.code);
+                        snprintf(t->refusal_message, sizeof(t->refusal_message),
+                                 "%s", it->claim.message);
+                } else if (it->refusal[0]) {
+                        snprintf(t->refusal, sizeof(t->refusal), "%s",
+                                 it->refusal);
+                        snprintf(t->refusal_message, sizeof(t->refusal_message),
+                                 "%s", it->refusal_message);
+                }
+        }
         t->owner = it;
         t->started = dq_mono_ms();
         it->task = t;
@@ -277,6 +299,30 @@ static void dispatch(dq_consumer_t *c, dq_item_t **copies)
                                 inl[ni++] = it;
                                 inline_head = true;
                         }
+                        if (q->head && s->run_cnt < max &&
+                            dq_llm_jobs_is_llm(c, q->head)) {
+                                int64_t until = 0;
+                                dq_llm_gate_t g = dq_llm_jobs_gate(c, &until);
+                                if (g == DQ_LLM_GATE_DEFER) {
+                                        /* Circuit open: waits in a delay
+                                         * tier, unclaimed. */
+                                        dq_item_t *it = pop(s, q);
+                                        it->scope_q = NULL;
+                                        part_count(c, it, -1);
+                                        dq_copy_to_delay(c, it, until,
+                                                         DQ_OUTCOME_DEFERRED);
+                                        dq_item_push(copies, it);
+                                        touched[nt++] = q;
+                                        continue;
+                                }
+                                if (g == DQ_LLM_GATE_WAIT) {
+                                        if (inline_head)
+                                                touched[nt++] = q;
+                                        continue;
+                                }
+                                q->head->llm_slot = true;
+                                c->llm_running++;
+                        }
                         if (q->head && s->run_cnt < max) {
                                 dq_item_t *it = pop(s, q);
                                 q->running = it;
@@ -309,11 +355,16 @@ static void finish(dq_consumer_t *c, dq_item_t **items,
         for (size_t i = 0; i < n; i++) {
                 leave(c, items[i]);
                 if (res[i].abandoned) {
+                        dq_handler_result_release(&res[i]);
                         dq_item_abandon(c, items[i], "shutdown");
                         continue;
                 }
                 items[k] = items[i];
-                res[k++] = res[i];
+                if (k != i) {
+                        res[k] = res[i];
+                        res[i].content = NULL; /* moved */
+                }
+                k++;
         }
         if (k)
                 dq_batch_finish(c, items, res, k, copies);
@@ -344,6 +395,7 @@ static void collect(dq_consumer_t *c, dq_item_t **copies)
                         it->task = NULL;
                         items[n] = it;
                         res[n++] = t->res;
+                        t->res.content = NULL; /* moved */
                 }
                 dq_task_free(t);
         }
@@ -374,6 +426,8 @@ static void collect(dq_consumer_t *c, dq_item_t **copies)
         }
         if (n)
                 finish(c, items, res, n, copies);
+        for (size_t i = 0; i < n; i++)
+                dq_handler_result_release(&res[i]);
         free(items);
         free(res);
 }

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "banned.h"
+
 #define BODY_MAX (8 * 1024 * 1024)
 
 typedef struct call_s {
