@@ -249,10 +249,12 @@ static enum MHD_Result answer(dq_test_llm_t *s, struct MHD_Connection *conn,
         if (s->forced[0])
                 snprintf(scenario, sizeof(scenario), "%s", s->forced);
         {
-                const char *r = strstr(user, "--- record 1 id="), *sp;
-                if (r && (sp = strchr(r + 16, ' ')))
+                /* A job's calls share the data block's delimiter (from
+                 * its id and sources). */
+                const char *r = strstr(user, "\n<<<DATA "), *end;
+                if (r && (end = strstr(r, ">>>")))
                         snprintf(first, sizeof(first), "%.*s",
-                                 (int)(sp - r + 1), r);
+                                 (int)(end - r - 1), r + 1);
         }
         calls_before = first[0] ? count_of(s, first) - 1 : 0;
         pthread_mutex_unlock(&s->lock);
@@ -351,6 +353,8 @@ static enum MHD_Result reply_for(dq_test_llm_t *s, struct MHD_Connection *conn,
         }
         if (!strcmp(scenario, "reset"))
                 return MHD_NO;
+        if (!strncmp(scenario, "slow:", 5))
+                sleep_ms(atol(scenario + 5));
         if (!strncmp(scenario, "fail_until:", 11) &&
             calls_before < atoll(scenario + 11))
                 return openai_error(conn, 503, "server_error", NULL,
@@ -523,12 +527,12 @@ int64_t dq_test_llm_peak(dq_test_llm_t *s)
         return n;
 }
 
-int64_t dq_test_llm_first_call(dq_test_llm_t *s, const char *needle)
+int64_t dq_test_llm_call_at(dq_test_llm_t *s, const char *needle, int k)
 {
         int64_t at = 0;
         pthread_mutex_lock(&s->lock);
         for (size_t i = 0; i < s->call_cnt && !at; i++)
-                if (strstr(s->calls[i].body, needle))
+                if (strstr(s->calls[i].body, needle) && k-- == 0)
                         at = s->calls[i].at;
         pthread_mutex_unlock(&s->lock);
         return at;

@@ -24,6 +24,7 @@
  *   hang                 no answer until the client gives up
  *   reset                the connection is closed without an answer
  *   fail_until:N         503 for the first N calls of the job, then ok
+ *   slow:MS              ok, after MS milliseconds
  * A forced mode (dq_test_llm_force()) overrides every marker: the circuit
  * tests use it to make the whole backend refuse, then recover. */
 #ifndef DQ_TEST_LLM_H
@@ -54,8 +55,8 @@ int64_t dq_test_llm_calls(dq_test_llm_t *s);
 int64_t dq_test_llm_calls_of(dq_test_llm_t *s, const char *needle);
 /* The most calls running at once. */
 int64_t dq_test_llm_peak(dq_test_llm_t *s);
-/* The wall ms of the first call whose body held needle; 0: none. */
-int64_t dq_test_llm_first_call(dq_test_llm_t *s, const char *needle);
+/* The wall ms of the k-th (0-based) call whose body held needle; 0: none. */
+int64_t dq_test_llm_call_at(dq_test_llm_t *s, const char *needle, int k);
 /* The body of the last request, malloc'ed ("" when none). */
 char *dq_test_llm_last_body(dq_test_llm_t *s);
 
