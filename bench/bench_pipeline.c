@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "dq_attest.h"
 #include "dq_envelope.h"
 #include "dq_kafka_produce.h"
 #include "dq_conf.h"
@@ -62,6 +63,10 @@ static const char usage_text[] =
     "            against 256 / 0.2 s; with rebalances and re-run jobs\n"
     "            (each must be 0); then 10 jobs of one scope, which must\n"
     "            run one at a time in offset order\n"
+    "  llm       LLM summaries (not in the default): --llm-jobs signed\n"
+    "            llm_summary jobs over 500 scopes through one consumer\n"
+    "            with llm.concurrency=128, the test Chat Completions\n"
+    "            server answering after 500 ms, against 128 / 0.5 s\n"
     "\n"
     "Options:\n"
     "  -b, --bootstrap H:P     Kafka (default $DQ_TEST_BOOTSTRAP)\n"
@@ -72,6 +77,7 @@ static const char usage_text[] =
     "      --produce-jobs N    produce section jobs (default 200000)\n"
     "      --scale-jobs N      scale section jobs per run (default 200000)\n"
     "      --slow-jobs N       slow section jobs (default 10000)\n"
+    "      --llm-jobs N        llm section jobs (default 5000)\n"
     "      --latency-seconds S offered-load time per rate (default 20)\n"
     "      --max-rate R        jobs/s that latency rates are taken of,\n"
     "                          when the consume section is not run\n"
@@ -96,6 +102,9 @@ static struct {
         long jobs, produce_jobs, scale_jobs, slow_jobs;
         long scopes;       /* jobs spread over this many scopes */
         const char *trace; /* every job's trace_id (slow:MS), or NULL */
+        /* llm section: jobs are llm_summary, signed with this key */
+        dq_attest_key_t *llm_key;
+        long llm_jobs;
         int latency_s;
         double max_rate;
         int partitions;
@@ -172,11 +181,15 @@ static void job_scope(long i, char *buf, size_t size)
         snprintf(buf, size, "bench/s%03ld", i % B.scopes);
 }
 
+static int llm_job_json(long i, char *buf, size_t size);
+
 /* The job message for index i; returns its length. */
 static int job_json(long i, char *buf, size_t size)
 {
         char id[27], scope[32];
 
+        if (B.llm_key)
+                return llm_job_json(i, buf, size);
         job_ulid(i, id);
         job_scope(i, scope, sizeof(scope));
         return snprintf(buf, size,
@@ -478,7 +491,7 @@ static dq_producer_t *lib_producer(const char *topic, sent_t *sent)
 
 static void lib_send(dq_producer_t *p, long i)
 {
-        char buf[1024], errstr[256];
+        char buf[2048], errstr[256];
         dq_reject_t rej;
         int len = job_json(i, buf, sizeof(buf));
 
@@ -1402,6 +1415,146 @@ static void run_slow(void)
 }
 
 /*
+ * Section: llm
+ */
+
+#define LLM_MODEL "bench-model"
+
+/* Job i as a signed llm_summary job (the llm section). */
+static int llm_job_json(long i, char *buf, size_t size)
+{
+        char id[27], scope[32], plain[1024], err[256], *out;
+        dq_reject_t rej;
+        dq_job_t *job;
+        size_t len;
+        int64_t now = dq_now_ms();
+
+        job_ulid(i, id);
+        job_scope(i, scope, sizeof(scope));
+        snprintf(plain, sizeof(plain),
+                 "{\"schema\":1,\"id\":\"%s\","
+                 "\"kind\":\"candidate_compression\",\"scope\":\"%s\","
+                 "\"source_ids\":[\"c%ld-0\",\"c%ld-1\",\"c%ld-2\"],"
+                 "\"summary_method\":{\"type\":\"llm_summary\"},"
+                 "\"created_at\":\"2026-01-01T00:00:00Z\","
+                 "\"created_by\":\"service:bench\","
+                 "\"idempotency_key\":\"bench-%ld\"}",
+                 id, scope, i, i, i, i);
+        if (!(job = dq_job_parse(plain, strlen(plain), 1 << 20, &rej)))
+                die("llm job %ld: %s", i, rej.message);
+        if (!dq_attest_sign(job, B.llm_key, LLM_MODEL, 128, now - 60000,
+                            now + 6 * 3600 * 1000LL, err, sizeof(err)) ||
+            !(out = dq_job_serialize(job, &len)) || len >= size)
+                die("llm job %ld: cannot sign (%s)", i, err);
+        memcpy(buf, out, len + 1);
+        free(out);
+        dq_job_destroy(job);
+        return (int)len;
+}
+
+/* Starts the test Chat Completions server answering after delay_ms;
+ * writes its base URL to url. */
+static pid_t llm_server(int delay_ms, char *url, size_t size)
+{
+        char *argv[8], delay[16], log[600];
+        pid_t pid;
+        int64_t until = dq_mono_ms() + 10000;
+
+        snprintf(delay, sizeof(delay), "%d", delay_ms);
+        if (asprintf(&argv[0], "%s/tests/dq-test-llm", B.bindir) < 0)
+                die("out of memory");
+        argv[1] = "--model";
+        argv[2] = LLM_MODEL;
+        argv[3] = "--delay-ms";
+        argv[4] = delay;
+        argv[5] = NULL;
+        snprintf(log, sizeof(log), "%s/llm-server.log", B.logdir);
+        if ((pid = bench_spawn(argv, log)) < 0)
+                die("spawn %s: %s", argv[0], strerror(errno));
+        free(argv[0]);
+        while (dq_mono_ms() < until) {
+                FILE *f = fopen(log, "r");
+                url[0] = '\0';
+                if (f) {
+                        if (fgets(url, (int)size, f))
+                                url[strcspn(url, "\n")] = '\0';
+                        fclose(f);
+                }
+                if (!strncmp(url, "http://", 7))
+                        return pid;
+                usleep(20000);
+        }
+        die("the test LLM server did not start; see %s", log);
+        return -1;
+}
+
+static void run_llm(void)
+{
+        const double call_s = 0.5, cap = 128;
+        const double ceil = cap / call_s;
+        json_t *s = section("llm");
+        long n = B.llm_jobs, first = B.next_job, saved = B.scopes;
+        int xcnt = B.xcnt;
+        dq_attest_key_t key;
+        unsigned char pk[DQ_ATTEST_PK_LEN];
+        char url[256], line[256], path[600];
+        static char xurl[300], xsigners[700];
+        consumed_t c;
+        pid_t srv;
+        FILE *f;
+        bool ok;
+
+        B.next_job += n;
+        if (!dq_attest_keygen("bench@ops", &key, pk) ||
+            !dq_attest_signers_line(&key, line, sizeof(line)))
+                die("cannot make a signing key");
+        snprintf(path, sizeof(path), "%s/allowed_signers", B.logdir);
+        if (!(f = fopen(path, "w")))
+                die("%s: %s", path, strerror(errno));
+        fprintf(f, "%s\n", line);
+        fclose(f);
+        srv = llm_server((int)(call_s * 1000), url, sizeof(url));
+        snprintf(xurl, sizeof(xurl), "llm.base.url=%s", url);
+        snprintf(xsigners, sizeof(xsigners), "llm.allowed.signers=%s", path);
+        if (B.xcnt + 6 > 32)
+                die("too many -X options");
+        B.xs[B.xcnt++] = xurl;
+        B.xs[B.xcnt++] = "llm.model=" LLM_MODEL;
+        B.xs[B.xcnt++] = xsigners;
+        B.xs[B.xcnt++] = "llm.concurrency=128";
+        B.xs[B.xcnt++] = "max.in.flight=256";
+        B.xs[B.xcnt++] = "llm.timeout=30s";
+        B.scopes = 500;
+        B.llm_key = &key;
+        preload("llm", first, n);
+        ok = consume("llm", 1, first, n, &c);
+        B.llm_key = NULL;
+        B.scopes = saved;
+        B.xcnt = xcnt;
+        bench_stop(srv, 10000);
+        memset(&key, 0, sizeof(key));
+        if (!ok)
+                return;
+        printf("\nLLM summaries (%ld signed jobs over 500 scopes, the test "
+               "server answering after 500 ms, llm.concurrency=128)\n",
+               n);
+        row("decay-consumer", c.rate, "jobs/s");
+        row("ceiling, llm.concurrency / call time", ceil, "jobs/s");
+        row("ratio to the ceiling", c.rate / ceil, "");
+        row("consumer CPU per 1,000 jobs", c.cpu_s * 1000.0 / (double)n,
+            "CPU-s");
+        row("consumer RSS, peak", (double)c.peak_rss / 1048576.0, "MiB");
+        row("jobs run more than once", (double)c.rerun, "");
+        jset(s, "jobs", json_integer(n));
+        jnum(s, "jobs_per_s", c.rate);
+        jnum(s, "ceiling_jobs_per_s", ceil);
+        jnum(s, "ratio_to_ceiling", c.rate / ceil);
+        jnum(s, "cpu_s_per_1000_jobs", c.cpu_s * 1000.0 / (double)n);
+        jnum(s, "rss_peak_bytes", (double)c.peak_rss);
+        jset(s, "rerun", json_integer(c.rerun));
+}
+
+/*
  * main
  */
 
@@ -1457,6 +1610,7 @@ int main(int argc, char **argv)
             {"produce-jobs", required_argument, NULL, 'P'},
             {"scale-jobs", required_argument, NULL, 'S'},
             {"slow-jobs", required_argument, NULL, 'W'},
+            {"llm-jobs", required_argument, NULL, 'G'},
             {"latency-seconds", required_argument, NULL, 'L'},
             {"max-rate", required_argument, NULL, 'M'},
             {"partitions", required_argument, NULL, 'p'},
@@ -1478,6 +1632,7 @@ int main(int argc, char **argv)
         B.produce_jobs = 200000;
         B.scale_jobs = 200000;
         B.slow_jobs = 10000;
+        B.llm_jobs = 5000;
         B.scopes = SCOPES;
         B.latency_s = 20;
         B.partitions = 12;
@@ -1504,6 +1659,9 @@ int main(int argc, char **argv)
                         break;
                 case 'W':
                         B.slow_jobs = num_arg("--slow-jobs", optarg, 10);
+                        break;
+                case 'G':
+                        B.llm_jobs = num_arg("--llm-jobs", optarg, 10);
                         break;
                 case 'L':
                         B.latency_s =
@@ -1549,7 +1707,8 @@ int main(int argc, char **argv)
                       (len == 7 && !strncmp(p, "consume", 7)) ||
                       (len == 7 && !strncmp(p, "latency", 7)) ||
                       (len == 5 && !strncmp(p, "scale", 5)) ||
-                      (len == 4 && !strncmp(p, "slow", 4))))
+                      (len == 4 && !strncmp(p, "slow", 4)) ||
+                      (len == 3 && !strncmp(p, "llm", 3))))
                         usage_error("--sections: unknown section in '%s'",
                                     sections);
                 p += len + (p[len] == ',');
@@ -1589,6 +1748,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (strstr(sections, "slow"))
                 run_slow();
+        if (strstr(sections, "llm"))
+                run_llm();
 
         jset(B.out, "failures", json_integer(B.failures));
         char *js = json_dumps(B.out, JSON_COMPACT);
