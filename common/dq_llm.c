@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -642,6 +643,38 @@ static void transport_error(CURLcode rc, const call_t *c, dq_llm_result_t *res)
         }
 }
 
+/* One curl handle per thread, reset between calls: its connection cache
+ * keeps the TCP (and TLS) connection to the endpoint alive. */
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+
+static void handle_free(void *h)
+{
+        curl_easy_cleanup(h);
+}
+
+static void handle_key_make(void)
+{
+        pthread_key_create(&handle_key, handle_free);
+}
+
+static CURL *thread_handle(void)
+{
+        CURL *h;
+
+        pthread_once(&handle_once, handle_key_make);
+        h = pthread_getspecific(handle_key);
+        if (h) {
+                curl_easy_reset(h);
+                return h;
+        }
+        if ((h = curl_easy_init()) && pthread_setspecific(handle_key, h)) {
+                curl_easy_cleanup(h);
+                h = NULL;
+        }
+        return h;
+}
+
 void dq_llm_call(dq_llm_t *llm, const dq_llm_request_t *req,
                  const atomic_bool *cancel, dq_llm_result_t *res)
 {
@@ -656,11 +689,9 @@ void dq_llm_call(dq_llm_t *llm, const dq_llm_request_t *req,
         res->retry_after_ms = -1;
         res->prompt_tokens = res->completion_tokens = -1;
         body = dq_llm_request_body(llm, req);
-        curl = curl_easy_init();
+        curl = thread_handle();
         if (!body || !curl) {
                 free(body);
-                if (curl)
-                        curl_easy_cleanup(curl);
                 set(res, DQ_LLM_RETRYABLE, "decay.llm.out_of_memory",
                     "out of memory building the request");
                 return;
@@ -699,8 +730,9 @@ void dq_llm_call(dq_llm_t *llm, const dq_llm_request_t *req,
         }
         res->latency_ms = (double)(dq_mono_ms() - t0);
         redact(res->message, llm->secret);
+        /* The handle stays with the thread; nothing of this call does. */
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
         curl_slist_free_all(hdr);
-        curl_easy_cleanup(curl);
         free(c.body);
         free(body);
 }
