@@ -297,6 +297,15 @@ bool dq_attest_sign(dq_job_t *job, const dq_attest_key_t *key,
                     int64_t not_before_ms, int64_t expires_at_ms, char *errstr,
                     size_t errstr_size)
 {
+        return dq_attest_sign_nonce(job, key, model, max_tokens, not_before_ms,
+                                    expires_at_ms, NULL, errstr, errstr_size);
+}
+
+bool dq_attest_sign_nonce(dq_job_t *job, const dq_attest_key_t *key,
+                          const char *model, int64_t max_tokens,
+                          int64_t not_before_ms, int64_t expires_at_ms,
+                          const char *given, char *errstr, size_t errstr_size)
+{
         dq_attestation_t *a;
         unsigned char nonce[DQ_ATTEST_NONCE_LEN / 2];
         char nonce_hex[DQ_ATTEST_NONCE_LEN + 1];
@@ -312,8 +321,13 @@ bool dq_attest_sign(dq_job_t *job, const dq_attest_key_t *key,
                 snprintf(errstr, errstr_size, "out of memory");
                 return false;
         }
-        randombytes_buf(nonce, sizeof(nonce));
-        sodium_bin2hex(nonce_hex, sizeof(nonce_hex), nonce, sizeof(nonce));
+        if (given) {
+                snprintf(nonce_hex, sizeof(nonce_hex), "%s", given);
+        } else {
+                randombytes_buf(nonce, sizeof(nonce));
+                sodium_bin2hex(nonce_hex, sizeof(nonce_hex), nonce,
+                               sizeof(nonce));
+        }
         a->v = 1;
         a->max_tokens = max_tokens;
         a->not_before_ms = not_before_ms;

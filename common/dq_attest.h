@@ -76,6 +76,13 @@ bool dq_attest_sign(dq_job_t *job, const dq_attest_key_t *key,
                     int64_t not_before_ms, int64_t expires_at_ms, char *errstr,
                     size_t errstr_size);
 
+/* dq_attest_sign() with a given nonce (32 lower-case hex digits), for test
+ * vectors and drills; NULL draws a random one. */
+bool dq_attest_sign_nonce(dq_job_t *job, const dq_attest_key_t *key,
+                          const char *model, int64_t max_tokens,
+                          int64_t not_before_ms, int64_t expires_at_ms,
+                          const char *nonce, char *errstr, size_t errstr_size);
+
 /* Signs job's attestation as its fields stand (sig replaced); false when
  * out of memory. */
 bool dq_attest_seal(dq_job_t *job, const dq_attest_key_t *key);

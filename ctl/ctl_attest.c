@@ -21,10 +21,12 @@ enum {
         OPT_MAX_TOKENS,
         OPT_VALID_FOR,
         OPT_SIGNERS,
+        OPT_NONCE,
 };
 
 typedef struct args_s {
         const char *operator_name, *out, *key, *model, *signers, *input;
+        const char *nonce;
         int64_t max_tokens, valid_for_ms;
 } args_t;
 
@@ -39,6 +41,7 @@ static int parse(ctl_t *ctl, int argc, char **argv, args_t *a)
             {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
             {"valid-for", required_argument, NULL, OPT_VALID_FOR},
             {"signers", required_argument, NULL, OPT_SIGNERS},
+            {"nonce", required_argument, NULL, OPT_NONCE},
             {NULL, 0, NULL, 0},
         };
         int opt, rc;
@@ -90,6 +93,17 @@ static int parse(ctl_t *ctl, int argc, char **argv, args_t *a)
                         break;
                 case OPT_SIGNERS:
                         a->signers = optarg;
+                        break;
+                case OPT_NONCE:
+                        if (strlen(optarg) != DQ_ATTEST_NONCE_LEN ||
+                            strspn(optarg, "0123456789abcdef") !=
+                                DQ_ATTEST_NONCE_LEN)
+                                return ctl_usage_error(
+                                    ctl,
+                                    "--nonce: expected 32 lower-case hex "
+                                    "digits, got '%s'",
+                                    dq_esc(optarg));
+                        a->nonce = optarg;
                         break;
                 default:
                         return ctl_usage_error(ctl,
@@ -178,9 +192,9 @@ static void report(const ctl_t *ctl, long lineno, const char *id,
                 ctl_json_print(o);
                 return;
         }
-        fprintf(code ? stderr : stdout, "line %ld: job %s: %s%s%s\n", lineno,
-                id ? dq_esc(id) : "-", code ? code : "ok",
-                msg && *msg ? ": " : "", msg ? dq_esc(msg) : "");
+        printf("line %ld: job %s: %s%s%s\n", lineno, id ? dq_esc(id) : "-",
+               code ? code : "ok", msg && *msg ? ": " : "",
+               msg ? dq_esc(msg) : "");
 }
 
 int ctl_attest_sign(ctl_t *ctl, int argc, char **argv)
@@ -226,8 +240,9 @@ int ctl_attest_sign(ctl_t *ctl, int argc, char **argv)
                         rejected++;
                         continue;
                 }
-                if (!dq_attest_sign(job, &key, a.model, a.max_tokens, now,
-                                    now + a.valid_for_ms, err, sizeof(err)) ||
+                if (!dq_attest_sign_nonce(job, &key, a.model, a.max_tokens, now,
+                                          now + a.valid_for_ms, a.nonce, err,
+                                          sizeof(err)) ||
                     !(out = dq_job_serialize(job, &len))) {
                         fprintf(stderr,
                                 "line %ld: decay.attest.cannot_sign: %s\n",

@@ -50,15 +50,18 @@ static const ctl_cmd_t cmds[] = {
      "SHA-256 of the public key, in hex. Consumers hold only public keys.\n"},
     {"attest", "sign", ctl_attest_sign,
      "sign llm_summary jobs for decay-produce",
-     "--key FILE --model MODEL [--max-tokens N] [--valid-for D] [FILE|-]\n"
+     "--key FILE --model MODEL [--max-tokens N] [--valid-for D]\n"
+     "       [--nonce HEX] [FILE|-]\n"
      "\n"
      "Reads job NDJSON (FILE, or stdin), gives each llm_summary job a signed\n"
      "operator attestation and writes the jobs to stdout, ready for\n"
      "decay-produce. MODEL must be the consumers' llm.model; --max-tokens\n"
      "(default 512) caps the summary; the attestation is valid from now for\n"
      "--valid-for (default 12h). Each job gets a fresh nonce: a consumer\n"
-     "runs one attestation once. Rejected lines are reported on stderr with\n"
-     "their line number and reason code, and exit 5.\n"},
+     "runs one attestation once. --nonce (32 hex digits) sets it instead,\n"
+     "for test vectors and drills: a second job signed with the same nonce\n"
+     "is refused as decay.attest.replayed. Rejected lines are reported on\n"
+     "stderr with their line number and reason code, and exit 5.\n"},
     {"attest", "verify", ctl_attest_verify,
      "check jobs' attestations against allowed signers",
      "--signers FILE [--model MODEL] [FILE|-]\n"
