@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dq_attest.h"
+#include "dq_test.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -27,6 +29,7 @@
 #define VEC_SIG                                                        \
         "23LBeREBM8hb5e9KvsQkefx1BojWNbMRAFUTjEEozlF0idVfNHUYDi4t27YM" \
         "mB/QOzQ1slRm13e1k38KTv1yBA=="
+#define VEC_JOB_ID "01JD3Q6V2R8YB6K3ZKQ9T1M4XH"
 #define VEC_JOB_HEAD                                                          \
         "{\"schema\":1,\"id\":\"01JD3Q6V2R8YB6K3ZKQ9T1M4XH\","                \
         "\"kind\":\"candidate_compression\",\"scope\":\"tenant-42/agent-7\"," \
@@ -337,4 +340,115 @@ Test(attest, keys_round_trip_through_a_private_file)
         dq_job_destroy(job);
         unlink(path);
         rmdir(dir);
+}
+
+/* Runs decayctl with args in dir (a shell command line); its exit code. */
+static int ctl(const char *dir, const char *args)
+{
+        char prog[512], *cmd;
+        int rc;
+
+        dq_test_program("ctl/decayctl", prog, sizeof(prog));
+        cr_assert(asprintf(&cmd, "cd %s && %s %s", dir, prog, args) > 0);
+        rc = system(cmd);
+        free(cmd);
+        return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static char *slurp_in(const char *dir, const char *name)
+{
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        return dq_test_slurp(path);
+}
+
+Test(attest, decayctl_attest_keygen_sign_and_verify)
+{
+        char dir[] = "/tmp/decayq-attest-cli-XXXXXX", path[256];
+        char *out, *err, *line;
+        struct stat st;
+        FILE *fp;
+
+        cr_assert(mkdtemp(dir));
+        /* Worst values first. */
+        cr_expect_eq(ctl(dir, "attest keygen --operator 'has space' --out k "
+                              "2>err"),
+                     2);
+        cr_expect_eq(ctl(dir, "attest keygen --operator alice 2>err"), 2);
+        cr_expect_eq(ctl(dir, "attest sign --key k --model m "
+                              "--nonce XYZ </dev/null 2>err"),
+                     2);
+        cr_expect_eq(ctl(dir, "attest sign --key missing --model m "
+                              "</dev/null 2>err"),
+                     2);
+        cr_assert_eq(ctl(dir, "attest keygen --operator alice@ops --out k "
+                              ">signers 2>err"),
+                     0);
+        snprintf(path, sizeof(path), "%s/k", dir);
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_eq(st.st_mode & 0777, 0600);
+        line = slurp_in(dir, "signers");
+        cr_expect(strstr(line, " alice@ops "), "%s", line);
+        cr_expect_eq(strspn(line, "0123456789abcdef"), DQ_ATTEST_KEY_ID, "%s",
+                     line);
+        free(line);
+        /* A key is never replaced. */
+        cr_expect_eq(ctl(dir, "attest keygen --operator bob --out k 2>err"), 3);
+        err = slurp_in(dir, "err");
+        cr_expect(strstr(err, "never replaced"), "%s", err);
+        free(err);
+
+        snprintf(path, sizeof(path), "%s/jobs", dir);
+        cr_assert((fp = fopen(path, "w")));
+        fprintf(fp, "%s\n\n%s\nnot json\n",
+                VEC_JOB_HEAD "{\"operator\":\"x\",\"attested_at\":"
+                             "\"2026-12-01T10:00:00Z\"" VEC_JOB_TAIL,
+                "{\"schema\":1,\"id\":\"01JD3Q6V2R8YB6K3ZKQ9T1M4XJ\","
+                "\"kind\":\"candidate_compression\",\"scope\":\"s\","
+                "\"source_ids\":[\"m\"],\"summary_method\":{\"type\":"
+                "\"deterministic_concatenate\"},\"created_at\":"
+                "\"2026-12-01T09:59:58Z\",\"created_by\":\"x\"}");
+        fclose(fp);
+        cr_expect_eq(ctl(dir, "attest sign --key k --model m-1 jobs "
+                              ">signed 2>err"),
+                     5);
+        out = slurp_in(dir, "signed");
+        err = slurp_in(dir, "err");
+        cr_expect_eq(strchr(out, '\n') - out + 1, (long)strlen(out),
+                     "one job signed: %s", out);
+        cr_expect(strstr(out, "\"sig\":"), "%s", out);
+        cr_expect(strstr(err, "line 3: decay.attest.cannot_sign"), "%s", err);
+        cr_expect(strstr(err, "line 4: decay.job.malformed_json"), "%s", err);
+        cr_expect(strstr(err, "1 signed, 2 rejected"), "%s", err);
+        free(out);
+        free(err);
+
+        cr_expect_eq(ctl(dir, "attest verify --signers signers --model m-1 "
+                              "signed >report 2>err"),
+                     0);
+        out = slurp_in(dir, "report");
+        cr_expect(strstr(out, "line 1: job " VEC_JOB_ID ": ok"), "%s", out);
+        free(out);
+        cr_expect_eq(ctl(dir, "attest verify --signers signers --model m-2 "
+                              "signed >report 2>err"),
+                     5);
+        out = slurp_in(dir, "report");
+        cr_expect(strstr(out, "decay.attest.model_mismatch"), "%s", out);
+        free(out);
+        cr_expect_eq(ctl(dir, "attest verify --signers signers signed.moved "
+                              ">report 2>err"),
+                     2);
+        snprintf(path, sizeof(path),
+                 "cd %s && sed s/tenant-42/tenant-43/ "
+                 "signed >signed.moved",
+                 dir);
+        cr_assert_eq(system(path), 0);
+        cr_expect_eq(ctl(dir, "attest verify --signers signers signed.moved "
+                              ">report 2>err"),
+                     5);
+        out = slurp_in(dir, "report");
+        cr_expect(strstr(out, "decay.attest.bad_signature"), "%s", out);
+        free(out);
+        snprintf(path, sizeof(path), "rm -rf %s", dir);
+        cr_assert_eq(system(path), 0);
 }
