@@ -17,9 +17,11 @@
 #include <time.h>
 
 #include "dq_envelope.h"
+#include "dq_attest.h"
 #include "dq_job.h"
 #include "dq_test.h"
 #include "dq_test_consumer.h"
+#include "dq_test_llm.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -50,6 +52,7 @@ enum {
         C_WT_IDEM,   /* its idempotency key holds a hash: DLQ, command error */
         C_WT_JOB,    /* its state key holds a string: DLQ, command error */
         C_SLOW,      /* a 2 s handler, in a scope of its own, completes */
+        C_SIGNED,    /* llm_summary, signed: the backend writes its summary */
         C__CNT
 };
 
@@ -58,20 +61,25 @@ static const int cat_count[C__CNT] = {
     [C_FAIL2] = 60,     [C_SCHED] = 100,   [C_DUP_A] = 50,   [C_DUP_B] = 50,
     [C_REDELIVER] = 50, [C_ALWAYS] = 30,   [C_LLM] = 10,     [C_MISSING] = 10,
     [C_COPIES] = 40,    [C_RESEND] = 40,   [C_BIG] = 10,     [C_WT_SRC] = 5,
-    [C_WT_IDEM] = 5,    [C_WT_JOB] = 5,    [C_SLOW] = 600,
+    [C_WT_IDEM] = 5,    [C_WT_JOB] = 5,    [C_SLOW] = 600,   [C_SIGNED] = 120,
 };
 
 /* Jobs that run a handler on a worker; the others are one Redis step. */
 static bool handler_cat(int cat)
 {
         return cat == C_FAIL1 || cat == C_FAIL2 || cat == C_RESEND ||
-               cat == C_ALWAYS || cat == C_SLOW;
+               cat == C_ALWAYS || cat == C_SLOW || cat == C_SIGNED;
 }
 
 #define JOB_MAX_BYTES 16384
 #define DQ_STR_(x)    #x
 #define DQ_STR(x)     DQ_STR_(x)
 #define LEASE_MS      5000
+#define LLM_KEY       "sk-fault-4e8d2b7f0a9c1e36"
+
+/* The signed LLM jobs' backend and their operator's key. */
+static dq_test_llm_t *llm_srv;
+static dq_attest_key_t llm_key;
 
 /* One run of a job, from a consumer's claim line. */
 typedef struct run_s {
@@ -203,7 +211,7 @@ static void build_jobs(redisContext *r, int64_t t0)
                                     : c == C_REVIEW
                                         ? DQ_KIND_EXPIRED_PRINCIPLE_REVIEW
                                         : DQ_KIND_CANDIDATE_COMPRESSION;
-                        job->method = c == C_LLM
+                        job->method = c == C_LLM || c == C_SIGNED
                                           ? DQ_METHOD_LLM_SUMMARY
                                           : DQ_METHOD_DETERMINISTIC_CONCATENATE;
                         job->created_at_ms = dq_now_ms();
@@ -260,6 +268,14 @@ static void build_jobs(redisContext *r, int64_t t0)
                                     r, "SET %s:job:{%s}:%s not-a-hash", tc.ns,
                                     e->scope, job->id);
                                 pending++;
+                        }
+                        if (c == C_SIGNED) {
+                                char err[256];
+                                cr_assert(
+                                    dq_attest_sign(job, &llm_key, "test-model",
+                                                   64, t0 - 60000, t0 + 3600000,
+                                                   err, sizeof(err)),
+                                    "%s", err);
                         }
                         cr_assert(dq_job_validate(job, &rej), "%s",
                                   rej.message);
@@ -974,6 +990,50 @@ static void sleep_rand(long lo, long hi)
         dq_test_sleep_ms(lo + rand() % (hi - lo + 1));
 }
 
+/* The backend of the signed LLM jobs, answering after 200 ms, and the
+ * consumers' settings for it. */
+static void llm_setup(void)
+{
+        dq_test_llm_opts_t o = {
+            .model = "test-model", .api_key = LLM_KEY, .delay_ms = 200};
+        unsigned char pk[DQ_ATTEST_PK_LEN];
+        char line[256], path[512], kv[700];
+        FILE *fp;
+
+        cr_assert((llm_srv = dq_test_llm_start(&o)));
+        cr_assert(dq_attest_keygen("fault@ops", &llm_key, pk));
+        cr_assert(dq_attest_signers_line(&llm_key, line, sizeof(line)));
+        snprintf(path, sizeof(path), "%s/allowed_signers", tc.dir);
+        cr_assert((fp = fopen(path, "w")));
+        fprintf(fp, "%s\n", line);
+        fclose(fp);
+        snprintf(kv, sizeof(kv), "llm.base.url=%s", dq_test_llm_url(llm_srv));
+        dq_tc_arg(&tc, kv);
+        dq_tc_arg(&tc, "llm.model=test-model");
+        dq_tc_arg(&tc, "llm.api.key=" LLM_KEY);
+        snprintf(kv, sizeof(kv), "llm.allowed.signers=%s", path);
+        dq_tc_arg(&tc, kv);
+        dq_tc_arg(&tc, "llm.concurrency=32");
+}
+
+/* The API key in any consumer log line, or in --dump-config. */
+static int key_leaks(void)
+{
+        char cmd[2048], prog[512];
+        int leaks = 0;
+
+        snprintf(cmd, sizeof(cmd), "grep -rl -- '%s' '%s' >/dev/null", LLM_KEY,
+                 tc.dir);
+        leaks += system(cmd) == 0;
+        snprintf(cmd, sizeof(cmd),
+                 "%s -X llm.api.key=%s -X llm.base.url=http://x/v1 "
+                 "--dump-config 2>&1 | grep -q -- '%s'",
+                 dq_test_program("consumer/decay-consumer", prog, sizeof(prog)),
+                 LLM_KEY, LLM_KEY);
+        leaks += system(cmd) == 0;
+        return leaks;
+}
+
 Test(fault, guarantees_hold_under_faults, .timeout = 400)
 {
         long long start = dq_test_now_ms();
@@ -998,6 +1058,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         dq_tc_arg(&tc, "critical.after=2s");
         dq_tc_arg(&tc, "drain.timeout=10s");
         dq_tc_arg(&tc, "lease=5s");
+        llm_setup();
 
         build_jobs(r, dq_now_ms());
         build_poison();
@@ -1153,6 +1214,15 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         rd_kafka_consumer_close(ck);
         rd_kafka_destroy(ck);
 
+        int leaks = key_leaks(), signed_done = 0;
+        for (size_t i = 0; i < exp_cnt; i++)
+                signed_done +=
+                    exps[i].cat == C_SIGNED && !strcmp(states[i], "completed");
+        printf(
+            "fault suite LLM jobs: signed=%d completed=%d backend_calls=%lld "
+            "api_key_leaks=%d\n",
+            cat_count[C_SIGNED], signed_done,
+            (long long)dq_test_llm_calls(llm_srv), leaks);
         printf("fault suite oracle (seed %u, %.1f s): jobs=%zu poison=%d "
                "commits=%zu\n"
                "  lost=%d duplicated_effects=%d committed_early=%d "
@@ -1186,6 +1256,9 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         cr_expect_eq(unsettled_at_end, 0, "messages never settled");
         cr_expect_gt(lg.commit_cnt, 0);
         cr_expect_gt(lg.most_killed, 0, "no kill -9 hit a running handler");
+        cr_expect_eq(leaks, 0, "the LLM API key is in a log or the dump");
+        cr_expect_eq(signed_done, cat_count[C_SIGNED]);
+        dq_test_llm_stop(llm_srv);
 
         rd_kafka_destroy(pk);
         redisFree(r);
