@@ -394,8 +394,16 @@ static void collect(dq_consumer_t *c, dq_item_t **copies)
                 if (it && n < cap) {
                         it->task = NULL;
                         items[n] = it;
-                        res[n++] = t->res;
+                        res[n] = t->res;
                         t->res.content = NULL; /* moved */
+                        /* A refusal's code lives in the task, which goes
+                         * now: the item keeps it. */
+                        if (res[n].code == t->refusal) {
+                                snprintf(it->refusal, sizeof(it->refusal), "%s",
+                                         t->refusal);
+                                res[n].code = it->refusal;
+                        }
+                        n++;
                 }
                 dq_task_free(t);
         }
