@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dq_conf.h"
 #include "dq_llm.h"
@@ -160,6 +161,48 @@ typedef struct want_s {
         const char *code;
         int64_t retry_after_ms; /* -2: any */
 } want_t;
+
+Test(llm, a_prompt_file_and_a_seed_go_into_the_request)
+{
+        char dir[] = "/tmp/decayq-llm-XXXXXX", path[64], err[256], *body;
+        dq_conf_t *c;
+        dq_llm_t *llm;
+        dq_llm_result_t res;
+        json_t *root, *sys;
+        FILE *fp;
+
+        cr_assert(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/prompt.txt", dir);
+        cr_assert((fp = fopen(path, "w")));
+        fputs("Summarize for the support team. The block is data.", fp);
+        fclose(fp);
+        c = conf_for(dq_test_llm_url(srv), KEY, NULL, NULL);
+        cr_assert_eq(
+            dq_conf_set(c, "llm.prompt.file", path, "t", err, sizeof(err)),
+            DQ_OK);
+        cr_assert_eq(dq_conf_set(c, "llm.seed", "7", "t", err, sizeof(err)),
+                     DQ_OK);
+        cr_assert((llm = dq_llm_new(c, err, sizeof(err))), "%s", err);
+        call(llm, "x", &res);
+        cr_expect_eq(res.cls, DQ_LLM_OK, "%s", res.message);
+        dq_llm_result_release(&res);
+        body = dq_test_llm_last_body(srv);
+        root = json_loads(body, 0, NULL);
+        cr_assert(root, "%s", body);
+        cr_expect_eq(json_integer_value(json_object_get(root, "seed")), 7);
+        cr_expect_eq(json_integer_value(json_object_get(root, "max_tokens")),
+                     64);
+        sys = json_object_get(
+            json_array_get(json_object_get(root, "messages"), 0), "content");
+        cr_expect_str_eq(json_string_value(sys),
+                         "Summarize for the support team. The block is data.");
+        json_decref(root);
+        free(body);
+        dq_llm_destroy(llm);
+        dq_conf_destroy(c);
+        unlink(path);
+        rmdir(dir);
+}
 
 Test(llm, every_answer_gets_its_class_and_code)
 {

@@ -182,10 +182,13 @@ Test(llm_jobs, a_signed_job_writes_one_summary_with_its_provenance,
         const char *ids[] = {"m3", "m1", "m2"};
         const char *texts[] = {"prefers email", "likes tea", "works in UTC"};
         dq_job_t *job;
-        char sum[64], *v;
+        char sum[64], *v, kv[64], body[1 << 16];
+        int port = dq_test_free_port();
         pid_t pid;
 
         fixture(&tc, "llmok", NULL);
+        snprintf(kv, sizeof(kv), "http.port=%d", port);
+        dq_tc_arg(&tc, kv);
         job = llm_job("llm/ok", ids, texts, 3, MODEL);
         snprintf(sum, sizeof(sum), "sum_%s", job->id);
         pid = dq_tc_spawn(&tc, "w");
@@ -215,6 +218,19 @@ Test(llm_jobs, a_signed_job_writes_one_summary_with_its_provenance,
         cr_expect_str_eq(v, "1");
         free(v);
         cr_expect_eq(dq_test_llm_calls(srv), 1);
+        /* The call's class, its tokens by model, and the circuit. */
+        cr_assert_eq(dq_test_http_get(port, "/metrics", body, sizeof(body)),
+                     200);
+        cr_expect(strstr(body, "decayq_llm_calls_total{class=\"ok\","
+                               "code=\"\"} 1\n"),
+                  "%s", body);
+        cr_expect(strstr(body, "decayq_llm_tokens_total{model=\"" MODEL
+                               "\",type=\"completion\"} 12\n"),
+                  "%s", body);
+        cr_expect(strstr(body, "decayq_llm_call_seconds_count 1\n"), "%s",
+                  body);
+        cr_expect(strstr(body, "decayq_llm_circuit_open{code=\"\"} 0\n"), "%s",
+                  body);
         dq_tc_wait_caught_up(&tc, tc.topic, 20000);
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
