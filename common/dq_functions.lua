@@ -152,6 +152,15 @@ local function claim(keys, args)
   return c.reply
 end
 
+-- The claim half of run() and claim_llm(): ARGV[2..10] are claim's
+-- arguments, and keys[idem_at] is the idempotency key when ARGV[1] is '1'.
+local function claim_part(keys, args, idem_at)
+  local ckeys = {keys[1]}
+  if args[1] == '1' then ckeys[2] = keys[idem_at] end
+  return claim_decide(ckeys, {args[2], args[3], args[4], args[5], args[6],
+                              args[7], args[8], args[9], args[10]})
+end
+
 -- A terminal state keeps its own time (completed_at and the like) and no
 -- claim: lease_until, claimed_msg and updated_at go, which keeps the
 -- retained hash small.
@@ -227,6 +236,22 @@ local function unindex(idx, held, which, ids)
   redis.call('HDEL', held, unpack(fields))
 end
 
+-- The end of a compression, with its summary written: each source of
+-- keys[5..] compressed into it, out of the planner's index, and the job
+-- completed. args are complete's (or complete_llm's): epoch, now,
+-- retention_ms, kind first.
+local function compressed(keys, args, ids, result_id, c)
+  local now, retention, kind = args[2], tonumber(args[3]), args[4]
+  for i = 5, #keys do
+    redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
+               result_id, 'compressed_at', now)
+  end
+  unindex(keys[3], keys[4], INDEX_OF[kind], ids)
+  finish(keys[1], retention, {'state', 'completed', 'completed_at', now,
+                              'result_memory_id', result_id}, c)
+  return {'ok', result_id}
+end
+
 -- complete(KEYS: job, target, index, held, sources...;
 --          ARGV: epoch, now, retention_ms, kind, job_id, method, scope,
 --                result_id, source ids...)
@@ -297,14 +322,7 @@ local function complete(keys, args, c)
              'claim', table.concat(texts, '\n'), 'created_at', now,
              'source_kind', kind, 'source_ids', cjson.encode(ordered),
              'job_id', job_id, 'method', method)
-  for i = 5, #keys do
-    redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
-               result_id, 'compressed_at', now)
-  end
-  unindex(idx, held, INDEX_OF[kind], ids)
-  finish(job, retention, {'state', 'completed', 'completed_at', now,
-                          'result_memory_id', result_id}, c)
-  return {'ok', result_id}
+  return compressed(keys, args, ids, result_id, c)
 end
 
 -- run(KEYS: job, target, index, held [, idem], sources...;
@@ -322,13 +340,8 @@ end
 --        dead-letters the job with this epoch)
 --   or any refusal of claim, in claim's shape.
 local function run(keys, args)
-  local has_idem = args[1] == '1'
-  local first = has_idem and 6 or 5
-  local ckeys = {keys[1]}
-  if has_idem then ckeys[2] = keys[5] end
-  local refusal, c = claim_decide(ckeys, {args[2], args[3], args[4], args[5],
-                                         args[6], args[7], args[8], args[9],
-                                         args[10]})
+  local first = args[1] == '1' and 6 or 5
+  local refusal, c = claim_part(keys, args, 5)
   if refusal then return refusal end
   local r = c.reply
   local skeys = {keys[1], keys[2], keys[3], keys[4]}
@@ -405,13 +418,8 @@ end
 --        decay.attest.replayed)
 --   terminal, 'superseded', ...: other jobs compressed every source
 local function claim_llm(keys, args)
-  local has_idem = args[1] == '1'
-  local first = has_idem and 4 or 3
-  local ckeys = {keys[1]}
-  if has_idem then ckeys[2] = keys[3] end
-  local refusal, c = claim_decide(ckeys, {args[2], args[3], args[4], args[5],
-                                         args[6], args[7], args[8], args[9],
-                                         args[10]})
+  local first = args[1] == '1' and 4 or 3
+  local refusal, c = claim_part(keys, args, 3)
   if refusal then return refusal end
   local r, kind, id = c.reply, args[5], args[7]
   local prev = redis.call('SET', keys[2], id, 'NX', 'PXAT', args[11], 'GET')
@@ -482,14 +490,7 @@ local function complete_llm(keys, args)
              'system_fingerprint', args[11], 'prompt_tokens', args[12],
              'completion_tokens', args[13], 'operator', args[14],
              'key_id', args[15])
-  for i = 5, #keys do
-    redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
-               result_id, 'compressed_at', now)
-  end
-  unindex(idx, held, INDEX_OF[kind], ids)
-  finish(job, retention, {'state', 'completed', 'completed_at', now,
-                          'result_memory_id', result_id}, nil)
-  return {'ok', result_id}
+  return compressed(keys, args, ids, result_id, nil)
 end
 
 -- release(KEYS: job; ARGV: epoch, now, not_before, code)

@@ -815,14 +815,15 @@ static void complete_args(dq_args_t *a, const dq_job_t *job, const char *sum_id)
                 dq_args_add(a, job->source_ids[i]);
 }
 
-static void build_complete_llm(dq_store_t *st, dq_args_t *a,
-                               const dq_settle_t *s, const char *sum_id,
-                               int64_t now_ms)
+/* The head both completes share: fn, the keys (job, target, index,
+ * held, sources), then epoch, now, retention, kind and job id. */
+static void complete_head(dq_store_t *st, dq_args_t *a, const char *fn,
+                          const dq_settle_t *s, const char *sum_id,
+                          int64_t now_ms)
 {
         const dq_job_t *job = s->job;
-        const dq_summary_t *m = s->summary;
 
-        dq_args_add(a, "decayq_complete_llm");
+        dq_args_add(a, fn);
         dq_args_addf(a, "%zu", 4 + job->source_cnt);
         job_key_arg(st, a, job);
         complete_keys(st, a, job, sum_id);
@@ -832,6 +833,16 @@ static void build_complete_llm(dq_store_t *st, dq_args_t *a,
         dq_args_addf(a, "%lld", (long long)st->retention_ms);
         dq_args_add(a, dq_kind_name(job->kind));
         dq_args_add(a, job->id);
+}
+
+static void build_complete_llm(dq_store_t *st, dq_args_t *a,
+                               const dq_settle_t *s, const char *sum_id,
+                               int64_t now_ms)
+{
+        const dq_job_t *job = s->job;
+        const dq_summary_t *m = s->summary;
+
+        complete_head(st, a, "decayq_complete_llm", s, sum_id, now_ms);
         dq_args_add(a, job->scope);
         dq_args_addf(a, "%s", sum_id);
         dq_args_add(a, m->digest);
@@ -861,16 +872,7 @@ static void build_settle(dq_store_t *st, dq_args_t *a, void *item,
                         build_complete_llm(st, a, s, sum_id, now_ms);
                         break;
                 }
-                dq_args_add(a, "decayq_complete");
-                dq_args_addf(a, "%zu", 4 + job->source_cnt);
-                job_key_arg(st, a, job);
-                complete_keys(st, a, job, sum_id);
-                source_keys(st, a, job);
-                dq_args_addf(a, "%lld", (long long)s->epoch);
-                dq_args_addf(a, "%lld", (long long)now_ms);
-                dq_args_addf(a, "%lld", (long long)st->retention_ms);
-                dq_args_add(a, dq_kind_name(job->kind));
-                dq_args_add(a, job->id);
+                complete_head(st, a, "decayq_complete", s, sum_id, now_ms);
                 complete_args(a, job, sum_id);
                 break;
         case DQ_SETTLE_RELEASE:
