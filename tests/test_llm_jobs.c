@@ -367,6 +367,20 @@ Test(llm_jobs, every_attestation_failure_dead_letters_with_its_code,
         }
         /* Only the base job reached the backend. */
         cr_expect_eq(dq_test_llm_calls(srv), 1);
+        /* The log names keys and operators, never a signature. */
+        {
+                char path[512], *text;
+                dq_tc_log_path(&tc, "w", path, sizeof(path));
+                text = dq_test_slurp(path);
+                cr_expect(strstr(text, "code=decay.attest.bad_signature"));
+                cr_expect(strstr(text, key.key_id));
+                for (int i = 0; i < N; i++)
+                        if (jobs[i]->attestation && jobs[i]->attestation->sig)
+                                cr_expect_null(
+                                    strstr(text, jobs[i]->attestation->sig),
+                                    "job %d's signature is in the log", i);
+                free(text);
+        }
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
         for (int i = 0; i < N; i++)
@@ -493,23 +507,22 @@ Test(llm_jobs, a_retry_after_floor_is_never_run_early, .fini = teardown,
 /* The backend refuses the key: the circuit opens, /readyz says so, the jobs
  * wait without spending attempts, and a probe closes it once the backend
  * answers again. */
-Test(llm_jobs, the_circuit_opens_spends_no_attempt_and_closes, .fini = teardown,
-     .timeout = 120)
+static void circuit(const char *scenario, const char *code)
 {
         enum { N = 4 };
         dq_tc_t tc;
         rd_kafka_t *pk = dq_tc_producer();
         dq_job_t *jobs[N];
-        char kv[64], body[1 << 16];
+        char kv[128], body[1 << 16];
         int port = dq_test_free_port(), status = 0;
         long long deadline;
         pid_t pid;
 
-        fixture(&tc, "llmcircuit", NULL);
+        fixture(&tc, scenario, NULL);
         snprintf(kv, sizeof(kv), "http.port=%d", port);
         dq_tc_arg(&tc, kv);
         dq_tc_arg(&tc, "max.attempts=2");
-        dq_test_llm_force(srv, "unauthorized");
+        dq_test_llm_force(srv, scenario);
         pid = dq_tc_spawn(&tc, "w");
         for (int i = 0; i < N; i++) {
                 char scope[32];
@@ -526,12 +539,12 @@ Test(llm_jobs, the_circuit_opens_spends_no_attempt_and_closes, .fini = teardown,
                 dq_test_sleep_ms(100);
         }
         cr_assert_eq(status, 503, "%s", body);
-        cr_expect(strstr(body, "decay.llm.unauthorized"), "%s", body);
+        cr_expect(strstr(body, code), "%s", body);
         cr_assert_eq(dq_test_http_get(port, "/metrics", body, sizeof(body)),
                      200);
-        cr_expect(strstr(body, "decayq_llm_circuit_open{code=\"decay.llm."
-                               "unauthorized\"} 1"),
-                  "%s", body);
+        snprintf(kv, sizeof(kv), "decayq_llm_circuit_open{code=\"%s\"} 1",
+                 code);
+        cr_expect(strstr(body, kv), "%s", body);
         /* Probes fail a few times, then the backend comes back. */
         dq_test_sleep_ms(3000);
         dq_test_llm_force(srv, NULL);
@@ -552,6 +565,18 @@ Test(llm_jobs, the_circuit_opens_spends_no_attempt_and_closes, .fini = teardown,
         for (int i = 0; i < N; i++)
                 dq_job_destroy(jobs[i]);
         rd_kafka_destroy(pk);
+}
+
+Test(llm_jobs, the_circuit_opens_on_a_refused_key_and_closes, .fini = teardown,
+     .timeout = 120)
+{
+        circuit("unauthorized", "decay.llm.unauthorized");
+}
+
+Test(llm_jobs, the_circuit_opens_on_insufficient_quota_and_closes,
+     .fini = teardown, .timeout = 120)
+{
+        circuit("quota", "decay.llm.insufficient_quota");
 }
 
 /* A source edited while the model writes its summary: nothing is written,
