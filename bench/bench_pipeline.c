@@ -1423,10 +1423,10 @@ static void run_slow(void)
 /* Job i as a signed llm_summary job (the llm section). */
 static int llm_job_json(long i, char *buf, size_t size)
 {
-        char id[27], scope[32], plain[1024], err[256], *out;
+        char id[27], scope[32], plain[1024], err[256] = "", *out = NULL;
         dq_reject_t rej;
         dq_job_t *job;
-        size_t len;
+        size_t len = 0;
         int64_t now = dq_now_ms();
 
         job_ulid(i, id);

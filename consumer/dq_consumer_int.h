@@ -10,6 +10,7 @@
  *                   handler's result or a settle's answer means for a job
  *   dq_batch.c      claim, run and settle a batch (single-shot round trips)
  *   dq_outage.c     Redis outages: waits, and resending unanswered calls
+ *   dq_llm_jobs.c   llm_summary jobs: attestations, the backend's circuit
  *   dq_copy.c       delay and DLQ copies and their delivery reports
  *   dq_part.c       partitions: holds, pauses, offsets and the commit
  *   dq_rebalance.c  librdkafka's callbacks: rebalance, errors, commits
@@ -160,7 +161,8 @@ typedef struct dq_item_s {
         struct dq_item_s *qnext;
         struct dq_task_s *task;
         size_t run_slot;
-        bool llm_slot; /* counts in llm_running while claimed or running */
+        bool llm_slot;  /* counts in llm_running while claimed or running */
+        bool llm_probe; /* the circuit's half-open probe */
 
         /* An llm_summary job (dq_llm_jobs.c): why it must be dead-lettered
          * without a backend call (its attestation refused; "" none), and
@@ -475,12 +477,17 @@ void dq_llm_jobs_prepare_claim(dq_consumer_t *c, dq_item_t *it, dq_claim_t *cl);
 
 typedef enum dq_llm_gate_e {
         DQ_LLM_GATE_RUN,   /* start it */
+        DQ_LLM_GATE_PROBE, /* start it as the half-open circuit's probe */
         DQ_LLM_GATE_WAIT,  /* leave it queued (concurrency, a probe out) */
         DQ_LLM_GATE_DEFER, /* circuit open: to a delay tier until *until */
 } dq_llm_gate_t;
 
 /* Whether the llm job at the head of a free scope may start now. */
 dq_llm_gate_t dq_llm_jobs_gate(dq_consumer_t *c, int64_t *until);
+
+/* The probe left without an answer (its claim said not to run it, or it
+ * was handed back): the next job probes instead. */
+void dq_llm_jobs_probe_gone(dq_consumer_t *c);
 
 /* A finished llm handler's answer: metrics, and the circuit (a no-blame
  * failure opens it, any other answer closes it). Returns the not-before

@@ -112,7 +112,12 @@ dq_llm_gate_t dq_llm_jobs_gate(dq_consumer_t *c, int64_t *until)
                 return DQ_LLM_GATE_WAIT;
         c->circuit.probing = true;
         dq_info("llm", "circuit=half_open probe=1");
-        return DQ_LLM_GATE_RUN;
+        return DQ_LLM_GATE_PROBE;
+}
+
+void dq_llm_jobs_probe_gone(dq_consumer_t *c)
+{
+        c->circuit.probing = false;
 }
 
 static const char *class_name(const dq_handler_result_t *res)

@@ -123,6 +123,12 @@ static void leave(dq_consumer_t *c, dq_item_t *it)
                 it->llm_slot = false;
                 c->llm_running--;
         }
+        if (it->llm_probe) {
+                /* Its answer, if any, is judged next (prepare()); with
+                 * none the next job probes. */
+                it->llm_probe = false;
+                dq_llm_jobs_probe_gone(c);
+        }
         if (q->running == it) {
                 q->running = NULL;
                 s->run[it->run_slot] = s->run[--s->run_cnt];
@@ -321,6 +327,7 @@ static void dispatch(dq_consumer_t *c, dq_item_t **copies)
                                         continue;
                                 }
                                 q->head->llm_slot = true;
+                                q->head->llm_probe = g == DQ_LLM_GATE_PROBE;
                                 c->llm_running++;
                         }
                         if (q->head && s->run_cnt < max) {
