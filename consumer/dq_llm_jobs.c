@@ -37,6 +37,13 @@ int dq_llm_jobs_init(dq_consumer_t *c, char *errstr, size_t errstr_size)
                          "keygen makes a signer)");
                 return -1;
         }
+        if (conf->llm_timeout_ms >= conf->handler_timeout_ms)
+                dq_warn("start",
+                        "llm.timeout=%lldms is not below "
+                        "handler.timeout=%lldms: slow calls end as "
+                        "decay.handler.timeout rather than decay.llm.timeout",
+                        (long long)conf->llm_timeout_ms,
+                        (long long)conf->handler_timeout_ms);
         if (!dq_attest_init()) {
                 snprintf(errstr, errstr_size, "libsodium: cannot start");
                 return -1;
