@@ -130,8 +130,9 @@ static size_t claims_of(dq_consumer_t *c, dq_item_t **items, size_t n,
         for (size_t i = 0; i < n; i++) {
                 const dq_part_t *p = dq_item_part(c, items[i]);
                 if (!p) {
-                        dq_sched_release(c, items[i]);
-                        dq_item_free(items[i]);
+                        /* Revoked meanwhile (an outage round spans
+                         * rebalances): the new owner reads it again. */
+                        dq_item_abandon(c, items[i], "revoked");
                         continue;
                 }
                 items[m] = items[i];
@@ -404,8 +405,7 @@ static size_t settle_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                 dq_oom();
         for (size_t i = 0; i < n; i++) {
                 if (!dq_item_part(c, items[i])) {
-                        dq_sched_release(c, items[i]);
-                        dq_item_free(items[i]);
+                        dq_item_abandon(c, items[i], "revoked");
                         continue;
                 }
                 items[m] = items[i];
