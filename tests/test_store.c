@@ -456,32 +456,58 @@ typedef struct {
         char dir[64];
 } private_redis_t;
 
+/* Starts one on a port found free a moment ago: another process may take it
+ * first, and then redis-server exits at once. Such a start is tried again on
+ * a new port; a start that fails otherwise shows what redis-server said. */
 static void private_redis(private_redis_t *r, const char *a1, const char *a2,
                           const char *a3, const char *a4)
 {
-        char p[16];
+        char p[16], log[96], said[512] = "";
+        int status = 0;
 
         snprintf(r->dir, sizeof(r->dir), "%s", "/tmp/decayq-redis-XXXXXX");
         cr_assert_not_null(mkdtemp(r->dir));
-        r->port = dq_test_free_port();
-        snprintf(p, sizeof(p), "%d", r->port);
-        r->pid = fork();
-        if (r->pid == 0) {
-                int devnull = open("/dev/null", 1);
-                dup2(devnull, 1);
-                execlp("redis-server", "redis-server", "--port", p, "--save",
-                       "", "--dir", r->dir, a1, a2, a3, a4, (char *)NULL);
-                _exit(127);
+        snprintf(log, sizeof(log), "%s/log", r->dir);
+        for (int attempt = 0; attempt < 5; attempt++) {
+                r->port = dq_test_free_port();
+                snprintf(p, sizeof(p), "%d", r->port);
+                r->pid = fork();
+                cr_assert_geq(r->pid, 0);
+                if (r->pid == 0) {
+                        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                        if (fd >= 0) {
+                                dup2(fd, 1);
+                                dup2(fd, 2);
+                        }
+                        execlp("redis-server", "redis-server", "--port", p,
+                               "--save", "", "--dir", r->dir, a1, a2, a3, a4,
+                               (char *)NULL);
+                        _exit(127);
+                }
+                for (int i = 0; i < 200; i++) {
+                        redisContext *c = redisConnect("127.0.0.1", r->port);
+                        bool up = c && !c->err;
+                        redisFree(c);
+                        if (up)
+                                return;
+                        if (waitpid(r->pid, &status, WNOHANG) == r->pid)
+                                break;
+                        dq_test_sleep_ms(100);
+                }
+                if (waitpid(r->pid, &status, WNOHANG) == 0) {
+                        kill(r->pid, SIGKILL);
+                        waitpid(r->pid, &status, 0);
+                        break; /* it ran and never listened: not a port */
+                }
         }
-        for (int i = 0; i < 50; i++) {
-                redisContext *c = redisConnect("127.0.0.1", r->port);
-                bool up = c && !c->err;
-                redisFree(c);
-                if (up)
-                        return;
-                dq_test_sleep_ms(100);
+        FILE *f = fopen(log, "r");
+        if (f) {
+                size_t n = fread(said, 1, sizeof(said) - 1, f);
+                said[n] = '\0';
+                fclose(f);
         }
-        cr_assert_fail("private redis-server did not start");
+        cr_assert_fail("private redis-server did not start (status %d): %s",
+                       status, said);
 }
 
 static void private_redis_stop(private_redis_t *r)
