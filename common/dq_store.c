@@ -1080,6 +1080,37 @@ dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
         return err;
 }
 
+static void build_renew(dq_store_t *st, dq_args_t *a, void *item,
+                        int64_t now_ms)
+{
+        const dq_renew_t *rn = item;
+
+        dq_args_add(a, "FCALL");
+        dq_args_add(a, "decayq_renew");
+        dq_args_add(a, "1");
+        job_key_arg(st, a, rn->job);
+        dq_args_addf(a, "%lld", (long long)rn->epoch);
+        dq_args_addf(a, "%lld", (long long)now_ms);
+        dq_args_addf(a, "%lld", (long long)st->lease_ms);
+}
+
+static void parse_renew(dq_store_t *st, const redisReply *r, void *item)
+{
+        dq_renew_t *rn = item;
+        const char *status = reply_status(r, st, &rn->err);
+
+        if (status && strcmp(status, "ok"))
+                rn->err = !strcmp(status, "terminal") ? DQ_ERR_TERMINAL
+                                                      : DQ_ERR_FENCED;
+}
+
+dq_err_t dq_store_renew_many(dq_store_t *st, dq_renew_t *renews, size_t n,
+                             int64_t now_ms)
+{
+        return batch(st, renews, sizeof(*renews), n, now_ms, build_renew,
+                     parse_renew);
+}
+
 /* Starts "FCALL fn 1 <job key>" for an operator call on one job. */
 static void job_fcall(dq_store_t *st, dq_args_t *a, const char *fn,
                       const char *scope, const char *id)

@@ -202,6 +202,19 @@ dq_err_t dq_store_ping(dq_store_t *store);
 dq_err_t dq_store_supersede(dq_store_t *store, const dq_job_t *job,
                             const char *by_id, int64_t now_ms);
 
+/* One lease of dq_store_renew_many(): in job and epoch; out err (DQ_OK,
+ * DQ_ERR_FENCED, DQ_ERR_TERMINAL, DQ_ERR_UNAVAILABLE: unknown). */
+typedef struct dq_renew_s {
+        const dq_job_t *job;
+        int64_t epoch;
+        dq_err_t err;
+} dq_renew_t;
+
+/* Extends n leases in one pipelined round trip; returns as
+ * dq_store_claim() does. */
+dq_err_t dq_store_renew_many(dq_store_t *store, dq_renew_t *renews, size_t n,
+                             int64_t now_ms);
+
 /* Extends the lease of a claimed job. DQ_ERR_FENCED when superseded. */
 dq_err_t dq_store_renew(dq_store_t *store, const dq_job_t *job, int64_t epoch,
                         int64_t now_ms);

@@ -447,25 +447,32 @@ static void collect(dq_consumer_t *c, dq_item_t **copies)
         free(res);
 }
 
-/* G11: the leases of running handlers are renewed from the loop. */
+/* G11: the leases of running handlers are renewed from the loop, all in
+ * one pipelined round trip. */
 static void renew(dq_consumer_t *c)
 {
         dq_sched_t *s = &c->sched;
         int64_t now = dq_mono_ms();
+        dq_renew_t *rn;
+        size_t n = 0;
 
         if (now < s->next_renew)
                 return;
         s->next_renew = now + c->conf->lease_ms / 3;
-        for (size_t i = 0; i < s->run_cnt; i++) {
-                dq_item_t *it = s->run[i];
-                dq_err_t err;
-
-                if (!it->task)
-                        continue;
-                err = dq_store_renew(c->store, it->job, it->epoch, dq_now_ms());
-                dq_debug("claim", "job=%s lease=renewed result=%s", it->job->id,
-                         dq_err_name(err));
-        }
+        if (!s->run_cnt)
+                return;
+        if (!(rn = malloc(s->run_cnt * sizeof(*rn))))
+                dq_oom();
+        for (size_t i = 0; i < s->run_cnt; i++)
+                if (s->run[i]->task)
+                        rn[n++] = (dq_renew_t){.job = s->run[i]->job,
+                                               .epoch = s->run[i]->epoch};
+        if (n)
+                dq_store_renew_many(c->store, rn, n, dq_now_ms());
+        for (size_t i = 0; i < n; i++)
+                dq_debug("claim", "job=%s lease=renewed result=%s",
+                         rn[i].job->id, dq_err_name(rn[i].err));
+        free(rn);
 }
 
 void dq_sched_poll(dq_consumer_t *c)

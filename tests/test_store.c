@@ -163,6 +163,19 @@ Test(store, settles_with_a_stale_epoch_are_fenced)
         cr_assert_str_eq(job_field(st, job, "state"), "in_progress");
 
         cr_assert_eq(dq_store_renew(st, job, cur.epoch, now), DQ_OK);
+        /* Many leases in one round trip: each answered on its own. */
+        {
+                dq_renew_t rn[] = {{.job = job, .epoch = cur.epoch},
+                                   {.job = job, .epoch = old.epoch},
+                                   {.job = job, .epoch = cur.epoch}};
+                cr_assert_eq(dq_store_renew_many(st, rn, 3, now + 20), DQ_OK);
+                cr_expect_eq(rn[0].err, DQ_OK);
+                cr_expect_eq(rn[1].err, DQ_ERR_FENCED);
+                cr_expect_eq(rn[2].err, DQ_OK);
+                /* The default lease, 30 s, from the renewal's time. */
+                cr_expect_eq(atoll(job_field(st, job, "lease_until")),
+                             now + 20 + 30000);
+        }
         cr_assert_eq(settle1(st, job, DQ_SETTLE_COMPLETE, cur.epoch, now).err,
                      DQ_OK);
         dq_job_destroy(job);
