@@ -69,6 +69,11 @@ static const dq_conf_def_t dq_conf_defs[] = {
      "prefix of every Redis key"},
     {"redis.timeout", DQ_CONF_DURATION, "5s", OFF(redis_timeout_ms), 0, 1,
      600000, "Redis connect and command timeout"},
+    {"redis.connections", DQ_CONF_INT, "4", OFF(redis_connections), 0, 1,
+     DQ_REDIS_CONNECTIONS_MAX,
+     "connections a consumer spreads its one-step runs over, by scope (a "
+     "scope keeps to one): Redis reads 16 KiB of a connection per turn and "
+     "syncs its AOF once per turn"},
     {"redis.allow.unsafe", DQ_CONF_BOOL, "false", OFF(redis_allow_unsafe), 0, 0,
      0, "start even if Redis can evict keys or has AOF off"},
     {"idempotency.retention", DQ_CONF_DURATION, "7d",

@@ -11,7 +11,8 @@
 
 #include "dq_err.h"
 
-#define DQ_CONF_MAX_TIERS 8
+#define DQ_CONF_MAX_TIERS        8
+#define DQ_REDIS_CONNECTIONS_MAX 16
 
 /* A kafka.* pair, without the "kafka." prefix, and where it was set. */
 typedef struct dq_conf_kv_s {
@@ -51,6 +52,7 @@ typedef struct dq_conf_s {
         char *redis_namespace;
         int64_t redis_timeout_ms;
         bool redis_allow_unsafe;
+        int64_t redis_connections;
         int64_t idempotency_retention_ms;
 
         int64_t produce_timeout_ms;

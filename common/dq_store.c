@@ -37,6 +37,8 @@ struct dq_store_s {
         int64_t next_connect_ms; /* reconnect backoff */
         int64_t backoff_ms;
         bool readonly; /* loads nothing, writes nothing (DQ_STORE_READONLY) */
+        uint64_t conn; /* counts connections made: a ticket's is current */
+        size_t owed;   /* replies of batches sent and not yet received */
 };
 
 const char *dq_store_ns(const dq_store_t *st)
@@ -75,6 +77,7 @@ static void drop(dq_store_t *st)
                 redisFree(st->c);
                 st->c = NULL;
         }
+        st->owed = 0; /* lost with the connection */
 }
 
 /* Says why the connection failed, pointing at the setting to look at: a
@@ -266,6 +269,7 @@ static dq_err_t connect_now(dq_store_t *st, char *errstr, size_t errstr_size)
 
         drop(st);
         st->c = redisConnectWithTimeout(st->host, st->port, tv);
+        st->conn++;
         if (!st->c || st->c->err) {
                 conn_error(st, errstr, errstr_size);
                 drop(st);
@@ -491,6 +495,13 @@ dq_err_t dq_store_pipeline(dq_store_t *st, dq_args_t *cmds, size_t n,
         size_t i;
 
         memset(replies, 0, n * sizeof(*replies));
+        if (st->owed) {
+                /* Their replies would be read as this call's. */
+                dq_error("redis",
+                         "event=replies_owed count=%zu action=reconnect",
+                         st->owed);
+                drop(st);
+        }
         if (ensure(st))
                 return DQ_ERR_UNAVAILABLE;
         for (i = 0; i < n; i++)
@@ -1005,6 +1016,66 @@ dq_err_t dq_store_run(dq_store_t *st, dq_store_run_t *runs, size_t n,
                       int64_t now_ms)
 {
         return batch(st, runs, sizeof(*runs), n, now_ms, build_run, parse_run);
+}
+
+void dq_store_run_send(dq_store_t *st, dq_store_run_t *runs, size_t n,
+                       int64_t now_ms, dq_store_ticket_t *t)
+{
+        int done = 0;
+        size_t i;
+
+        *t = (dq_store_ticket_t){.n = n};
+        if (!n || ensure(st))
+                return;
+        for (i = 0; i < n; i++) {
+                dq_args_t a = {0};
+                int rc;
+
+                build_run(st, &a, &runs[i], now_ms);
+                rc = redisAppendCommandArgv(st->c, a.argc, a.argv, a.lens);
+                dq_args_release(&a);
+                if (rc != REDIS_OK)
+                        break;
+        }
+        while (i == n && !done)
+                if (redisBufferWrite(st->c, &done) != REDIS_OK)
+                        break;
+        if (!done) {
+                dq_warn("redis", "event=send_failed error=\"%s\"",
+                        st->c->errstr);
+                drop(st);
+                return;
+        }
+        t->conn = st->conn;
+        st->owed += n;
+}
+
+dq_err_t dq_store_run_recv(dq_store_t *st, dq_store_run_t *runs, size_t n,
+                           const dq_store_ticket_t *t)
+{
+        bool live = t->conn && t->conn == st->conn && st->c &&
+                    st->owed >= t->n && n == t->n;
+        dq_err_t ret = live ? DQ_OK : DQ_ERR_UNAVAILABLE;
+
+        for (size_t i = 0; i < n; i++) {
+                void *r = NULL;
+
+                if (live && redisGetReply(st->c, &r) != REDIS_OK) {
+                        dq_warn("redis",
+                                "event=connection_lost replies_read=%zu "
+                                "of=%zu error=\"%s\"",
+                                i, n, st->c->errstr);
+                        drop(st);
+                        live = false;
+                        ret = DQ_ERR_UNAVAILABLE;
+                        r = NULL;
+                }
+                if (live)
+                        st->owed--;
+                parse_run(st, r, &runs[i]);
+                freeReplyObject(r);
+        }
+        return ret;
 }
 
 /* One command through the pipeline; returns its reply or NULL. */

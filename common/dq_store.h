@@ -191,6 +191,25 @@ dq_err_t dq_store_settle(dq_store_t *store, dq_settle_t *settles, size_t n,
 dq_err_t dq_store_run(dq_store_t *store, dq_store_run_t *runs, size_t n,
                       int64_t now_ms);
 
+/* dq_store_run() in two halves, so that Redis works on one batch while
+ * the caller reads and builds the next. dq_store_run_send() writes the
+ * batch's calls to the socket and returns at once, filling *t;
+ * dq_store_run_recv() reads their replies into runs as dq_store_run()
+ * would. Batches sent are received in the order they were sent, and
+ * every one before any other call of the store: a call that finds replies
+ * still owed drops the connection (the batches owed read as unknown), and
+ * says so in the log. A batch whose connection failed, at its send or
+ * since, reads as unknown throughout (claim.err DQ_ERR_UNAVAILABLE). */
+typedef struct dq_store_ticket_s {
+        uint64_t conn; /* the connection it was written to; 0: none */
+        size_t n;
+} dq_store_ticket_t;
+
+void dq_store_run_send(dq_store_t *store, dq_store_run_t *runs, size_t n,
+                       int64_t now_ms, dq_store_ticket_t *t);
+dq_err_t dq_store_run_recv(dq_store_t *store, dq_store_run_t *runs, size_t n,
+                           const dq_store_ticket_t *t);
+
 /* DQ_OK when Redis answers (reconnecting if need be), else
  * DQ_ERR_UNAVAILABLE. */
 dq_err_t dq_store_ping(dq_store_t *store);

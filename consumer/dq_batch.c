@@ -1,10 +1,12 @@
 /* Claim, run and settle: the steps of a batch between its classification
  * and its copies. A job whose handler does nothing but the effect is
  * claimed and completed in one Redis step (dq_store_run()); the others are
- * claimed, run and settled. Each kind of round trip is single-shot (one
- * pipelined round trip, see dq_round_fn); dq_outage_round() sends again
- * what got no answer. Handlers run one after another on the loop's
- * thread. */
+ * claimed when about to run, run by the scheduler (dq_sched.c) and
+ * settled. Each kind of round trip is single-shot (one pipelined round
+ * trip, see dq_round_fn); dq_outage_round() sends again what got no
+ * answer. The one-step runs of a batch read from Kafka stay in flight
+ * while the loop reads the next (send_runs(), land()), spread over the
+ * lanes (redis.connections) by scope. */
 #include "dq_consumer_int.h"
 
 #include <stdlib.h>
@@ -188,26 +190,15 @@ static size_t claim_once(dq_consumer_t *c, dq_item_t **items, size_t n,
 static void settled(dq_consumer_t *c, dq_item_t *it, const dq_settle_t *s,
                     dq_route_t r, dq_item_t **copies);
 
-/* One round trip of one-step runs (dq_round_fn): each job claimed and
- * completed at once. What was not claimed is routed as a claim's answer;
- * what was, as a settle's. */
-static size_t run_once(dq_consumer_t *c, dq_item_t **items, size_t n,
-                       bool *heard, void *opaque)
+/* Routes the answers of m one-step runs: what was not claimed as a
+ * claim's answer, what was as a settle's. The items whose outcome is
+ * unknown move to items[0..k), in order; returns k. */
+static size_t route_runs(dq_consumer_t *c, dq_item_t **items,
+                         dq_store_run_t *rn, size_t m, int64_t t0, int64_t wall,
+                         bool *heard, batch_t *b)
 {
-        batch_t *b = opaque;
-        dq_store_run_t *rn = calloc(n, sizeof(*rn));
-        size_t m = 0, k = 0;
-        int64_t t0 = 0, wall = 0;
+        size_t k = 0;
 
-        if (!rn)
-                dq_oom();
-        m = claims_of(c, items, n, &rn[0].claim, sizeof(*rn));
-        if (m) {
-                t0 = dq_mono_ms();
-                wall = dq_now_ms();
-                dq_store_run(c->store, rn, m, wall);
-                observe_redis(c, t0);
-        }
         for (size_t i = 0; i < m; i++) {
                 dq_item_t *it = items[i];
                 dq_route_t r = dq_route_claim(&rn[i].claim);
@@ -234,6 +225,28 @@ static size_t run_once(dq_consumer_t *c, dq_item_t **items, size_t n,
                 settled(c, it, &it->settle, dq_route_settled(&it->settle),
                         b->copies);
         }
+        return k;
+}
+
+/* One round trip of one-step runs (dq_round_fn): each job claimed and
+ * completed at once. */
+static size_t run_once(dq_consumer_t *c, dq_item_t **items, size_t n,
+                       bool *heard, void *opaque)
+{
+        dq_store_run_t *rn = calloc(n, sizeof(*rn));
+        size_t m = 0, k = 0;
+        int64_t t0 = 0, wall = 0;
+
+        if (!rn)
+                dq_oom();
+        m = claims_of(c, items, n, &rn[0].claim, sizeof(*rn));
+        if (m) {
+                t0 = dq_mono_ms();
+                wall = dq_now_ms();
+                dq_store_run(c->store, rn, m, wall);
+                observe_redis(c, t0);
+        }
+        k = route_runs(c, items, rn, m, t0, wall, heard, opaque);
         free(rn);
         return k;
 }
@@ -450,10 +463,144 @@ void dq_batch_claim(dq_consumer_t *c, dq_item_t **items, size_t n,
         dq_outage_round(c, items, n, claim_once, &b);
 }
 
-/* Runs now what can (dq_batch_run_inline()); the rest waits for its
- * scope in the scheduler. */
+/* Reads the replies of the oldest batches in flight until keep are left
+ * (all of them once one is lost: the rest went the same way), then routes
+ * them; the items with no answer are sent again, in order, until they get
+ * one. Every reply is read before anything is routed, since routing may
+ * use the store. */
+static void land(dq_consumer_t *c, size_t keep)
+{
+        dq_flight_t f[DQ_FLIGHT_MAX];
+        dq_item_t **lost_items = NULL;
+        batch_t b = {.c = c, .copies = &c->flight_copies};
+        size_t n = 0, lost = 0, total = 0;
+        bool heard = false, broken = false;
+
+        while (c->flight_cnt > (broken ? 0 : keep)) {
+                dq_flight_t *g = &f[n++];
+
+                *g = c->flight[0];
+                memmove(&c->flight[0], &c->flight[1],
+                        --c->flight_cnt * sizeof(c->flight[0]));
+                for (size_t l = 0; l < c->lane_cnt; l++) {
+                        size_t at = g->lane[l], cnt = g->lane[l + 1] - at;
+                        if (cnt && dq_store_run_recv(c->lanes[l], &g->runs[at],
+                                                     cnt, &g->ticket[l]))
+                                broken = true;
+                }
+                observe_redis(c, g->t0);
+                total += g->n;
+        }
+        if (!n)
+                return;
+        if (!(lost_items = malloc(total * sizeof(*lost_items))))
+                dq_oom();
+        for (size_t i = 0; i < n; i++) {
+                size_t k = route_runs(c, f[i].items, f[i].runs, f[i].n, f[i].t0,
+                                      f[i].wall, &heard, &b);
+                memcpy(&lost_items[lost], f[i].items, k * sizeof(*lost_items));
+                lost += k;
+                free(f[i].items);
+                free(f[i].runs);
+        }
+        if (lost)
+                dq_outage_round(c, lost_items, lost, run_once, &b);
+        else if (heard)
+                dq_outage_over(c);
+        free(lost_items);
+}
+
+void dq_batch_land(dq_consumer_t *c, bool produce)
+{
+        dq_item_t *copies;
+
+        land(c, 0);
+        if (produce && (copies = c->flight_copies)) {
+                c->flight_copies = NULL;
+                dq_copy_produce(c, copies);
+        }
+}
+
+/* FNV-1a: spreads scopes over the lanes. */
+static size_t scope_hash(const char *s)
+{
+        uint32_t h = 2166136261u;
+
+        while (*s)
+                h = (h ^ (unsigned char)*s++) * 16777619u;
+        return h;
+}
+
+/* Sends the one-step runs of items[0..n) and returns while Redis runs
+ * them; dq_batch_land() routes their answers. A batch that could not be
+ * written lands at once, so that nothing sent after it runs before it. */
+static void send_runs(dq_consumer_t *c, dq_item_t **items, size_t n)
+{
+        dq_flight_t *f;
+        dq_item_t **by_lane;
+        size_t m, *lane;
+        bool unsent = false;
+
+        land(c, DQ_FLIGHT_MAX - 1);
+        f = &c->flight[c->flight_cnt];
+        *f = (dq_flight_t){0};
+        f->items = malloc(n * sizeof(*f->items));
+        f->runs = calloc(n, sizeof(*f->runs));
+        by_lane = malloc(n * sizeof(*by_lane));
+        lane = malloc(n * sizeof(*lane));
+        if (!f->items || !f->runs || !by_lane || !lane)
+                dq_oom();
+        /* A scope keeps to one lane, in batch order: its jobs run in
+         * Redis in the order they were read. */
+        for (size_t i = 0; i < n; i++) {
+                lane[i] = scope_hash(items[i]->job->scope) % c->lane_cnt;
+                f->lane[lane[i] + 1]++;
+        }
+        for (size_t l = 0; l < c->lane_cnt; l++)
+                f->lane[l + 1] += f->lane[l];
+        for (size_t i = 0; i < n; i++)
+                by_lane[f->lane[lane[i]]++] = items[i];
+        /* Each lane's start moved to its end: recount as claims_of()
+         * drops the revoked. */
+        m = 0;
+        for (size_t l = 0, i = 0; l < c->lane_cnt; l++) {
+                size_t end = f->lane[l];
+                f->lane[l] = m;
+                for (; i < end; i++) {
+                        dq_item_t *it = by_lane[i];
+                        if (claims_of(c, &it, 1, &f->runs[m].claim,
+                                      sizeof(*f->runs)))
+                                f->items[m++] = it;
+                }
+        }
+        f->lane[c->lane_cnt] = f->n = m;
+        free(by_lane);
+        free(lane);
+        if (!m) {
+                free(f->items);
+                free(f->runs);
+                return;
+        }
+        f->t0 = dq_mono_ms();
+        f->wall = dq_now_ms();
+        c->flight_cnt++;
+        for (size_t l = 0; l < c->lane_cnt; l++) {
+                size_t at = f->lane[l], cnt = f->lane[l + 1] - at;
+                if (!cnt)
+                        continue;
+                dq_store_run_send(c->lanes[l], &f->runs[at], cnt, f->wall,
+                                  &f->ticket[l]);
+                unsent |= !f->ticket[l].conn;
+        }
+        if (unsent)
+                land(c, 0);
+}
+
+/* Runs what can run now: in flight (send_runs()) or at once
+ * (dq_batch_run_inline()); the rest waits for its scope in the
+ * scheduler. */
 static void execute(dq_consumer_t *c, dq_item_t **items, size_t n,
-                    dq_item_t **copies)
+                    bool in_flight, dq_item_t **copies)
 {
         size_t k = 0;
 
@@ -463,7 +610,9 @@ static void execute(dq_consumer_t *c, dq_item_t **items, size_t n,
                 else
                         items[k++] = items[i];
         }
-        if (k)
+        if (k && in_flight)
+                send_runs(c, items, k);
+        else if (k)
                 dq_batch_run_inline(c, items, k, copies);
 }
 
@@ -476,8 +625,12 @@ void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n)
                 if (dq_item_classify(c, batch[i], &copies))
                         batch[run++] = batch[i];
         if (run)
-                execute(c, batch, run, &copies);
+                execute(c, batch, run, true, &copies);
         dq_copy_produce(c, copies);
+        if ((copies = c->flight_copies)) {
+                c->flight_copies = NULL;
+                dq_copy_produce(c, copies);
+        }
 }
 
 void dq_batch_unpark(dq_consumer_t *c)
@@ -496,7 +649,8 @@ void dq_batch_unpark(dq_consumer_t *c)
         for (it = c->parked; it; it = it->next)
                 items[n++] = it;
         c->parked = NULL;
-        execute(c, items, n, &copies);
+        dq_batch_land(c, true);
+        execute(c, items, n, false, &copies);
         dq_copy_produce(c, copies);
         free(items);
 }

@@ -155,6 +155,14 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
         c->store = dq_store_new(conf, c->worker, errstr, errstr_size);
         if (!c->store)
                 goto err;
+        c->lanes[c->lane_cnt++] = c->store;
+        while (c->lane_cnt < (size_t)conf->redis_connections) {
+                dq_store_t *st =
+                    dq_store_new(conf, c->worker, errstr, errstr_size);
+                if (!st)
+                        goto err;
+                c->lanes[c->lane_cnt++] = st;
+        }
         if (conf->http_port > 0) {
                 /* Metrics are kept only when someone can read them. A loop
                  * silent for longer than a lease's renewal period plus a
@@ -251,6 +259,7 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 }
                 dq_consumer_publish(c);
                 if (c->draining) {
+                        dq_batch_land(c, true);
                         dq_copy_serve(c, dq_sched_running(c) ? 5 : 50);
                         dq_batch_unpark(c);
                         dq_sched_poll(c);
@@ -275,10 +284,16 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 int timeout = dq_part_next_timeout(c);
                 if (dq_sched_running(c) && timeout > 5)
                         timeout = 5;
+                /* A batch in flight: its replies are read as soon as
+                 * nothing more is fetched. */
+                if (c->flight_cnt)
+                        timeout = 0;
                 size_t n = dq_item_read(c, batch, max, timeout);
                 if (n) {
                         dq_batch_process(c, batch, n);
                         c->next_ping = dq_mono_ms() + DQ_IDLE_PING_MS;
+                } else if (c->flight_cnt) {
+                        dq_batch_land(c, true);
                 } else if (dq_mono_ms() >= c->next_ping) {
                         /* Idle: learn of an outage before work arrives,
                          * so that readiness tells the truth. */
@@ -295,6 +310,8 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                     dq_part_any_blocked(c))
                         dq_part_check(c);
 
+                if (c->flight_copies) /* answers landed meanwhile */
+                        dq_batch_land(c, true);
                 now = dq_mono_ms();
                 if (now >= c->next_commit) {
                         dq_part_commit(c, false);
@@ -308,6 +325,7 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
         }
 
         log_signal(c);
+        dq_batch_land(c, true);
         if (c->stop >= 2)
                 dq_warn("drain", "state=stopped_at_once pending_copies=%d",
                         c->outstanding);
@@ -413,6 +431,8 @@ void dq_consumer_destroy(dq_consumer_t *c)
         for (int i = 0; c->tier_topics && i < c->tier_cnt; i++)
                 free(c->tier_topics[i]);
         free(c->tier_topics);
+        for (size_t i = 1; i < c->lane_cnt; i++)
+                dq_store_destroy(c->lanes[i]);
         dq_store_destroy(c->store);
         dq_http_stop(c->http);
         dq_metrics_destroy(c->metrics);

@@ -197,9 +197,29 @@ typedef struct dq_sched_s {
         int64_t next_renew; /* mono ms */
 } dq_sched_t;
 
+/* A batch of one-step runs written to Redis, its replies not yet read
+ * (dq_batch.c): Redis runs it while the loop reads the next batch. */
+typedef struct dq_flight_s {
+        dq_item_t **items; /* grouped by lane, in batch order in each */
+        dq_store_run_t *runs;
+        size_t n;
+        /* Lane l's runs are [lane[l], lane[l + 1]), sent as ticket[l]. */
+        size_t lane[DQ_REDIS_CONNECTIONS_MAX + 1];
+        dq_store_ticket_t ticket[DQ_REDIS_CONNECTIONS_MAX];
+        int64_t t0, wall; /* when sent: mono, wall ms */
+} dq_flight_t;
+
+/* Batches in flight at most: the one Redis runs, and the next, queued
+ * behind it on the same connection. */
+#define DQ_FLIGHT_MAX 2
+
 struct dq_consumer_s {
         const dq_conf_t *conf;
         dq_store_t *store;
+        /* The connections one-step runs go over (redis.connections), a
+         * scope to each: lanes[0] is store. */
+        dq_store_t *lanes[DQ_REDIS_CONNECTIONS_MAX];
+        size_t lane_cnt;
         rd_kafka_t *rk; /* the group consumer */
         rd_kafka_t *pk; /* producer of delay and DLQ copies */
         char worker[128];
@@ -247,6 +267,12 @@ struct dq_consumer_s {
         uint64_t rnd;
 
         dq_sched_t sched;
+
+        /* Batches in flight, oldest first, and the copies their answers
+         * made, produced by the main loop (dq_batch_land()). */
+        dq_flight_t flight[DQ_FLIGHT_MAX];
+        size_t flight_cnt;
+        dq_item_t *flight_copies;
 
         /* The LLM backend (NULL: none), its allowed signers, the calls in
          * flight (llm.concurrency) and its circuit (dq_llm_jobs.c). */
@@ -386,6 +412,16 @@ int64_t dq_route_wait_until(bool from_tier, int64_t not_before,
 /* Classifies batch[0..n), then claims, runs and settles the jobs to run,
  * and produces the copies. @locality main loop */
 void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n);
+
+/* Reads the replies of the batches in flight, in the order they were
+ * sent, and routes each item by its answer; what got none is sent again
+ * until it does (dq_outage_round()). Every other use of the store comes
+ * after this: replies are read in order on the one connection. With
+ * produce, the copies the answers made are produced; without, they wait
+ * in flight_copies for the main loop (a delivery report may land, and
+ * produces nothing). @locality main loop, rebalance callback, delivery
+ * report (without produce) */
+void dq_batch_land(dq_consumer_t *c, bool produce);
 
 /* Asks again for the parked deliveries, when it is time. @locality main
  * loop */

@@ -84,6 +84,7 @@ bool dq_outage_recovered(dq_consumer_t *c)
 {
         int tries = 0;
 
+        dq_batch_land(c, false);
         while (dq_store_ping(c->store) != DQ_OK)
                 if (!dq_outage_wait(c, &tries))
                         return false;
@@ -96,6 +97,8 @@ void dq_outage_round(dq_consumer_t *c, dq_item_t **items, size_t n,
 {
         int tries = 0;
 
+        if (c->flight_cnt)
+                dq_batch_land(c, false); /* their replies come first */
         while (n > 0) {
                 bool heard = false;
 

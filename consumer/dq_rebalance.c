@@ -98,6 +98,9 @@ static void revoke_parts(dq_consumer_t *c,
         if (c->drain_deadline && c->drain_deadline < until)
                 until = c->drain_deadline;
 
+        /* What Redis was sent is read and settled first. */
+        dq_batch_land(c, true);
+
         /* Running handlers of these partitions finish within the bound or
          * are handed back; queued jobs are left to the next owner. */
         for (int i = 0; i < l->cnt; i++)

@@ -184,6 +184,8 @@ static void supersede(dq_consumer_t *c, dq_scope_q_t *q, dq_item_t *it)
 
         if (!first_delivery(c, it))
                 return;
+        if (*pp)
+                dq_batch_land(c, false); /* their replies come first */
         while (*pp) {
                 dq_item_t *o = *pp;
                 dq_err_t err;
@@ -467,8 +469,10 @@ static void renew(dq_consumer_t *c)
                 if (s->run[i]->task)
                         rn[n++] = (dq_renew_t){.job = s->run[i]->job,
                                                .epoch = s->run[i]->epoch};
-        if (n)
+        if (n) {
+                dq_batch_land(c, false); /* their replies come first */
                 dq_store_renew_many(c->store, rn, n, dq_now_ms());
+        }
         for (size_t i = 0; i < n; i++)
                 dq_debug("claim", "job=%s lease=renewed result=%s",
                          rn[i].job->id, dq_err_name(rn[i].err));

@@ -20,6 +20,18 @@ static void write_file(char *path, size_t size, const char *text)
         close(fd);
 }
 
+/* Loading text fails, with want in the error. */
+static void load_fails(dq_conf_t *conf, const char *text, const char *want)
+{
+        char path[64], errstr[512];
+
+        write_file(path, sizeof(path), text);
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_ERR_INVALID, "%s", text);
+        cr_assert(strstr(errstr, want), "%s", errstr);
+        unlink(path);
+}
+
 Test(conf, defaults_match_the_design)
 {
         dq_conf_t *conf = dq_conf_new();
@@ -33,6 +45,7 @@ Test(conf, defaults_match_the_design)
         cr_assert_eq(conf->backoff_max_ms, 300000);
         cr_assert_eq(conf->job_max_bytes, 1048576);
         cr_assert_eq(conf->idempotency_retention_ms, 7LL * 86400 * 1000);
+        cr_assert_eq(conf->redis_connections, 4);
         dq_conf_destroy(conf);
 }
 
@@ -97,6 +110,15 @@ Test(conf, errors_name_file_and_line)
                      DQ_ERR_INVALID);
         cr_assert(strstr(errstr, ":1: max.attempts: expected an integer"), "%s",
                   errstr);
+        unlink(path);
+
+        /* One connection at least, and not one per scope. */
+        load_fails(conf, "redis.connections=0\n", ":1: redis.connections");
+        load_fails(conf, "redis.connections=17\n", ":1: redis.connections");
+        write_file(path, sizeof(path), "redis.connections=16\n");
+        cr_assert_eq(dq_conf_load_file(conf, path, errstr, sizeof(errstr)),
+                     DQ_OK, "%s", errstr);
+        cr_assert_eq(conf->redis_connections, 16);
         unlink(path);
 
         write_file(path, sizeof(path), "delay.tiers=30s,5s\n");

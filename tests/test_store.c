@@ -700,3 +700,61 @@ Test(store, run_claims_and_completes_a_job_in_one_step)
         dq_job_destroy(bad);
         dq_store_destroy(st);
 }
+
+/* The two halves of dq_store_run(): batches sent one after another are
+ * answered in order; a batch whose replies another call would read is
+ * dropped with its connection, reads as unknown, and runs once when sent
+ * again. */
+Test(store, runs_sent_in_halves_are_answered_in_order)
+{
+        dq_store_t *st = dq_test_store("w1", NULL, 0, NULL);
+        const char *s1[] = {"h1"}, *s2[] = {"h2"}, *s3[] = {"h3"};
+        dq_job_t *jobs[3] = {
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, s1, 1),
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, s2, 1),
+            dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, s3, 1)};
+        int64_t now = dq_now_ms();
+        dq_store_run_t a[2] = {{.claim = {.job = jobs[0], .msg = "j/0/1"}},
+                               {.claim = {.job = jobs[1], .msg = "j/0/2"}}};
+        dq_store_run_t b[1] = {{.claim = {.job = jobs[0], .msg = "j/0/3"}}};
+        dq_store_run_t c[1] = {{.claim = {.job = jobs[2], .msg = "j/0/4"}}};
+        dq_store_ticket_t ta, tb, tc;
+
+        dq_test_memory(st, SCOPE, "h1", "candidate", "active", "one", 1);
+        dq_test_memory(st, SCOPE, "h2", "candidate", "active", "two", 2);
+        dq_test_memory(st, SCOPE, "h3", "candidate", "active", "three", 3);
+        /* b repeats a's first job: it runs after a, so it finds it done. */
+        dq_store_run_send(st, a, 2, now, &ta);
+        dq_store_run_send(st, b, 1, now, &tb);
+        cr_assert_neq(ta.conn, 0);
+        cr_assert_eq(tb.conn, ta.conn);
+        cr_assert_eq(dq_store_run_recv(st, a, 2, &ta), DQ_OK);
+        cr_assert_eq(dq_store_run_recv(st, b, 1, &tb), DQ_OK);
+        for (int i = 0; i < 2; i++) {
+                cr_expect_eq(a[i].claim.status, DQ_CLAIM_CLAIMED);
+                cr_expect_eq(a[i].settle.err, DQ_OK);
+                cr_expect_str_eq(job_field(st, jobs[i], "state"), "completed");
+        }
+        cr_expect_eq(b[0].claim.status, DQ_CLAIM_TERMINAL);
+
+        /* Another call while c's reply is owed: c is given up, not read
+         * as that call's reply. */
+        dq_store_run_send(st, c, 1, now, &tc);
+        cr_assert_neq(tc.conn, 0);
+        cr_assert_eq(dq_store_ping(st), DQ_OK);
+        cr_assert_eq(dq_store_run_recv(st, c, 1, &tc), DQ_ERR_UNAVAILABLE);
+        cr_expect_eq(c[0].claim.err, DQ_ERR_UNAVAILABLE);
+        /* Sent again, whether or not it ran: done once, one attempt. */
+        cr_assert_eq(dq_store_run(st, c, 1, now), DQ_OK);
+        cr_expect(c[0].claim.status == DQ_CLAIM_CLAIMED ||
+                  c[0].claim.status == DQ_CLAIM_TERMINAL);
+        cr_expect_str_eq(job_field(st, jobs[2], "state"), "completed");
+        cr_expect_str_eq(job_field(st, jobs[2], "attempts"), "1");
+
+        /* Nothing sent: the batch reads as unknown at once. */
+        dq_store_run_send(st, c, 0, now, &tc);
+        cr_expect_eq(tc.conn, 0);
+        for (int i = 0; i < 3; i++)
+                dq_job_destroy(jobs[i]);
+        dq_store_destroy(st);
+}
