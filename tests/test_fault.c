@@ -1017,6 +1017,17 @@ static void llm_setup(void)
 }
 
 /* The API key in any consumer log line, or in --dump-config. */
+/* Log lines of a store call that found replies of runs in flight still
+ * owed (the consumer must read them first: dq_batch_land()). */
+static int replies_owed(void)
+{
+        char cmd[1024];
+
+        snprintf(cmd, sizeof(cmd),
+                 "grep -rl -- 'event=replies_owed' '%s' >/dev/null", tc.dir);
+        return system(cmd) == 0;
+}
+
 static int key_leaks(void)
 {
         char cmd[2048], prog[512];
@@ -1214,15 +1225,15 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         rd_kafka_consumer_close(ck);
         rd_kafka_destroy(ck);
 
-        int leaks = key_leaks(), signed_done = 0;
+        int leaks = key_leaks(), owed = replies_owed(), signed_done = 0;
         for (size_t i = 0; i < exp_cnt; i++)
                 signed_done +=
                     exps[i].cat == C_SIGNED && !strcmp(states[i], "completed");
         printf(
             "fault suite LLM jobs: signed=%d completed=%d backend_calls=%lld "
-            "api_key_leaks=%d\n",
+            "api_key_leaks=%d\nfault suite store: replies_owed=%d\n",
             cat_count[C_SIGNED], signed_done,
-            (long long)dq_test_llm_calls(llm_srv), leaks);
+            (long long)dq_test_llm_calls(llm_srv), leaks, owed);
         printf("fault suite oracle (seed %u, %.1f s): jobs=%zu poison=%d "
                "commits=%zu\n"
                "  lost=%d duplicated_effects=%d committed_early=%d "
@@ -1257,6 +1268,7 @@ Test(fault, guarantees_hold_under_faults, .timeout = 400)
         cr_expect_gt(lg.commit_cnt, 0);
         cr_expect_gt(lg.most_killed, 0, "no kill -9 hit a running handler");
         cr_expect_eq(leaks, 0, "the LLM API key is in a log or the dump");
+        cr_expect_eq(owed, 0, "a store call found replies of runs in flight");
         cr_expect_eq(signed_done, cat_count[C_SIGNED]);
         dq_test_llm_stop(llm_srv);
 
