@@ -220,10 +220,10 @@ dq_consumer_t *dq_consumer_new(const dq_conf_t *conf, int create_topics,
         }
         dq_info("start",
                 "worker=%s group=%s topic=%s tiers=%s dlq=%s "
-                "max_attempts=%lld batch=%lld",
+                "max_attempts=%lld batch=%lld redis_connections=%zu",
                 c->worker, c->group, conf->topic_jobs, conf->delay_tiers,
                 conf->topic_dlq, (long long)conf->max_attempts,
-                (long long)conf->batch_size);
+                (long long)conf->batch_size, c->lane_cnt);
         return c;
 err:
         dq_consumer_destroy(c);
