@@ -821,3 +821,72 @@ Test(consumer, a_kill_between_delay_copy_and_commit_never_runs_early,
         dq_job_destroy(job);
         rd_kafka_destroy(pk);
 }
+
+/* Deterministic jobs run in flight, their replies read after the next
+ * batch is sent, over redis.connections lanes: at the fewest lanes and at
+ * the most, with three jobs a batch, every job completes once, a record
+ * delivered twice costs no attempt, and a scope's jobs complete in the
+ * order of their offsets. */
+static void in_flight_over(const char *lanes)
+{
+        enum { ORDERED = 12, OTHERS = 18 };
+        dq_job_t *ordered[ORDERED], *others[OTHERS];
+        rd_kafka_t *pk = dq_tc_producer();
+        char scope[32], src[32];
+        dq_tc_t tc;
+        pid_t pid;
+
+        dq_tc_init(&tc, "in-flight", 1);
+        dq_tc_arg(&tc, lanes);
+        dq_tc_arg(&tc, "batch.size=3");
+        open_store(&tc);
+        pid = dq_tc_spawn(&tc, "w");
+        for (int i = 0; i < ORDERED; i++) {
+                snprintf(src, sizeof(src), "o%d", i);
+                ordered[i] = send_job(pk, &tc, "order/1", src, NULL, 0);
+                snprintf(scope, sizeof(scope), "other/%d", i);
+                snprintf(src, sizeof(src), "x%d", i);
+                others[i] = send_job(pk, &tc, scope, src, NULL, 0);
+        }
+        for (int i = ORDERED; i < OTHERS; i++) {
+                size_t len;
+                char *json;
+
+                snprintf(scope, sizeof(scope), "other/%d", i);
+                snprintf(src, sizeof(src), "x%d", i);
+                others[i] = send_job(pk, &tc, scope, src, NULL, 0);
+                /* The same job again, as a resend would. */
+                json = dq_job_serialize(others[i], &len);
+                dq_tc_produce(pk, tc.topic, 0, scope, json, len);
+                free(json);
+        }
+        for (int i = 0; i < OTHERS; i++) {
+                dq_test_wait_state(store, others[i], "completed", 30000);
+                cr_expect_eq(job_field(others[i], "attempts"), 1, "%s", lanes);
+        }
+        for (int i = 0; i < ORDERED; i++) {
+                dq_test_wait_state(store, ordered[i], "completed", 30000);
+                cr_expect_eq(job_field(ordered[i], "attempts"), 1, "%s", lanes);
+                if (i)
+                        cr_expect_geq(job_field(ordered[i], "completed_at"),
+                                      job_field(ordered[i - 1], "completed_at"),
+                                      "%s: job %d of the scope completed "
+                                      "before job %d",
+                                      lanes, i, i - 1);
+        }
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        for (int i = 0; i < ORDERED; i++)
+                dq_job_destroy(ordered[i]);
+        for (int i = 0; i < OTHERS; i++)
+                dq_job_destroy(others[i]);
+        rd_kafka_destroy(pk);
+}
+
+Test(consumer, runs_in_flight_complete_once_in_scope_order, .fini = teardown,
+     .timeout = 120)
+{
+        in_flight_over("redis.connections=1");
+        dq_tc_reap();
+        in_flight_over("redis.connections=16");
+}
