@@ -486,35 +486,35 @@ static void job_key_arg(dq_store_t *st, dq_args_t *a, const dq_job_t *job)
         dq_args_key(st, a, "job", job->scope, job->id);
 }
 
-/* Sends every command of the batch, then reads every reply. replies[i] is
- * NULL where the outcome is unknown. Returns DQ_ERR_UNAVAILABLE when the
- * connection failed. */
-dq_err_t dq_store_pipeline(dq_store_t *st, dq_args_t *cmds, size_t n,
-                           redisReply **replies)
+/* Appends every command to the connection's output, and with flush
+ * writes it all to the socket too. DQ_ERR_UNAVAILABLE, the connection
+ * dropped, when it could not. */
+static dq_err_t send_cmds(dq_store_t *st, dq_args_t *cmds, size_t n, bool flush)
 {
+        int done = !flush;
         size_t i;
 
-        memset(replies, 0, n * sizeof(*replies));
-        if (st->owed) {
-                /* Their replies would be read as this call's. */
-                dq_error("redis",
-                         "event=replies_owed count=%zu action=reconnect",
-                         st->owed);
-                drop(st);
-        }
-        if (ensure(st))
-                return DQ_ERR_UNAVAILABLE;
         for (i = 0; i < n; i++)
                 if (redisAppendCommandArgv(st->c, cmds[i].argc, cmds[i].argv,
                                            cmds[i].lens) != REDIS_OK)
                         break;
-        if (i < n) {
-                dq_warn("redis", "event=append_failed error=\"%s\"",
+        while (i == n && !done)
+                if (redisBufferWrite(st->c, &done) != REDIS_OK)
+                        break;
+        if (i < n || !done) {
+                dq_warn("redis", "event=send_failed error=\"%s\"",
                         st->c->errstr);
                 drop(st);
                 return DQ_ERR_UNAVAILABLE;
         }
-        for (i = 0; i < n; i++) {
+        return DQ_OK;
+}
+
+/* Reads n replies, in order, into replies (NULL from the first one that
+ * could not be read: the connection is dropped). */
+static dq_err_t read_replies(dq_store_t *st, redisReply **replies, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
                 void *r = NULL;
                 if (redisGetReply(st->c, &r) != REDIS_OK) {
                         dq_warn("redis",
@@ -527,6 +527,25 @@ dq_err_t dq_store_pipeline(dq_store_t *st, dq_args_t *cmds, size_t n,
                 replies[i] = r;
         }
         return DQ_OK;
+}
+
+/* Sends every command of the batch, then reads every reply. replies[i] is
+ * NULL where the outcome is unknown. Returns DQ_ERR_UNAVAILABLE when the
+ * connection failed. */
+dq_err_t dq_store_pipeline(dq_store_t *st, dq_args_t *cmds, size_t n,
+                           redisReply **replies)
+{
+        memset(replies, 0, n * sizeof(*replies));
+        if (st->owed) {
+                /* Their replies would be read as this call's. */
+                dq_error("redis",
+                         "event=replies_owed count=%zu action=reconnect",
+                         st->owed);
+                drop(st);
+        }
+        if (ensure(st) || send_cmds(st, cmds, n, false))
+                return DQ_ERR_UNAVAILABLE;
+        return read_replies(st, replies, n);
 }
 
 /* The class of a command error. An outage (the server cannot serve now:
@@ -1021,60 +1040,40 @@ dq_err_t dq_store_run(dq_store_t *st, dq_store_run_t *runs, size_t n,
 void dq_store_run_send(dq_store_t *st, dq_store_run_t *runs, size_t n,
                        int64_t now_ms, dq_store_ticket_t *t)
 {
-        int done = 0;
-        size_t i;
+        dq_args_t *cmds;
 
-        *t = (dq_store_ticket_t){.n = n};
-        if (!n || ensure(st))
+        *t = (dq_store_ticket_t){0};
+        if (!n || ensure(st) || !(cmds = calloc(n, sizeof(*cmds))))
                 return;
-        for (i = 0; i < n; i++) {
-                dq_args_t a = {0};
-                int rc;
-
-                build_run(st, &a, &runs[i], now_ms);
-                rc = redisAppendCommandArgv(st->c, a.argc, a.argv, a.lens);
-                dq_args_release(&a);
-                if (rc != REDIS_OK)
-                        break;
+        for (size_t i = 0; i < n; i++)
+                build_run(st, &cmds[i], &runs[i], now_ms);
+        if (send_cmds(st, cmds, n, true) == DQ_OK) {
+                t->conn = st->conn;
+                st->owed += n;
         }
-        while (i == n && !done)
-                if (redisBufferWrite(st->c, &done) != REDIS_OK)
-                        break;
-        if (!done) {
-                dq_warn("redis", "event=send_failed error=\"%s\"",
-                        st->c->errstr);
-                drop(st);
-                return;
-        }
-        t->conn = st->conn;
-        st->owed += n;
+        for (size_t i = 0; i < n; i++)
+                dq_args_release(&cmds[i]);
+        free(cmds);
 }
 
 dq_err_t dq_store_run_recv(dq_store_t *st, dq_store_run_t *runs, size_t n,
                            const dq_store_ticket_t *t)
 {
-        bool live = t->conn && t->conn == st->conn && st->c &&
-                    st->owed >= t->n && n == t->n;
-        dq_err_t ret = live ? DQ_OK : DQ_ERR_UNAVAILABLE;
+        redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
+        dq_err_t ret = DQ_ERR_UNAVAILABLE;
 
-        for (size_t i = 0; i < n; i++) {
-                void *r = NULL;
-
-                if (live && redisGetReply(st->c, &r) != REDIS_OK) {
-                        dq_warn("redis",
-                                "event=connection_lost replies_read=%zu "
-                                "of=%zu error=\"%s\"",
-                                i, n, st->c->errstr);
-                        drop(st);
-                        live = false;
-                        ret = DQ_ERR_UNAVAILABLE;
-                        r = NULL;
-                }
-                if (live)
-                        st->owed--;
-                parse_run(st, r, &runs[i]);
-                freeReplyObject(r);
+        if (replies && t->conn && t->conn == st->conn && st->c &&
+            st->owed >= n) {
+                ret = read_replies(st, replies, n);
+                if (ret == DQ_OK)
+                        st->owed -= n;
         }
+        for (size_t i = 0; i < n; i++) {
+                parse_run(st, replies ? replies[i] : NULL, &runs[i]);
+                if (replies)
+                        freeReplyObject(replies[i]);
+        }
+        free(replies);
         return ret;
 }
 
@@ -1127,30 +1126,6 @@ dq_err_t dq_store_supersede(dq_store_t *st, const dq_job_t *job,
         return err;
 }
 
-dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
-                        int64_t now_ms)
-{
-        dq_args_t a = {0};
-        dq_err_t err;
-        redisReply *r;
-        const char *status;
-
-        dq_args_add(&a, "FCALL");
-        dq_args_add(&a, "decayq_renew");
-        dq_args_add(&a, "1");
-        job_key_arg(st, &a, job);
-        dq_args_addf(&a, "%lld", (long long)epoch);
-        dq_args_addf(&a, "%lld", (long long)now_ms);
-        dq_args_addf(&a, "%lld", (long long)st->lease_ms);
-        r = one(st, &a, &err);
-        status = reply_status(r, st, &err);
-        if (status && strcmp(status, "ok"))
-                err = !strcmp(status, "terminal") ? DQ_ERR_TERMINAL
-                                                  : DQ_ERR_FENCED;
-        freeReplyObject(r);
-        return err;
-}
-
 static void build_renew(dq_store_t *st, dq_args_t *a, void *item,
                         int64_t now_ms)
 {
@@ -1180,6 +1155,15 @@ dq_err_t dq_store_renew_many(dq_store_t *st, dq_renew_t *renews, size_t n,
 {
         return batch(st, renews, sizeof(*renews), n, now_ms, build_renew,
                      parse_renew);
+}
+
+dq_err_t dq_store_renew(dq_store_t *st, const dq_job_t *job, int64_t epoch,
+                        int64_t now_ms)
+{
+        dq_renew_t rn = {.job = job, .epoch = epoch};
+
+        dq_store_renew_many(st, &rn, 1, now_ms);
+        return rn.err;
 }
 
 /* Starts "FCALL fn 1 <job key>" for an operator call on one job. */

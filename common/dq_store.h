@@ -202,7 +202,6 @@ dq_err_t dq_store_run(dq_store_t *store, dq_store_run_t *runs, size_t n,
  * since, reads as unknown throughout (claim.err DQ_ERR_UNAVAILABLE). */
 typedef struct dq_store_ticket_s {
         uint64_t conn; /* the connection it was written to; 0: none */
-        size_t n;
 } dq_store_ticket_t;
 
 void dq_store_run_send(dq_store_t *store, dq_store_run_t *runs, size_t n,

@@ -491,14 +491,15 @@ static void land(dq_consumer_t *c, size_t keep)
                 observe_redis(c, g->t0);
                 total += g->n;
         }
-        if (!n)
-                return;
-        if (!(lost_items = malloc(total * sizeof(*lost_items))))
-                dq_oom();
         for (size_t i = 0; i < n; i++) {
                 size_t k = route_runs(c, f[i].items, f[i].runs, f[i].n, f[i].t0,
                                       f[i].wall, &heard, &b);
-                memcpy(&lost_items[lost], f[i].items, k * sizeof(*lost_items));
+                if (k && !lost_items &&
+                    !(lost_items = malloc(total * sizeof(*lost_items))))
+                        dq_oom();
+                if (k)
+                        memcpy(&lost_items[lost], f[i].items,
+                               k * sizeof(*lost_items));
                 lost += k;
                 free(f[i].items);
                 free(f[i].runs);
@@ -510,25 +511,31 @@ static void land(dq_consumer_t *c, size_t keep)
         free(lost_items);
 }
 
-void dq_batch_land(dq_consumer_t *c, bool produce)
+/* Produces the copies that landed answers made. */
+static void produce_landed(dq_consumer_t *c)
 {
-        dq_item_t *copies;
+        dq_item_t *copies = c->flight_copies;
 
-        land(c, 0);
-        if (produce && (copies = c->flight_copies)) {
-                c->flight_copies = NULL;
+        c->flight_copies = NULL;
+        if (copies)
                 dq_copy_produce(c, copies);
-        }
 }
 
-/* FNV-1a: spreads scopes over the lanes. */
-static size_t scope_hash(const char *s)
+void dq_batch_land(dq_consumer_t *c, bool produce)
+{
+        land(c, 0);
+        if (produce)
+                produce_landed(c);
+}
+
+/* The lane of an item's scope (FNV-1a of the scope). */
+static size_t lane_of(const dq_consumer_t *c, const dq_item_t *it)
 {
         uint32_t h = 2166136261u;
 
-        while (*s)
-                h = (h ^ (unsigned char)*s++) * 16777619u;
-        return h;
+        for (const char *s = it->job->scope; *s; s++)
+                h = (h ^ (unsigned char)*s) * 16777619u;
+        return h % c->lane_cnt;
 }
 
 /* Sends the one-step runs of items[0..n) and returns while Redis runs
@@ -536,46 +543,38 @@ static size_t scope_hash(const char *s)
  * written lands at once, so that nothing sent after it runs before it. */
 static void send_runs(dq_consumer_t *c, dq_item_t **items, size_t n)
 {
-        dq_flight_t *f;
-        dq_item_t **by_lane;
-        size_t m, *lane;
+        size_t next[DQ_REDIS_CONNECTIONS_MAX], m = 0;
         bool unsent = false;
+        dq_flight_t *f;
 
         land(c, DQ_FLIGHT_MAX - 1);
         f = &c->flight[c->flight_cnt];
         *f = (dq_flight_t){0};
         f->items = malloc(n * sizeof(*f->items));
         f->runs = calloc(n, sizeof(*f->runs));
-        by_lane = malloc(n * sizeof(*by_lane));
-        lane = malloc(n * sizeof(*lane));
-        if (!f->items || !f->runs || !by_lane || !lane)
+        if (!f->items || !f->runs)
                 dq_oom();
-        /* A scope keeps to one lane, in batch order: its jobs run in
-         * Redis in the order they were read. */
-        for (size_t i = 0; i < n; i++) {
-                lane[i] = scope_hash(items[i]->job->scope) % c->lane_cnt;
-                f->lane[lane[i] + 1]++;
-        }
+        /* Grouped by lane, a scope keeping to one, in batch order in
+         * each: a scope's jobs reach Redis in the order they were read. */
+        for (size_t i = 0; i < n; i++)
+                f->lane[lane_of(c, items[i]) + 1]++;
         for (size_t l = 0; l < c->lane_cnt; l++)
                 f->lane[l + 1] += f->lane[l];
+        for (size_t l = 0; l < c->lane_cnt; l++)
+                next[l] = f->lane[l];
         for (size_t i = 0; i < n; i++)
-                by_lane[f->lane[lane[i]]++] = items[i];
-        /* Each lane's start moved to its end: recount as claims_of()
-         * drops the revoked. */
-        m = 0;
-        for (size_t l = 0, i = 0; l < c->lane_cnt; l++) {
-                size_t end = f->lane[l];
+                f->items[next[lane_of(c, items[i])]++] = items[i];
+        /* Each lane without the revoked, moved up behind the one before. */
+        for (size_t l = 0; l < c->lane_cnt; l++) {
+                size_t at = f->lane[l], k;
+
+                k = claims_of(c, &f->items[at], f->lane[l + 1] - at,
+                              &f->runs[m].claim, sizeof(*f->runs));
+                memmove(&f->items[m], &f->items[at], k * sizeof(*f->items));
                 f->lane[l] = m;
-                for (; i < end; i++) {
-                        dq_item_t *it = by_lane[i];
-                        if (claims_of(c, &it, 1, &f->runs[m].claim,
-                                      sizeof(*f->runs)))
-                                f->items[m++] = it;
-                }
+                m += k;
         }
         f->lane[c->lane_cnt] = f->n = m;
-        free(by_lane);
-        free(lane);
         if (!m) {
                 free(f->items);
                 free(f->runs);
@@ -627,10 +626,7 @@ void dq_batch_process(dq_consumer_t *c, dq_item_t **batch, size_t n)
         if (run)
                 execute(c, batch, run, true, &copies);
         dq_copy_produce(c, copies);
-        if ((copies = c->flight_copies)) {
-                c->flight_copies = NULL;
-                dq_copy_produce(c, copies);
-        }
+        produce_landed(c);
 }
 
 void dq_batch_unpark(dq_consumer_t *c)

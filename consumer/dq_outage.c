@@ -97,8 +97,7 @@ void dq_outage_round(dq_consumer_t *c, dq_item_t **items, size_t n,
 {
         int tries = 0;
 
-        if (c->flight_cnt)
-                dq_batch_land(c, false); /* their replies come first */
+        dq_batch_land(c, false); /* their replies come first */
         while (n > 0) {
                 bool heard = false;
 

@@ -184,8 +184,7 @@ static void supersede(dq_consumer_t *c, dq_scope_q_t *q, dq_item_t *it)
 
         if (!first_delivery(c, it))
                 return;
-        if (*pp)
-                dq_batch_land(c, false); /* their replies come first */
+        dq_batch_land(c, false); /* their replies come first */
         while (*pp) {
                 dq_item_t *o = *pp;
                 dq_err_t err;
