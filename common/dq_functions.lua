@@ -26,7 +26,7 @@
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '9'
+local LIB_VERSION = '10'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true, superseded = true}
 
@@ -51,6 +51,12 @@ local function fence(job, epoch)
   return nil
 end
 
+-- Small counts as strings: attempts and epochs are written and answered
+-- without formatting a number, in Lua or in Redis.
+local NUM = {}
+for i = 0, 99 do NUM[i] = '' .. i end
+local function n2s(v) return NUM[v] or tostring(v) end
+
 -- claim(KEYS: job [, idem]; ARGV: now, lease_ms, worker, kind, max_attempts,
 --       job_id, retention_ms [, msg, copy_attempts])
 -- msg names the delivered record ("topic/partition/offset"); copy_attempts
@@ -70,68 +76,74 @@ end
 --    dead-letters it as crash_loop);
 --  - otherwise the attempt is counted, the epoch bumped and the lease
 --    taken (claimed).
--- claim_decide() reads and decides: it returns a refusal (the reply), or
--- nil and the claim to write (claim_write). run() writes the claim
--- together with the effect's settle, in one write of the state hash.
-local function claim_decide(keys, args)
-  local job = keys[1]
-  local now, lease = tonumber(args[1]), tonumber(args[2])
-  local at = args[1] -- written as given: no number formatting
-  local worker, kind = args[3], args[4]
-  local max_attempts, id = tonumber(args[5]), args[6]
-  local retention = tonumber(args[7])
-  local msg, copy_attempts = args[8] or '', tonumber(args[9]) or -1
+-- claim_decide() reads and decides, with claim's arguments at
+-- args[o + 1..o + 9]: it returns a refusal (the reply), or nil and the
+-- claim to write (claim_write). run() writes the claim together with the
+-- effect's settle, in one write of the state hash.
+local function refuse(status, state, attempts, epoch, ref)
+  return {status, s(state), n2s(attempts), n2s(epoch), ref}
+end
+
+local function claim_decide(job, idem, args, o)
+  local at = args[o + 1] -- written as given: no number formatting
+  local now = tonumber(at)
+  local kind, id, retention = args[o + 4], args[o + 6], args[o + 7]
+  local msg = args[o + 8] or ''
   local st = redis.call('HMGET', job, 'state', 'attempts', 'epoch',
                         'lease_until', 'duplicate_of', 'result_memory_id',
                         'claimed_msg', 'not_before')
   local state = st[1]
   local attempts, epoch = tonumber(st[2]) or 0, tonumber(st[3]) or 0
-  local function reply(status, ref)
-    return {status, s(state), tostring(attempts), tostring(epoch), ref}
-  end
   if state and TERMINAL[state] then
-    return reply('terminal', s(st[5]) .. s(st[6]))
+    return refuse('terminal', state, attempts, epoch, s(st[5]) .. s(st[6]))
   end
-  if keys[2] then
-    local first = redis.call('SET', keys[2], id, 'NX', 'PX', retention, 'GET')
+  if idem then
+    local first = redis.call('SET', idem, id, 'NX', 'PX', retention, 'GET')
     if first and first ~= id then
       redis.call('HSET', job, 'state', 'duplicate', 'duplicate_of', first,
                  'kind', kind, 'updated_at', at)
       redis.call('HSETNX', job, 'created_at', at)
       redis.call('PEXPIRE', job, retention)
-      return {'duplicate', first, tostring(attempts), tostring(epoch), first}
+      return {'duplicate', first, n2s(attempts), n2s(epoch), first}
     end
   end
   local same = msg ~= '' and st[7] == msg
   local live = state == 'in_progress' and (tonumber(st[4]) or 0) > now
   if not same then
-    if copy_attempts >= 0 and copy_attempts < attempts then
-      return reply('stale', '')
+    local copy = args[o + 9] ~= '-1' and tonumber(args[o + 9]) or -1
+    if copy >= 0 and copy < attempts then
+      return refuse('stale', state, attempts, epoch, '')
     end
     if live then
-      return reply('busy', s(st[4]))
+      return refuse('busy', state, attempts, epoch, s(st[4]))
     end
   end
   if state == 'retry_wait' and (tonumber(st[8]) or 0) > now then
-    return reply('not_due', s(st[8]))
+    return refuse('not_due', state, attempts, epoch, s(st[8]))
   end
-  if attempts >= max_attempts then
-    return reply('exhausted', '')
+  if attempts >= tonumber(args[o + 5]) then
+    return refuse('exhausted', state, attempts, epoch, '')
   end
-  attempts, epoch = attempts + 1, epoch + 1
-  return nil, {existed = state ~= nil, at = at, kind = kind,
-               attempts = attempts, epoch = epoch, worker = worker,
-               lease_until = now + lease, msg = msg,
-               reply = {'claimed', s(state), tostring(attempts),
-                        tostring(epoch), live and 'took_over_live_lease' or ''}}
+  -- HMGET answers a missing field with false, never nil.
+  return nil, {existed = state ~= false, state = state, at = at, now = now,
+               kind = kind, attempts = n2s(attempts + 1),
+               epoch = n2s(epoch + 1), worker = args[o + 3],
+               lease = args[o + 2], msg = msg, live = live}
+end
+
+-- What claim answers for a claim that claim_decide() took.
+local function claimed(c)
+  return {'claimed', s(c.state), c.attempts, c.epoch,
+          c.live and 'took_over_live_lease' or ''}
 end
 
 -- Writes a claim that claim_decide() took.
 local function claim_write(job, c)
+  local lease_until = c.now + tonumber(c.lease)
   if c.existed then
     redis.call('HSET', job, 'state', 'in_progress', 'kind', c.kind,
                'attempts', c.attempts, 'epoch', c.epoch,
-               'lease_until', c.lease_until, 'claimed_by', c.worker,
+               'lease_until', lease_until, 'claimed_by', c.worker,
                'claimed_msg', c.msg, 'updated_at', c.at, 'started_at', c.at)
     redis.call('HSETNX', job, 'created_at', c.at)
     redis.call('PERSIST', job)
@@ -139,86 +151,123 @@ local function claim_write(job, c)
     -- The common case, a first claim: one write, and no TTL to clear.
     redis.call('HSET', job, 'state', 'in_progress', 'kind', c.kind,
                'attempts', c.attempts, 'epoch', c.epoch,
-               'lease_until', c.lease_until, 'claimed_by', c.worker,
+               'lease_until', lease_until, 'claimed_by', c.worker,
                'claimed_msg', c.msg, 'updated_at', c.at, 'created_at', c.at,
                'started_at', c.at)
   end
 end
 
 local function claim(keys, args)
-  local refusal, c = claim_decide(keys, args)
+  local refusal, c = claim_decide(keys[1], keys[2], args, 0)
   if refusal then return refusal end
   claim_write(keys[1], c)
-  return c.reply
+  return claimed(c)
 end
 
 -- The claim half of run() and claim_llm(): ARGV[2..10] are claim's
 -- arguments, and keys[idem_at] is the idempotency key when ARGV[1] is '1'.
 local function claim_part(keys, args, idem_at)
-  local ckeys = {keys[1]}
-  if args[1] == '1' then ckeys[2] = keys[idem_at] end
-  return claim_decide(ckeys, {args[2], args[3], args[4], args[5], args[6],
-                              args[7], args[8], args[9], args[10]})
+  return claim_decide(keys[1], args[1] == '1' and keys[idem_at] or nil,
+                      args, 1)
 end
 
 -- A terminal state keeps its own time (completed_at and the like) and no
 -- claim: lease_until, claimed_msg and updated_at go, which keeps the
--- retained hash small.
+-- retained hash small. retention is in ms, as a string or a number.
 --
 -- c is the claim run() took and has not written yet: the claim and the
 -- terminal state then go in one write, and a first claim has no claim
 -- fields to delete.
 local function finish(job, retention, fields, c)
-  if c then
-    local all = {'kind', c.kind, 'attempts', c.attempts, 'epoch', c.epoch,
-                 'claimed_by', c.worker, 'started_at', c.at}
-    if not c.existed then
-      all[#all + 1] = 'created_at'
-      all[#all + 1] = c.at
-    end
-    for _, v in ipairs(fields) do all[#all + 1] = v end
-    redis.call('HSET', job, unpack(all))
-    if c.existed then
-      redis.call('HSETNX', job, 'created_at', c.at)
-      redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
-    end
+  if c and not c.existed then
+    redis.call('HSET', job, 'kind', c.kind, 'attempts', c.attempts,
+               'epoch', c.epoch, 'claimed_by', c.worker, 'started_at', c.at,
+               'created_at', c.at, unpack(fields))
   else
-    redis.call('HSET', job, unpack(fields))
+    if c then
+      redis.call('HSET', job, 'kind', c.kind, 'attempts', c.attempts,
+                 'epoch', c.epoch, 'claimed_by', c.worker,
+                 'started_at', c.at, unpack(fields))
+      redis.call('HSETNX', job, 'created_at', c.at)
+    else
+      redis.call('HSET', job, unpack(fields))
+    end
     redis.call('HDEL', job, 'lease_until', 'claimed_msg', 'updated_at')
   end
   redis.call('PEXPIRE', job, retention)
 end
 
--- Reads the sources of a compression; returns items or a rejection.
+-- Reads the sources of a compression, keys[first..] with ids: their texts
+-- and created_at times in that order, or a rejection.
 local function load_sources(keys, first, ids, want_type, text_field)
-  local items = {}
+  local texts, created = {}, {}
   for i = first, #keys do
-    local id = ids[i - first + 1]
+    local n = i - first + 1
     local h = redis.call('HMGET', keys[i], 'status', 'type', text_field,
                          'created_at')
     if not h[1] then
-      return nil, {'rejected', 'decay.compress.source_missing',
-                   'source ' .. id .. ' does not exist'}
+      return nil, nil, {'rejected', 'decay.compress.source_missing',
+                        'source ' .. ids[n] .. ' does not exist'}
     end
     if h[1] ~= 'active' then
-      return nil, {'rejected', 'decay.compress.source_inactive',
-                   'source ' .. id .. ' is ' .. h[1] .. ', not active'}
+      return nil, nil, {'rejected', 'decay.compress.source_inactive',
+                        'source ' .. ids[n] .. ' is ' .. h[1] ..
+                        ', not active'}
     end
     if want_type and h[2] ~= want_type then
-      return nil, {'rejected', 'decay.compress.source_wrong_type',
-                   'source ' .. id .. ' is of type ' .. s(h[2]) ..
-                   ', not ' .. want_type}
+      return nil, nil, {'rejected', 'decay.compress.source_wrong_type',
+                        'source ' .. ids[n] .. ' is of type ' .. s(h[2]) ..
+                        ', not ' .. want_type}
     end
-    items[#items + 1] = {id = id, text = s(h[3]),
-                         created = tonumber(h[4]) or 0}
+    texts[n] = s(h[3])
+    created[n] = tonumber(h[4]) or 0
   end
-  return items, nil
+  return texts, created, nil
 end
 
 -- Sources in the order they were remembered; ties by id.
 local function by_created(a, b)
   if a.created ~= b.created then return a.created < b.created end
   return a.id < b.id
+end
+
+-- The sources as items {id, text, created}, in the order they were
+-- remembered.
+local function ordered_items(ids, texts, created)
+  local items = {}
+  for i, id in ipairs(ids) do
+    items[i] = {id = id, text = texts[i], created = created[i]}
+  end
+  table.sort(items, by_created)
+  return items
+end
+
+-- ids, texts in the order they were remembered. Sources usually arrive in
+-- that order already, and are then taken as they are.
+local function in_order(ids, texts, created)
+  local sorted = true
+  for i = 2, #ids do
+    local a, b = created[i - 1], created[i]
+    if a > b or (a == b and ids[i - 1] >= ids[i]) then
+      sorted = false
+      break
+    end
+  end
+  if sorted then return ids, texts end
+  local o, t = {}, {}
+  for i, it in ipairs(ordered_items(ids, texts, created)) do
+    o[i], t[i] = it.id, it.text
+  end
+  return o, t
+end
+
+-- A JSON array of ids. Ids of letters, digits and -_.: come out as cjson
+-- writes them, without a call into it; any other id goes through cjson.
+local function ids_json(ids)
+  for _, id in ipairs(ids) do
+    if string.find(id, '[^%w%-_.:]') then return cjson.encode(ids) end
+  end
+  return '["' .. table.concat(ids, '","') .. '"]'
 end
 
 -- Which index a source of a job of this kind sits in, and the prefix of
@@ -236,93 +285,94 @@ local function unindex(idx, held, which, ids)
   redis.call('HDEL', held, unpack(fields))
 end
 
--- The end of a compression, with its summary written: each source of
--- keys[5..] compressed into it, out of the planner's index, and the job
--- completed. args are complete's (or complete_llm's): epoch, now,
--- retention_ms, kind first.
-local function compressed(keys, args, ids, result_id, c)
-  local now, retention, kind = args[2], tonumber(args[3]), args[4]
-  for i = 5, #keys do
+-- The settle of a compression or a review. keys: job, target, index,
+-- held, then the sources from keys[first]; ids: the sources' ids; p: epoch
+-- (a number), now, retention_ms, kind, job_id, method, scope, result_id.
+-- c: the claim of run(), unwritten (then there is no epoch to check).
+
+-- The end of a compression, with its summary written: each source
+-- compressed into it, out of the planner's index, and the job completed.
+local function compressed(keys, first, ids, p, result_id, c)
+  for i = first, #keys do
     redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
-               result_id, 'compressed_at', now)
+               result_id, 'compressed_at', p.now)
   end
-  unindex(keys[3], keys[4], INDEX_OF[kind], ids)
-  finish(keys[1], retention, {'state', 'completed', 'completed_at', now,
-                              'result_memory_id', result_id}, c)
+  unindex(keys[3], keys[4], INDEX_OF[p.kind], ids)
+  finish(keys[1], p.retention, {'state', 'completed', 'completed_at', p.now,
+                                'result_memory_id', result_id}, c)
   return {'ok', result_id}
 end
 
--- complete(KEYS: job, target, index, held, sources...;
---          ARGV: epoch, now, retention_ms, kind, job_id, method, scope,
---                result_id, source ids...)
 -- target is the summary memory (compressions) or the scope's review stream
 -- (expired_principle_review); index and held are the planner's index of
 -- the sources' kind and the scope's holds. The effect, the index update and
 -- `completed` are one step. A compression whose sources were all
 -- compressed already, by other jobs, has nothing left to do: it is settled
 -- `superseded` (reply ok, '', 'superseded'), not rejected.
--- c: the claim of run(), unwritten (then there is no epoch to check).
-local function complete(keys, args, c)
+local function settle(keys, first, ids, p, c)
   local job, target, idx, held = keys[1], keys[2], keys[3], keys[4]
-  local epoch, now = tonumber(args[1]), args[2] -- now: written as given
-  local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
-  local method, scope, result_id = args[6], args[7], args[8]
-  local ids = {}
-  for i = 9, #args do ids[#ids + 1] = args[i] end
+  local now, kind = p.now, p.kind -- now: written as given
 
   if not c then
-    local bad = fence(job, epoch)
+    local bad = fence(job, p.epoch)
     if bad then return bad end
   end
 
   if kind == 'expired_principle_review' then
-    local items, rej = load_sources(keys, 5, ids, nil, 'claim')
+    local _, _, rej = load_sources(keys, first, ids, nil, 'claim')
     if rej then return rej end
-    local entry = redis.call('XADD', target, '*', 'job_id', job_id,
-                             'scope', scope, 'principle_ids',
+    local entry = redis.call('XADD', target, '*', 'job_id', p.job_id,
+                             'scope', p.scope, 'principle_ids',
                              cjson.encode(ids), 'opened_at', now)
-    for i = 5, #keys do
+    for i = first, #keys do
       redis.call('HSET', keys[i], 'review_state', 'open', 'review_job',
-                 job_id, 'review_entry', entry)
+                 p.job_id, 'review_entry', entry)
     end
     unindex(idx, held, 'principle', ids)
-    finish(job, retention, {'state', 'completed', 'completed_at', now,
-                            'result_review_id', entry}, c)
+    finish(job, p.retention, {'state', 'completed', 'completed_at', now,
+                              'result_review_id', entry}, c)
     return {'ok', entry}
   end
 
   local want, text_field = 'candidate', 'claim'
   if kind == 'episode_compression' then want, text_field = nil, 'content' end
-  local items, rej = load_sources(keys, 5, ids, want, text_field)
+  local texts, created, rej = load_sources(keys, first, ids, want,
+                                           text_field)
   if rej then
     if rej[2] == 'decay.compress.source_inactive' then
       local into = nil
-      for i = 5, #keys do
+      for i = first, #keys do
         local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
         if h[1] ~= 'compressed' then into = nil break end
         into = into or s(h[2])
       end
       if into then
         unindex(idx, held, INDEX_OF[kind], ids)
-        finish(job, retention, {'state', 'superseded', 'superseded_at', now,
-                                'superseded_by', into}, c)
+        finish(job, p.retention, {'state', 'superseded', 'superseded_at',
+                                  now, 'superseded_by', into}, c)
         return {'ok', '', 'superseded'}
       end
     end
     return rej
   end
-  table.sort(items, by_created)
-  local texts, ordered = {}, {}
-  for i, it in ipairs(items) do
-    texts[i] = it.text
-    ordered[i] = it.id
-  end
-  redis.call('HSET', target, 'id', result_id, 'scope', scope,
+  local ordered
+  ordered, texts = in_order(ids, texts, created)
+  redis.call('HSET', target, 'id', p.result_id, 'scope', p.scope,
              'type', 'summary', 'status', 'active',
              'claim', table.concat(texts, '\n'), 'created_at', now,
-             'source_kind', kind, 'source_ids', cjson.encode(ordered),
-             'job_id', job_id, 'method', method)
-  return compressed(keys, args, ids, result_id, c)
+             'source_kind', kind, 'source_ids', ids_json(ordered),
+             'job_id', p.job_id, 'method', p.method)
+  return compressed(keys, first, ids, p, p.result_id, c)
+end
+
+-- complete(KEYS: job, target, index, held, sources...;
+--          ARGV: epoch, now, retention_ms, kind, job_id, method, scope,
+--                result_id, source ids...)
+local function complete(keys, args)
+  return settle(keys, 5, {unpack(args, 9)},
+                {epoch = tonumber(args[1]), now = args[2],
+                 retention = args[3], kind = args[4], job_id = args[5],
+                 method = args[6], scope = args[7], result_id = args[8]})
 end
 
 -- run(KEYS: job, target, index, held [, idem], sources...;
@@ -343,29 +393,28 @@ local function run(keys, args)
   local first = args[1] == '1' and 6 or 5
   local refusal, c = claim_part(keys, args, 5)
   if refusal then return refusal end
-  local r = c.reply
-  local skeys = {keys[1], keys[2], keys[3], keys[4]}
-  for i = first, #keys do skeys[#skeys + 1] = keys[i] end
-  local sargs = {r[4], args[2], args[8], args[5], args[7], args[11],
-                 args[12], args[13]}
-  for i = 14, #args do sargs[#sargs + 1] = args[i] end
-  -- complete writes the claim with the settle. When it does not settle,
+  local p = {now = args[2], retention = args[8], kind = args[5],
+             job_id = args[7], method = args[11], scope = args[12],
+             result_id = args[13]}
+  -- settle writes the claim with the settle. When it does not settle,
   -- the claim is written here, so that the attempt stays counted: a
   -- rejection, or an error of the effect's commands (a key of the wrong
   -- type), is answered as a rejection that the caller dead-letters with
-  -- this epoch. complete reads every key before it writes any, so such an
+  -- this epoch. settle reads every key before it writes any, so such an
   -- error writes nothing of the effect.
-  local ok, done = pcall(complete, skeys, sargs, c)
+  local ok, done = pcall(settle, keys, first, {unpack(args, 14)}, p, c)
+  local before = s(c.state)
   if ok and done[1] == 'ok' then
-    return {'completed', r[2], r[3], r[4], done[2], done[3] or ''}
+    return {'completed', before, c.attempts, c.epoch, done[2],
+            done[3] or ''}
   end
   claim_write(keys[1], c)
   if not ok then
     local msg = type(done) == 'table' and done.err or tostring(done)
-    return {'rejected', r[2], r[3], r[4], 'decay.store.command_error',
-            'redis: ' .. s(msg)}
+    return {'rejected', before, c.attempts, c.epoch,
+            'decay.store.command_error', 'redis: ' .. s(msg)}
   end
-  return {'rejected', r[2], r[3], r[4], s(done[2]), s(done[3])}
+  return {'rejected', before, c.attempts, c.epoch, s(done[2]), s(done[3])}
 end
 
 -- The digest of a compression's sources as a prompt saw them: each one's
@@ -395,9 +444,10 @@ end
 local function llm_sources(kind, keys, first, ids)
   local want, text_field = 'candidate', 'claim'
   if kind == 'episode_compression' then want, text_field = nil, 'content' end
-  local items, rej = load_sources(keys, first, ids, want, text_field)
+  local texts, created, rej = load_sources(keys, first, ids, want,
+                                           text_field)
   if rej then return nil, nil, rej end
-  table.sort(items, by_created)
+  local items = ordered_items(ids, texts, created)
   return items, sources_digest(keys, first, items, text_field), nil
 end
 
@@ -421,22 +471,21 @@ local function claim_llm(keys, args)
   local first = args[1] == '1' and 4 or 3
   local refusal, c = claim_part(keys, args, 3)
   if refusal then return refusal end
-  local r, kind, id = c.reply, args[5], args[7]
+  local r, kind, id = claimed(c), args[5], args[7]
   local prev = redis.call('SET', keys[2], id, 'NX', 'PXAT', args[11], 'GET')
   if prev and prev ~= id then
     claim_write(keys[1], c)
     return {'rejected', r[2], r[3], r[4], 'decay.attest.replayed',
             'the attestation nonce was used by job ' .. prev}
   end
-  local ids = {}
-  for i = 12, #args do ids[#ids + 1] = args[i] end
+  local ids = {unpack(args, 12)}
   local items, digest, rej = llm_sources(kind, keys, first, ids)
   if rej then
     local into = rej[2] == 'decay.compress.source_inactive' and
                  compressed_into(keys, first)
     if into then
       -- Other jobs compressed every source: nothing left to summarize.
-      finish(keys[1], tonumber(args[8]),
+      finish(keys[1], args[8],
              {'state', 'superseded', 'superseded_at', args[2],
               'superseded_by', into}, c)
       return {'terminal', 'superseded', r[3], r[4], into}
@@ -466,13 +515,13 @@ end
 -- the prompt was built from, nothing is written (rejected,
 -- decay.compress.source_changed).
 local function complete_llm(keys, args)
-  local job, target, idx, held = keys[1], keys[2], keys[3], keys[4]
-  local epoch, now = tonumber(args[1]), args[2]
-  local retention, kind, job_id = tonumber(args[3]), args[4], args[5]
+  local job, target = keys[1], keys[2]
+  local p = {epoch = tonumber(args[1]), now = args[2], retention = args[3],
+             kind = args[4]}
+  local kind, job_id, now = p.kind, args[5], p.now
   local scope, result_id, want = args[6], args[7], args[8]
-  local ids = {}
-  for i = 16, #args do ids[#ids + 1] = args[i] end
-  local bad = fence(job, epoch)
+  local ids = {unpack(args, 16)}
+  local bad = fence(job, p.epoch)
   if bad then return bad end
   local items, digest, rej = llm_sources(kind, keys, 5, ids)
   if rej or digest ~= want then
@@ -490,7 +539,7 @@ local function complete_llm(keys, args)
              'system_fingerprint', args[11], 'prompt_tokens', args[12],
              'completion_tokens', args[13], 'operator', args[14],
              'key_id', args[15])
-  return compressed(keys, args, ids, result_id, nil)
+  return compressed(keys, 5, ids, p, result_id, nil)
 end
 
 -- release(KEYS: job; ARGV: epoch, now, not_before, code)

@@ -2,6 +2,8 @@
  * refused; fencing; idempotency keys; the memory effects; start-up checks
  * and authentication. */
 #include <criterion/criterion.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -699,6 +701,106 @@ Test(store, run_claims_and_completes_a_job_in_one_step)
         dq_job_destroy(job);
         dq_job_destroy(bad);
         dq_store_destroy(st);
+}
+
+/* The calls of one command in INFO commandstats, e.g. "hset". */
+static long cmd_calls(redisContext *c, const char *cmd)
+{
+        redisReply *r = redisCommand(c, "INFO commandstats");
+        char pat[64];
+        const char *p;
+        long n = 0;
+
+        cr_assert(r && r->type == REDIS_REPLY_STRING);
+        snprintf(pat, sizeof(pat), "cmdstat_%s:calls=", cmd);
+        if ((p = strstr(r->str, pat)))
+                n = atol(p + strlen(pat));
+        freeReplyObject(r);
+        return n;
+}
+
+static json_t *source_ids(dq_store_t *st, const char *sum)
+{
+        json_error_t err;
+        json_t *v = json_loads(mem_field(st, sum, "source_ids"), 0, &err);
+        cr_assert_not_null(v, "source_ids: %s", err.text);
+        return v;
+}
+
+/* What a deterministic job costs Redis, on a server of its own so that the
+ * command counts are this job's: a first run of a compression of two
+ * sources with an idempotency key is 11 commands, one per key and access
+ * (the state read, the key taken, each source read and marked, the
+ * summary, the index and holds, the state written and its TTL), and none
+ * undoes another: a first claim leaves no claim fields to delete, no TTL
+ * to clear and no created_at to keep. The summary lists its sources in
+ * the order they were remembered, whatever their ids are made of. */
+Test(store, a_first_run_costs_one_command_per_key_it_must_touch)
+{
+        private_redis_t pr;
+        char errstr[512], sum[64];
+        const char *src[] = {"a.1", "b:2"};
+        const char *odd[] = {"y\"\\1", "x/2"};
+        const char *cmds[] = {"hsetnx", "persist", "hget", "exists", "del"};
+        dq_job_t *job, *oddj;
+        dq_store_t *st;
+        redisContext *c;
+        dq_store_run_t r;
+        json_t *ids;
+
+        private_redis(&pr, "--appendonly", "yes", NULL, NULL);
+        st = store_on(pr.port, NULL, errstr, sizeof(errstr));
+        cr_assert_not_null(st, "%s", errstr);
+        c = redisConnect("127.0.0.1", pr.port);
+        cr_assert(c && !c->err);
+        job = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, src, 2);
+        job->idempotency_key = strdup("order-7");
+        oddj = dq_test_job(DQ_KIND_CANDIDATE_COMPRESSION, SCOPE, odd, 2);
+        dq_test_memory(st, SCOPE, "a.1", "candidate", "active", "one", 1);
+        dq_test_memory(st, SCOPE, "b:2", "candidate", "active", "two", 2);
+        /* Named by the job in the order opposite to their memory. */
+        dq_test_memory(st, SCOPE, odd[1], "candidate", "active", "first", 1);
+        dq_test_memory(st, SCOPE, odd[0], "candidate", "active", "second", 2);
+        freeReplyObject(redisCommand(c, "CONFIG RESETSTAT"));
+
+        r = run1(st, job, dq_now_ms());
+        cr_assert_eq(r.claim.status, DQ_CLAIM_CLAIMED);
+        cr_assert_eq(r.settle.err, DQ_OK);
+        cr_expect_eq(cmd_calls(c, "hmget"), 3, "state and two sources");
+        cr_expect_eq(cmd_calls(c, "set"), 1, "the idempotency key");
+        cr_expect_eq(cmd_calls(c, "hset"), 4,
+                     "summary, two sources, the state");
+        cr_expect_eq(cmd_calls(c, "zrem"), 1);
+        cr_expect_eq(cmd_calls(c, "hdel"), 1, "the holds, not the state");
+        cr_expect_eq(cmd_calls(c, "pexpire"), 1);
+        for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+                cr_expect_eq(cmd_calls(c, cmds[i]), 0, "%s", cmds[i]);
+        cr_expect_str_eq(job_field(st, job, "state"), "completed");
+        cr_expect_str_eq(job_field(st, job, "created_at"),
+                         job_field(st, job, "started_at"));
+        cr_expect_str_eq(job_field(st, job, "lease_until"), "");
+        snprintf(sum, sizeof(sum), "sum_%s", job->id);
+        cr_expect_str_eq(mem_field(st, sum, "claim"), "one\ntwo");
+        ids = source_ids(st, sum);
+        cr_expect_eq(json_array_size(ids), 2);
+        cr_expect_str_eq(json_string_value(json_array_get(ids, 0)), "a.1");
+        cr_expect_str_eq(json_string_value(json_array_get(ids, 1)), "b:2");
+        json_decref(ids);
+
+        r = run1(st, oddj, dq_now_ms());
+        cr_assert_eq(r.settle.err, DQ_OK);
+        snprintf(sum, sizeof(sum), "sum_%s", oddj->id);
+        cr_expect_str_eq(mem_field(st, sum, "claim"), "first\nsecond");
+        ids = source_ids(st, sum);
+        cr_expect_str_eq(json_string_value(json_array_get(ids, 0)), odd[1]);
+        cr_expect_str_eq(json_string_value(json_array_get(ids, 1)), odd[0]);
+        json_decref(ids);
+
+        redisFree(c);
+        dq_job_destroy(job);
+        dq_job_destroy(oddj);
+        dq_store_destroy(st);
+        private_redis_stop(&pr);
 }
 
 /* The two halves of dq_store_run(): batches sent one after another are
