@@ -63,6 +63,10 @@ static const char usage_text[] =
     "            against 256 / 0.2 s; with rebalances and re-run jobs\n"
     "            (each must be 0); then 10 jobs of one scope, which must\n"
     "            run one at a time in offset order\n"
+    "  redis     the Redis work of a job alone (not in the default): the\n"
+    "            consumer's calls of --jobs jobs, 500 per pipeline, with\n"
+    "            no Kafka, repeated --redis-rounds times; jobs/s, Redis\n"
+    "            CPU per 1,000 jobs and Redis commands per job\n"
     "  llm       LLM summaries (not in the default): --llm-jobs signed\n"
     "            llm_summary jobs over 500 scopes through one consumer\n"
     "            with llm.concurrency=128, the test Chat Completions\n"
@@ -78,6 +82,7 @@ static const char usage_text[] =
     "      --scale-jobs N      scale section jobs per run (default 200000)\n"
     "      --slow-jobs N       slow section jobs (default 10000)\n"
     "      --llm-jobs N        llm section jobs (default 5000)\n"
+    "      --redis-rounds N    rounds of the redis section (default 3)\n"
     "      --latency-seconds S offered-load time per rate (default 20)\n"
     "      --max-rate R        jobs/s that latency rates are taken of,\n"
     "                          when the consume section is not run\n"
@@ -105,6 +110,7 @@ static struct {
         /* llm section: jobs are llm_summary, signed with this key */
         dq_attest_key_t *llm_key;
         long llm_jobs;
+        int redis_rounds;
         int latency_s;
         double max_rate;
         int partitions;
@@ -878,7 +884,11 @@ static double raw_consume(const char *name, long n)
 
 static void row(const char *what, double v, const char *unit)
 {
-        printf("  %-52s %14.*f %s\n", what, v < 10 ? 2 : 0, v, unit);
+        printf("  %-52s %14.*f %s\n", what,
+               v < 1    ? 3
+               : v < 10 ? 2
+                        : 0,
+               v, unit);
 }
 
 /* Sets o[k] to v (stolen); a value that cannot be built or set ends the
@@ -1106,6 +1116,79 @@ static void run_consume(void)
              c.redis_cpu_s * 1000.0 / (double)n);
         jnum(s, "redis_bytes_per_job_state", state_b);
         jnum(s, "redis_bytes_per_idempotency_key", idem_b);
+}
+
+/*
+ * Section: redis
+ */
+
+/* The calls of commands other than FCALL and the bench's own, from INFO
+ * commandstats: the commands the functions ran. */
+static long inner_calls(void)
+{
+        redisReply *r = rcmd("INFO commandstats");
+        long calls = 0;
+
+        for (char *p = r->str; (p = strstr(p, "cmdstat_"));) {
+                char name[64];
+                long c;
+                if (sscanf(p, "cmdstat_%63[^:]:calls=%ld", name, &c) == 2 &&
+                    strcmp(name, "fcall") && strcmp(name, "info") &&
+                    strncmp(name, "config", 6) && strcmp(name, "ping"))
+                        calls += c;
+                p += 8;
+        }
+        freeReplyObject(r);
+        return calls;
+}
+
+static void run_redis(void)
+{
+        json_t *s = section("redis"), *rounds = json_array();
+        double best_rate = 0, best_cpu = 0;
+        long n = B.jobs, cmds = 0;
+
+        if (!rounds || json_object_set_new(s, "rounds", rounds))
+                die("%s", "out of memory");
+        printf("\nRedis work of a job alone (%ld jobs a round, one "
+               "decayq_run each, 500 per pipeline, no Kafka)\n",
+               n);
+        for (int i = 0; i < B.redis_rounds; i++) {
+                long first = B.next_job;
+                double cpu = 0, rate;
+                char what[64];
+                json_t *o = json_object();
+
+                B.next_job += n;
+                note("redis: round %d of %d, %ld jobs", i + 1, B.redis_rounds,
+                     n);
+                preload_memories(first, n);
+                aof_settle();
+                freeReplyObject(rcmd("CONFIG RESETSTAT"));
+                rate = store_ceiling(first, n, 500, &cpu);
+                cmds = inner_calls();
+                snprintf(what, sizeof(what), "round %d: jobs/s", i + 1);
+                row(what, rate, "jobs/s");
+                snprintf(what, sizeof(what),
+                         "round %d: Redis CPU per 1,000 jobs", i + 1);
+                row(what, cpu, "CPU-s");
+                if (!o || json_array_append_new(rounds, o))
+                        die("%s", "out of memory");
+                jnum(o, "jobs_per_s", rate);
+                jnum(o, "redis_cpu_s_per_1000_jobs", cpu);
+                if (rate > best_rate)
+                        best_rate = rate;
+                if (!best_cpu || cpu < best_cpu)
+                        best_cpu = cpu;
+        }
+        row("best jobs/s", best_rate, "jobs/s");
+        row("least Redis CPU per 1,000 jobs", best_cpu, "CPU-s");
+        row("Redis commands per job inside decayq_run",
+            (double)cmds / (double)n, "");
+        jset(s, "jobs", json_integer(n));
+        jnum(s, "jobs_per_s", best_rate);
+        jnum(s, "redis_cpu_s_per_1000_jobs", best_cpu);
+        jnum(s, "commands_per_job", (double)cmds / (double)n);
 }
 
 /*
@@ -1611,6 +1694,7 @@ int main(int argc, char **argv)
             {"scale-jobs", required_argument, NULL, 'S'},
             {"slow-jobs", required_argument, NULL, 'W'},
             {"llm-jobs", required_argument, NULL, 'G'},
+            {"redis-rounds", required_argument, NULL, 'Q'},
             {"latency-seconds", required_argument, NULL, 'L'},
             {"max-rate", required_argument, NULL, 'M'},
             {"partitions", required_argument, NULL, 'p'},
@@ -1633,6 +1717,7 @@ int main(int argc, char **argv)
         B.scale_jobs = 200000;
         B.slow_jobs = 10000;
         B.llm_jobs = 5000;
+        B.redis_rounds = 3;
         B.scopes = SCOPES;
         B.latency_s = 20;
         B.partitions = 12;
@@ -1662,6 +1747,13 @@ int main(int argc, char **argv)
                         break;
                 case 'G':
                         B.llm_jobs = num_arg("--llm-jobs", optarg, 10);
+                        break;
+                case 'Q':
+                        if (num_arg("--redis-rounds", optarg, 1) > 100)
+                                usage_error("--redis-rounds: at most 100, "
+                                            "got '%s'",
+                                            optarg);
+                        B.redis_rounds = atoi(optarg);
                         break;
                 case 'L':
                         B.latency_s =
@@ -1708,6 +1800,7 @@ int main(int argc, char **argv)
                       (len == 7 && !strncmp(p, "latency", 7)) ||
                       (len == 5 && !strncmp(p, "scale", 5)) ||
                       (len == 4 && !strncmp(p, "slow", 4)) ||
+                      (len == 5 && !strncmp(p, "redis", 5)) ||
                       (len == 3 && !strncmp(p, "llm", 3))))
                         usage_error("--sections: unknown section in '%s'",
                                     sections);
@@ -1748,6 +1841,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (strstr(sections, "slow"))
                 run_slow();
+        if (strstr(sections, "redis"))
+                run_redis();
         if (strstr(sections, "llm"))
                 run_llm();
 
