@@ -9,7 +9,9 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +57,8 @@ static const char usage_text[] =
     "            benchmark pipelining the same function calls per job;\n"
     "            with consumer RSS, CPU and Redis bytes per key\n"
     "  latency   open-loop end-to-end latency (produce to settle) at 25%,\n"
-    "            50% and 75% of the consume section's rate\n"
+    "            50% and 75% of the consume section's rate, beside the\n"
+    "            Kafka path alone (a plain consumer of the same records)\n"
     "  scale     jobs/s of 1, 2 and 4 decay-consumer processes\n"
     "  slow      the slow path (not in the default): --slow-jobs jobs with\n"
     "            a 200 ms handler (debug.faults slow:200) over 1,000\n"
@@ -309,6 +312,13 @@ static void aof_settle(void)
                         return;
                 usleep(50000);
         }
+}
+
+/* Rewrites of the AOF since Redis started: each one forks a child that
+ * takes a core for seconds, which a measured window should name. */
+static long aof_rewrites(void)
+{
+        return (long)info_num("persistence", "aof_rewrites");
 }
 
 typedef struct outcome_s {
@@ -727,6 +737,7 @@ typedef struct consumed_s {
         double rate, steady, cpu_s, redis_cpu_s;
         int64_t peak_rss, last_rss;
         long completed, rerun;
+        long rewrites; /* AOF rewrites during the run */
 } consumed_t;
 
 /* Runs cnt consumers over jobs [first, first + n) already in topics
@@ -737,6 +748,7 @@ static bool consume(const char *name, int cnt, long first, long n,
         fleet_t f;
         outcome_t o;
         double rcpu0 = redis_cpu_s();
+        long rw0 = aof_rewrites();
         int64_t done;
 
         memset(out, 0, sizeof(*out));
@@ -745,6 +757,7 @@ static bool consume(const char *name, int cnt, long first, long n,
         fleet_start(&f, name, cnt);
         done = fleet_wait(&f, name, &out->steady);
         out->redis_cpu_s = redis_cpu_s() - rcpu0;
+        out->rewrites = aof_rewrites() - rw0;
         fleet_stop(&f, name);
         if (!done)
                 return false;
@@ -1100,6 +1113,8 @@ static void run_consume(void)
         row("Redis CPU per 1,000 jobs", c.redis_cpu_s * 1000.0 / (double)n,
             "CPU-s");
         row("Redis CPU per 1,000 jobs, the calls alone (b)", ceil_cpu, "CPU-s");
+        row("Redis AOF rewrites during the run (each a forked child)",
+            (double)c.rewrites, "");
         row("Redis bytes per retained job state (MEMORY USAGE)", state_b, "B");
         row("Redis bytes per idempotency key (MEMORY USAGE)", idem_b, "B");
         jset(s, "jobs", json_integer(n));
@@ -1114,6 +1129,7 @@ static void run_consume(void)
         jnum(s, "cpu_s_per_1000_jobs", c.cpu_s * 1000.0 / (double)n);
         jnum(s, "redis_cpu_s_per_1000_jobs",
              c.redis_cpu_s * 1000.0 / (double)n);
+        jset(s, "aof_rewrites", json_integer(c.rewrites));
         jnum(s, "redis_bytes_per_job_state", state_b);
         jnum(s, "redis_bytes_per_idempotency_key", idem_b);
 }
@@ -1207,6 +1223,101 @@ static double pct(const int64_t *v, long n, double p)
         return (double)v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
+/*
+ * The Kafka path alone, beside the consumer: a plain group consumer of its
+ * own reads the latency topic, with decay-consumer's fetch settings, and
+ * notes for each record its produce timestamp and how old it was when it
+ * could first be read. What lies under every end-to-end figure before
+ * decayq does anything.
+ */
+typedef struct watch_s {
+        pthread_t tid;
+        rd_kafka_t *rk;
+        atomic_int stop;
+        int64_t *ts, *age; /* per record read: produce time, age then (ms) */
+        long cap;
+        atomic_long cnt;
+} watch_t;
+
+static void *watch_main(void *arg)
+{
+        watch_t *w = arg;
+
+        while (!atomic_load(&w->stop)) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, 100);
+                long i = atomic_load(&w->cnt);
+                if (!m)
+                        continue;
+                if (!m->err && i < w->cap) {
+                        w->ts[i] = rd_kafka_message_timestamp(m, NULL);
+                        w->age[i] = dq_now_ms() - w->ts[i];
+                        atomic_store(&w->cnt, i + 1);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        return NULL;
+}
+
+static void watch_start(watch_t *w, const char *topic, long cap)
+{
+        char errstr[512], group[128];
+        rd_kafka_conf_t *c = kconf();
+        rd_kafka_topic_partition_list_t *sub;
+
+        memset(w, 0, sizeof(*w));
+        w->cap = cap;
+        w->ts = calloc((size_t)cap, sizeof(*w->ts));
+        w->age = calloc((size_t)cap, sizeof(*w->age));
+        if (!w->ts || !w->age)
+                die("%s", "out of memory");
+        snprintf(group, sizeof(group), "%s.latency.watch", B.run);
+        kset(c, "group.id", group);
+        kset(c, "auto.offset.reset", "earliest");
+        kset(c, "enable.auto.commit", "false");
+        kset(c, "queued.max.messages.kbytes", "2048");
+        kset(c, "queued.min.messages", "1000");
+        kset(c, "fetch.max.bytes", "1048576");
+        if (!(w->rk =
+                  rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof(errstr))))
+                die("%s", errstr);
+        rd_kafka_poll_set_consumer(w->rk);
+        sub = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
+        if (rd_kafka_subscribe(w->rk, sub))
+                die("subscribe %s", topic);
+        rd_kafka_topic_partition_list_destroy(sub);
+        if (pthread_create(&w->tid, NULL, watch_main, w))
+                die("%s", "pthread_create failed");
+}
+
+static void watch_stop(watch_t *w)
+{
+        atomic_store(&w->stop, 1);
+        pthread_join(w->tid, NULL);
+        rd_kafka_consumer_close(w->rk);
+        rd_kafka_destroy(w->rk);
+        free(w->ts);
+        free(w->age);
+}
+
+/* The p50 and p99 age of the records produced in [from, to) ms. */
+static void watch_pct(watch_t *w, int64_t from, int64_t to, double *p50,
+                      double *p99)
+{
+        long cnt = atomic_load(&w->cnt), n = 0;
+        int64_t *v = malloc((size_t)(cnt ? cnt : 1) * sizeof(*v));
+
+        if (!v)
+                die("%s", "out of memory");
+        for (long i = 0; i < cnt; i++)
+                if (w->ts[i] >= from && w->ts[i] < to)
+                        v[n++] = w->age[i];
+        qsort(v, (size_t)n, sizeof(*v), cmp_i64);
+        *p50 = n ? pct(v, n, 50) : -1;
+        *p99 = n ? pct(v, n, 99) : -1;
+        free(v);
+}
+
 /* Waits until every job of [first, first + n) is completed. */
 static bool wait_settled(long first, long n, outcome_t *o)
 {
@@ -1270,45 +1381,71 @@ static void run_latency(void)
         aof_settle();
         topic = topic_of("latency", "jobs");
         dq_producer_t *p = lib_producer(topic, &sent);
+        watch_t w;
+        watch_start(&w, topic, total);
         fleet_start(&f, "latency", 1);
 
-        /* One job through first: the group has joined and Redis is warm. */
+        /* One job through first: the group has joined and Redis is warm;
+         * the watching consumer has read it too. */
         lib_send(p, first);
         dq_producer_flush(p, 30000);
         if (!wait_settled(first, 1, &o)) {
                 fleet_stop(&f, "latency");
+                watch_stop(&w);
                 return;
         }
+        for (int i = 0; i < 600 && atomic_load(&w.cnt) < 1; i++)
+                usleep(50000);
         free(o.settled_at);
         at = first + 1;
 
         printf("\nend-to-end latency, open loop (due time to settle, ms; %d "
-               "s per rate; 1 consumer)\n",
+               "s per rate; 1 consumer; rewrites: Redis AOF rewrites in the "
+               "window;\nkafka: a plain consumer beside it, produce "
+               "timestamp to first read)\n",
                B.latency_s);
-        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s\n", "load", "jobs/s", "jobs",
-               "p50", "p90", "p99", "p99.9", "max");
+        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s %8s %9s %9s\n", "load",
+               "jobs/s", "jobs", "p50", "p90", "p99", "p99.9", "max",
+               "rewrites", "kafka p50", "kafka p99");
         for (int k = 0; k < 3; k++) {
                 double rate = loads[k] * B.max_rate;
                 long n = (long)(rate * B.latency_s);
                 int64_t *due = calloc((size_t)n, sizeof(*due));
                 if (!due)
                         die("out of memory");
+                long rw0;
+                /* Each rate starts from a rewritten AOF, as the first
+                 * does: the AOF of a small bench keyspace doubles within
+                 * a minute, one of a deployment's keyspace in hours, and
+                 * a rewrite forks a child that takes one of the 2 cores.
+                 * A rewrite that still falls inside a window is counted
+                 * in its row. */
+                if (k > 0)
+                        aof_settle();
+                rw0 = aof_rewrites();
                 note("latency: %.0f%% load, %.0f jobs/s for %d s",
                      loads[k] * 100, rate, B.latency_s);
+                int64_t from = dq_now_ms();
                 offer(p, rate, at, n, due);
                 dq_producer_flush(p, 60000);
+                int64_t to = dq_now_ms() + 1;
                 if (!wait_settled(at, n, &o)) {
                         free(due);
                         break;
                 }
+                rw0 = aof_rewrites() - rw0;
+                double k50, k99;
+                watch_pct(&w, from, to, &k50, &k99);
                 for (long i = 0; i < n; i++)
                         due[i] = o.settled_at[i] - due[i] / 1000;
                 qsort(due, (size_t)n, sizeof(*due), cmp_i64);
                 double q[5] = {pct(due, n, 50), pct(due, n, 90),
                                pct(due, n, 99), pct(due, n, 99.9),
                                (double)due[n - 1]};
-                printf("  %-8.0f %9.0f %8ld %8.0f %8.0f %8.0f %8.0f %8.0f\n",
-                       loads[k] * 100, rate, n, q[0], q[1], q[2], q[3], q[4]);
+                printf("  %-8.0f %9.0f %8ld %8.0f %8.0f %8.0f %8.0f %8.0f "
+                       "%8ld %9.0f %9.0f\n",
+                       loads[k] * 100, rate, n, q[0], q[1], q[2], q[3], q[4],
+                       rw0, k50, k99);
                 json_t *r = json_object();
                 jnum(r, "load", loads[k]);
                 jnum(r, "offered_jobs_per_s", rate);
@@ -1318,6 +1455,9 @@ static void run_latency(void)
                 jnum(r, "p99_ms", q[2]);
                 jnum(r, "p99_9_ms", q[3]);
                 jnum(r, "max_ms", q[4]);
+                jset(r, "aof_rewrites", json_integer(rw0));
+                jnum(r, "kafka_p50_ms", k50);
+                jnum(r, "kafka_p99_ms", k99);
                 jappend(arr, r);
                 free(o.settled_at);
                 free(due);
@@ -1328,6 +1468,7 @@ static void run_latency(void)
         jnum(s, "max_jobs_per_s", B.max_rate);
         jnum(s, "rss_bytes", (double)f.last_rss);
         fleet_stop(&f, "latency");
+        watch_stop(&w);
         dq_producer_destroy(p);
         free(topic);
 }
