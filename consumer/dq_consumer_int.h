@@ -194,6 +194,7 @@ typedef struct dq_sched_s {
         dq_item_t **run; /* claimed or running, unordered */
         size_t run_cnt, run_cap;
         struct dq_pool_s *pool;
+        bool start_failed;  /* a worker could not be started: said once */
         int64_t next_renew; /* mono ms */
 } dq_sched_t;
 

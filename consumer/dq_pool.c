@@ -1,5 +1,8 @@
 /* The worker pool; see dq_pool.h. One mutex guards the two queues; workers
- * sleep on one condition, the main loop on another. */
+ * sleep on one condition, the main loop on another. Workers start as the
+ * queue needs them: each idle thread holds its stack and thread-local
+ * storage (about 32 KiB resident), and a consumer whose jobs all run
+ * inside Redis needs none of them. */
 #define _GNU_SOURCE
 #include "dq_pool.h"
 
@@ -20,7 +23,9 @@ struct dq_pool_s {
         dq_task_t **active; /* the task each worker runs, or NULL */
         dq_task_t *finished;
         bool stop;
-        int threads;
+        int threads, max; /* started, and the most there may be */
+        int idle;         /* started and running no task */
+        int queued;       /* tasks in queue */
         pthread_t *tids;
 };
 
@@ -75,10 +80,12 @@ static void *worker(void *arg)
 
                 while (!p->queue && !p->stop)
                         pthread_cond_wait(&p->work, &p->lock);
+                p->idle--;
                 if (p->stop)
                         break;
                 t = p->queue;
                 p->queue = t->next;
+                p->queued--;
                 if (!p->queue)
                         p->queue_tail = NULL;
                 p->active[slot.index] = t;
@@ -101,15 +108,36 @@ static void *worker(void *arg)
                 p->active[slot.index] = NULL;
                 t->next = p->finished;
                 p->finished = t;
+                p->idle++;
                 pthread_cond_signal(&p->done);
         }
         pthread_mutex_unlock(&p->lock);
         return NULL;
 }
 
+/* Starts one more worker; 0 or an errno. Called with the lock held. */
+static int start_worker(dq_pool_t *p)
+{
+        slot_t *slot = malloc(sizeof(*slot));
+        int err;
+
+        if (!slot)
+                return ENOMEM;
+        *slot = (slot_t){p, p->threads};
+        err = pthread_create(&p->tids[p->threads], NULL, worker, slot);
+        if (err) {
+                free(slot);
+                return err;
+        }
+        p->threads++;
+        p->idle++;
+        return 0;
+}
+
 dq_pool_t *dq_pool_new(int threads, char *errstr, size_t errstr_size)
 {
         dq_pool_t *p = calloc(1, sizeof(*p));
+        int err;
 
         if (!p || !(p->tids = calloc((size_t)threads, sizeof(*p->tids))) ||
             !(p->active = calloc((size_t)threads, sizeof(*p->active)))) {
@@ -119,33 +147,28 @@ dq_pool_t *dq_pool_new(int threads, char *errstr, size_t errstr_size)
                 snprintf(errstr, errstr_size, "out of memory");
                 return NULL;
         }
+        p->max = threads;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->work, NULL);
         pthread_cond_init(&p->done, NULL);
-        for (; p->threads < threads; p->threads++) {
-                slot_t *slot = malloc(sizeof(*slot));
-                int err = ENOMEM;
-
-                if (slot) {
-                        *slot = (slot_t){p, p->threads};
-                        err = pthread_create(&p->tids[p->threads], NULL, worker,
-                                             slot);
-                        if (err)
-                                free(slot);
-                }
-                if (err) {
-                        snprintf(errstr, errstr_size,
-                                 "cannot start handler thread %d of %d: %s",
-                                 p->threads + 1, threads, strerror(err));
-                        dq_pool_destroy(p);
-                        return NULL;
-                }
+        /* One at once: a process that cannot start a thread learns it
+         * before it takes any work. */
+        pthread_mutex_lock(&p->lock);
+        err = start_worker(p);
+        pthread_mutex_unlock(&p->lock);
+        if (err) {
+                snprintf(errstr, errstr_size,
+                         "cannot start a handler thread: %s", strerror(err));
+                dq_pool_destroy(p);
+                return NULL;
         }
         return p;
 }
 
-void dq_pool_submit(dq_pool_t *p, dq_task_t *t)
+int dq_pool_submit(dq_pool_t *p, dq_task_t *t)
 {
+        int err = 0;
+
         t->next = NULL;
         pthread_mutex_lock(&p->lock);
         if (p->queue_tail)
@@ -153,8 +176,23 @@ void dq_pool_submit(dq_pool_t *p, dq_task_t *t)
         else
                 p->queue = t;
         p->queue_tail = t;
+        p->queued++;
+        /* Every queued task has an idle worker to take it, or a new one. */
+        if (p->queued > p->idle && p->threads < p->max)
+                err = start_worker(p);
         pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->lock);
+        return err;
+}
+
+int dq_pool_threads(dq_pool_t *p)
+{
+        int n;
+
+        pthread_mutex_lock(&p->lock);
+        n = p->threads;
+        pthread_mutex_unlock(&p->lock);
+        return n;
 }
 
 dq_task_t *dq_pool_collect(dq_pool_t *p)

@@ -37,7 +37,8 @@ typedef struct dq_task_s {
         struct dq_task_s *next;
 } dq_task_t;
 
-/* A pool of threads workers; NULL when they cannot be started.
+/* A pool of up to threads workers; NULL when not even one can be started.
+ * One starts at once, the others as tasks wait for them.
  * @locality main loop */
 dq_pool_t *dq_pool_new(int threads, char *errstr, size_t errstr_size);
 
@@ -46,8 +47,14 @@ dq_pool_t *dq_pool_new(int threads, char *errstr, size_t errstr_size);
 dq_task_t *dq_task_new(const dq_job_t *job, int64_t attempt, bool faults);
 void dq_task_free(dq_task_t *t);
 
-/* Queues t for a worker. @locality main loop */
-void dq_pool_submit(dq_pool_t *p, dq_task_t *t);
+/* Queues t for a worker, and starts one more when no idle worker is left
+ * for it and the cap allows. Returns 0, or the errno of a worker that could
+ * not be started: t is queued anyway, for the workers there are.
+ * @locality main loop */
+int dq_pool_submit(dq_pool_t *p, dq_task_t *t);
+
+/* Workers started so far. @locality any */
+int dq_pool_threads(dq_pool_t *p);
 
 /* The tasks finished since the last call, in no order (a list through
  * next); never blocks. @locality main loop */

@@ -257,7 +257,14 @@ void dq_sched_started(dq_consumer_t *c, dq_item_t *it)
         t->owner = it;
         t->started = dq_mono_ms();
         it->task = t;
-        dq_pool_submit(c->sched.pool, t);
+        int err = dq_pool_submit(c->sched.pool, t);
+        if (err && !c->sched.start_failed) {
+                /* The task waits for the workers there are. */
+                c->sched.start_failed = true;
+                dq_warn("handler",
+                        "event=thread_start_failed threads=%d error=\"%s\"",
+                        dq_pool_threads(c->sched.pool), strerror(err));
+        }
 }
 
 static dq_item_t *pop(dq_sched_t *s, dq_scope_q_t *q)
