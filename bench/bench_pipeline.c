@@ -897,10 +897,12 @@ static double raw_consume(const char *name, long n)
 
 static void row(const char *what, double v, const char *unit)
 {
+        /* Counts as they are; fractions to 3 figures or so. */
         printf("  %-52s %14.*f %s\n", what,
-               v < 1    ? 3
-               : v < 10 ? 2
-                        : 0,
+               v == (double)(long long)v ? 0
+               : v < 1                   ? 3
+               : v < 10                  ? 2
+                                         : 0,
                v, unit);
 }
 
