@@ -18,6 +18,7 @@ typedef enum dq_hist_e {
         DQ_HIST_END_TO_END, /* produce timestamp to settle, ms */
         DQ_HIST_REDIS,      /* one pipelined Redis round trip, ms */
         DQ_HIST_LLM,        /* one LLM backend call, ms */
+        DQ_HIST_READ_AGE,   /* produce timestamp to read, jobs topic, ms */
         DQ_HIST__CNT
 } dq_hist_t;
 

@@ -22,6 +22,9 @@ static const struct {
      "Time of one pipelined Redis round trip (claims or settles), in "
      "seconds."},
     {"decayq_llm_call_seconds", "Time of one LLM backend call, in seconds."},
+    {"decayq_read_age_seconds",
+     "Time from a job record's produce timestamp to the consumer reading "
+     "it, in seconds (the jobs topic; delay-tier copies are not counted)."},
 };
 
 static const struct {

@@ -173,6 +173,9 @@ Test(ops, metrics_lag_and_readiness_follow_the_consumer, .fini = teardown,
         cr_assert_geq(DELTA(JOBS("consumed", "", "")), OK + 2 * RETRY + 1);
         cr_assert_geq(DELTA("decayq_commits_total"), 1);
         cr_assert_geq(DELTA("decayq_end_to_end_seconds_count"), OK + RETRY);
+        /* Each job record read, and no delay copy: read again after a
+         * pause, a record counts again. */
+        cr_assert_geq(DELTA("decayq_read_age_seconds_count"), OK + RETRY + 1);
         cr_assert_geq(DELTA("decayq_redis_roundtrip_seconds_count"), 2);
         cr_assert_eq(metric(b, "decayq_assigned_partitions", NULL), 3,
                      "the jobs topic and two tiers, one partition each");
