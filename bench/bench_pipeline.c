@@ -845,17 +845,15 @@ static double store_ceiling(long first, long n, int batch, double *cpu)
  * Ceiling (a): a plain group consumer that only reads.
  */
 
-static double raw_consume(const char *name, long n)
+/* A plain group consumer of topic from its start, committing nothing; c
+ * (consumed) may carry settings of its own. */
+static rd_kafka_t *group_consumer(rd_kafka_conf_t *c, const char *group,
+                                  const char *topic)
 {
-        char errstr[512], group[128];
-        rd_kafka_conf_t *c = kconf();
+        char errstr[512];
         rd_kafka_t *rk;
         rd_kafka_topic_partition_list_t *sub;
-        char *topic = topic_of(name, "jobs");
-        int64_t t0 = 0, t1 = 0;
-        long got = 0;
 
-        snprintf(group, sizeof(group), "%s.%s.raw", B.run, name);
         kset(c, "group.id", group);
         kset(c, "auto.offset.reset", "earliest");
         kset(c, "partition.assignment.strategy", "range");
@@ -868,6 +866,19 @@ static double raw_consume(const char *name, long n)
         if (rd_kafka_subscribe(rk, sub))
                 die("subscribe %s", topic);
         rd_kafka_topic_partition_list_destroy(sub);
+        return rk;
+}
+
+static double raw_consume(const char *name, long n)
+{
+        char group[128];
+        rd_kafka_t *rk;
+        char *topic = topic_of(name, "jobs");
+        int64_t t0 = 0, t1 = 0;
+        long got = 0;
+
+        snprintf(group, sizeof(group), "%s.%s.raw", B.run, name);
+        rk = group_consumer(kconf(), group, topic);
         int64_t deadline = dq_mono_ms() + 120000;
         while (got < n && dq_mono_ms() < deadline) {
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
@@ -1262,9 +1273,8 @@ static void *watch_main(void *arg)
 
 static void watch_start(watch_t *w, const char *topic, long cap)
 {
-        char errstr[512], group[128];
+        char group[128];
         rd_kafka_conf_t *c = kconf();
-        rd_kafka_topic_partition_list_t *sub;
 
         memset(w, 0, sizeof(*w));
         w->cap = cap;
@@ -1273,21 +1283,11 @@ static void watch_start(watch_t *w, const char *topic, long cap)
         if (!w->ts || !w->age)
                 die("%s", "out of memory");
         snprintf(group, sizeof(group), "%s.latency.watch", B.run);
-        kset(c, "group.id", group);
-        kset(c, "auto.offset.reset", "earliest");
-        kset(c, "enable.auto.commit", "false");
+        /* decay-consumer's fetch settings (dq_setup.c) */
         kset(c, "queued.max.messages.kbytes", "2048");
         kset(c, "queued.min.messages", "1000");
         kset(c, "fetch.max.bytes", "1048576");
-        if (!(w->rk =
-                  rd_kafka_new(RD_KAFKA_CONSUMER, c, errstr, sizeof(errstr))))
-                die("%s", errstr);
-        rd_kafka_poll_set_consumer(w->rk);
-        sub = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
-        if (rd_kafka_subscribe(w->rk, sub))
-                die("subscribe %s", topic);
-        rd_kafka_topic_partition_list_destroy(sub);
+        w->rk = group_consumer(c, group, topic);
         if (pthread_create(&w->tid, NULL, watch_main, w))
                 die("%s", "pthread_create failed");
 }

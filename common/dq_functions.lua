@@ -26,7 +26,7 @@
 
 -- Every change of this file bumps LIB_VERSION (and DQ_FUNCTIONS_VERSION in
 -- dq_store.c): a server keeps a library of the same version as it is.
-local LIB_VERSION = '10'
+local LIB_VERSION = '11'
 local TERMINAL = {completed = true, dead = true, cancelled = true,
                   duplicate = true, superseded = true}
 
@@ -285,27 +285,41 @@ local function unindex(idx, held, which, ids)
   redis.call('HDEL', held, unpack(fields))
 end
 
--- The settle of a compression or a review. keys: job, target, index,
--- held, then the sources from keys[first]; ids: the sources' ids; p: epoch
--- (a number), now, retention_ms, kind, job_id, method, scope, result_id.
--- c: the claim of run(), unwritten (then there is no epoch to check).
+-- compressed() and settle() take keys: job, target, index, held, then the
+-- sources from keys[first]; ids: the sources' ids; p: epoch (a number),
+-- now, retention_ms, kind, job_id, method, scope, result_id; c: the claim
+-- of run(), unwritten (then there is no epoch to check).
 
--- The end of a compression, with its summary written: each source
--- compressed into it, out of the planner's index, and the job completed.
-local function compressed(keys, first, ids, p, result_id, c)
+-- The end of a compression, with its summary p.result_id written: each
+-- source compressed into it, out of the planner's index, and the job
+-- completed.
+local function compressed(keys, first, ids, p, c)
   for i = first, #keys do
     redis.call('HSET', keys[i], 'status', 'compressed', 'compressed_into',
-               result_id, 'compressed_at', p.now)
+               p.result_id, 'compressed_at', p.now)
   end
   unindex(keys[3], keys[4], INDEX_OF[p.kind], ids)
   finish(keys[1], p.retention, {'state', 'completed', 'completed_at', p.now,
-                                'result_memory_id', result_id}, c)
-  return {'ok', result_id}
+                                'result_memory_id', p.result_id}, c)
+  return {'ok', p.result_id}
 end
 
--- target is the summary memory (compressions) or the scope's review stream
--- (expired_principle_review); index and held are the planner's index of
--- the sources' kind and the scope's holds. The effect, the index update and
+-- The summary every source of keys[first..] was compressed into, when
+-- all of them were; else nil.
+local function compressed_into(keys, first)
+  local into = nil
+  for i = first, #keys do
+    local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
+    if h[1] ~= 'compressed' then return nil end
+    into = into or s(h[2])
+  end
+  return into
+end
+
+-- The settle of a compression or a review. target is the summary memory
+-- (compressions) or the scope's review stream (expired_principle_review);
+-- index and held are the planner's index of the sources' kind and the
+-- scope's holds. The effect, the index update and
 -- `completed` are one step. A compression whose sources were all
 -- compressed already, by other jobs, has nothing left to do: it is settled
 -- `superseded` (reply ok, '', 'superseded'), not rejected.
@@ -340,12 +354,7 @@ local function settle(keys, first, ids, p, c)
                                            text_field)
   if rej then
     if rej[2] == 'decay.compress.source_inactive' then
-      local into = nil
-      for i = first, #keys do
-        local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
-        if h[1] ~= 'compressed' then into = nil break end
-        into = into or s(h[2])
-      end
+      local into = compressed_into(keys, first)
       if into then
         unindex(idx, held, INDEX_OF[kind], ids)
         finish(job, p.retention, {'state', 'superseded', 'superseded_at',
@@ -362,7 +371,7 @@ local function settle(keys, first, ids, p, c)
              'claim', table.concat(texts, '\n'), 'created_at', now,
              'source_kind', kind, 'source_ids', ids_json(ordered),
              'job_id', p.job_id, 'method', p.method)
-  return compressed(keys, first, ids, p, p.result_id, c)
+  return compressed(keys, first, ids, p, c)
 end
 
 -- complete(KEYS: job, target, index, held, sources...;
@@ -427,18 +436,6 @@ local function sources_digest(keys, first, items, text_field)
     parts[i] = it.id .. '\0' .. it.text .. '\0' .. tostring(it.created)
   end
   return redis.sha1hex(text_field .. '\0' .. table.concat(parts, '\0'))
-end
-
--- The summary every source of keys[first..] was compressed into, when
--- all of them were; else nil.
-local function compressed_into(keys, first)
-  local into = nil
-  for i = first, #keys do
-    local h = redis.call('HMGET', keys[i], 'status', 'compressed_into')
-    if h[1] ~= 'compressed' then return nil end
-    into = into or s(h[2])
-  end
-  return into
 end
 
 local function llm_sources(kind, keys, first, ids)
@@ -517,9 +514,9 @@ end
 local function complete_llm(keys, args)
   local job, target = keys[1], keys[2]
   local p = {epoch = tonumber(args[1]), now = args[2], retention = args[3],
-             kind = args[4]}
+             kind = args[4], result_id = args[7]}
   local kind, job_id, now = p.kind, args[5], p.now
-  local scope, result_id, want = args[6], args[7], args[8]
+  local scope, result_id, want = args[6], p.result_id, args[8]
   local ids = {unpack(args, 16)}
   local bad = fence(job, p.epoch)
   if bad then return bad end
@@ -539,7 +536,7 @@ local function complete_llm(keys, args)
              'system_fingerprint', args[11], 'prompt_tokens', args[12],
              'completion_tokens', args[13], 'operator', args[14],
              'key_id', args[15])
-  return compressed(keys, 5, ids, p, result_id, nil)
+  return compressed(keys, 5, ids, p, nil)
 end
 
 -- release(KEYS: job; ARGV: epoch, now, not_before, code)

@@ -19,7 +19,7 @@
 extern const char dq_functions_lua[];
 extern const unsigned long dq_functions_lua_len;
 
-#define DQ_FUNCTIONS_VERSION "10"
+#define DQ_FUNCTIONS_VERSION "11"
 
 struct dq_store_s {
         redisContext *c;

@@ -140,7 +140,7 @@ dq_item_t *dq_item_new(dq_consumer_t *c, rd_kafka_message_t *m)
         it->offset = m->offset;
         p = dq_part_find(c, it->topic, it->partition);
         it->gen = p ? p->gen : 0;
-        if (p && p->tier < 0) {
+        if (c->metrics && p && p->tier < 0) {
                 /* How long Kafka took to hand it over: the part of the
                  * end-to-end time that lies before decayq. */
                 int64_t ts = rd_kafka_message_timestamp(m, NULL);
