@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,16 +116,22 @@ static void *worker(void *arg)
         return NULL;
 }
 
-/* Starts one more worker; 0 or an errno. Called with the lock held. */
+/* Starts one more worker; 0 or an errno. Called with the lock held. The
+ * worker starts with every signal blocked, so that a drain signal reaches
+ * the main loop's thread, the one that reads what the handler set. */
 static int start_worker(dq_pool_t *p)
 {
         slot_t *slot = malloc(sizeof(*slot));
+        sigset_t all, mask;
         int err;
 
         if (!slot)
                 return ENOMEM;
         *slot = (slot_t){p, p->threads};
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &mask);
         err = pthread_create(&p->tids[p->threads], NULL, worker, slot);
+        pthread_sigmask(SIG_SETMASK, &mask, NULL);
         if (err) {
                 free(slot);
                 return err;
