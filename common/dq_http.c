@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +110,8 @@ dq_http_t *dq_http_start(const char *address, int port,
         struct sockaddr_storage ss;
         struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
         struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        sigset_t all, mask;
+        int err;
         /* One polling thread (epoll where there is one) serves every
          * connection, so a slow client holds a slot, never the thread. */
         unsigned flags =
@@ -135,15 +139,22 @@ dq_http_t *dq_http_start(const char *address, int port,
         }
         h->probe = *probe;
         h->stall_ms = stall_ms;
+        /* The listener's thread starts with every signal blocked, so that a
+         * drain signal reaches the daemon's main thread, the one that reads
+         * what the signal handler set. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &mask);
         h->d = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR,
             (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
             lim->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             lim->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, lim->timeout_s,
             MHD_OPTION_EXTERNAL_LOGGER, quiet, NULL, MHD_OPTION_END);
+        err = errno;
+        pthread_sigmask(SIG_SETMASK, &mask, NULL);
         if (!h->d) {
                 snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s",
-                         address, port, strerror(errno));
+                         address, port, strerror(err));
                 free(h);
                 return NULL;
         }

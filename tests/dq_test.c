@@ -3,7 +3,10 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,4 +240,56 @@ int dq_test_http_get(int port, const char *path, char *body, size_t size)
                  "close\r\n\r\n",
                  path);
         return dq_test_http(port, req, body, size);
+}
+
+int dq_test_tasks(long *ids, int max)
+{
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+        int n = 0;
+
+        cr_assert_not_null(d);
+        while ((e = readdir(d)) && n < max)
+                if (e->d_name[0] != '.')
+                        ids[n++] = atol(e->d_name);
+        closedir(d);
+        return n;
+}
+
+/* The signals thread tid blocks, from its SigBlk line. */
+static unsigned long long blocked(long tid)
+{
+        char path[64], line[256];
+        unsigned long long mask = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/self/task/%ld/status", tid);
+        cr_assert_not_null(f = fopen(path, "r"));
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "SigBlk: %llx", &mask) == 1)
+                        break;
+        fclose(f);
+        return mask;
+}
+
+int dq_test_expect_new_threads_block_signals(const long *before, int nb)
+{
+        static const int sigs[] = {SIGTERM, SIGINT,  SIGHUP,
+                                   SIGQUIT, SIGUSR1, SIGUSR2};
+        long after[256];
+        int na = dq_test_tasks(after, 256), n = 0;
+
+        for (int i = 0; i < na; i++) {
+                bool old = false;
+                for (int j = 0; j < nb; j++)
+                        old = old || after[i] == before[j];
+                if (old)
+                        continue;
+                n++;
+                for (size_t k = 0; k < sizeof(sigs) / sizeof(sigs[0]); k++)
+                        cr_expect(blocked(after[i]) & (1ULL << (sigs[k] - 1)),
+                                  "thread %ld does not block signal %d",
+                                  after[i], sigs[k]);
+        }
+        return n;
 }

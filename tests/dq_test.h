@@ -68,4 +68,13 @@ int dq_test_http(int port, const char *req, char *body, size_t size);
 /* GET path; as dq_test_http(). */
 int dq_test_http_get(int port, const char *path, char *body, size_t size);
 
+/* The threads of this process, as their ids in /proc/self/task (at most
+ * max); returns how many. */
+int dq_test_tasks(long *ids, int max);
+
+/* Expects every thread started since dq_test_tasks() gave before[0..nb) to
+ * block each signal decay-consumer handles, so that a drain signal reaches
+ * the main loop's thread; returns how many threads it checked. */
+int dq_test_expect_new_threads_block_signals(const long *before, int nb);
+
 #endif

@@ -1,13 +1,12 @@
 /* The handler pool: workers start as tasks wait for them, never more than
  * the cap, and every task submitted finishes with its own answer. */
 #include <criterion/criterion.h>
-#include <dirent.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dq_pool.h"
+#include "dq_test.h"
 #include "dq_test_store.h"
 #include "banned.h"
 
@@ -98,66 +97,19 @@ Test(pool, destroy_with_tasks_running_and_queued)
         dq_pool_destroy(p);
 }
 
-/* The threads of this process, as their ids in /proc/self/task. */
-static int tasks(long *ids, int max)
-{
-        DIR *d = opendir("/proc/self/task");
-        struct dirent *e;
-        int n = 0;
-
-        cr_assert_not_null(d);
-        while ((e = readdir(d)) && n < max)
-                if (e->d_name[0] != '.')
-                        ids[n++] = atol(e->d_name);
-        closedir(d);
-        return n;
-}
-
-/* The signals thread tid blocks, from its SigBlk line. */
-static unsigned long long blocked(long tid)
-{
-        char path[64], line[256];
-        unsigned long long mask = 0;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/self/task/%ld/status", tid);
-        cr_assert_not_null(f = fopen(path, "r"));
-        while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "SigBlk: %llx", &mask) == 1)
-                        break;
-        fclose(f);
-        return mask;
-}
-
 /* A drain signal must reach the main loop's thread, which reads what the
  * handler sets: every worker, the first and those started later, blocks
  * the signals decay-consumer handles. */
 Test(pool, workers_block_the_signals_the_main_loop_handles)
 {
-        static const int sigs[] = {SIGTERM, SIGINT,  SIGHUP,
-                                   SIGQUIT, SIGUSR1, SIGUSR2};
-        long before[64], after[64];
-        int nb = tasks(before, 64), na;
+        long before[64];
+        int nb = dq_test_tasks(before, 64);
         dq_pool_t *p = pool_of(4);
 
         for (int i = 0; i < 3; i++)
                 cr_assert_eq(dq_pool_submit(p, slow_task(300)), 0);
         cr_assert_eq(dq_pool_threads(p), 3);
-        na = tasks(after, 64);
-        int workers = 0;
-        for (int i = 0; i < na; i++) {
-                bool old = false;
-                for (int j = 0; j < nb; j++)
-                        old = old || after[i] == before[j];
-                if (old)
-                        continue;
-                workers++;
-                for (size_t k = 0; k < sizeof(sigs) / sizeof(sigs[0]); k++)
-                        cr_expect(blocked(after[i]) & (1ULL << (sigs[k] - 1)),
-                                  "worker %ld does not block signal %d",
-                                  after[i], sigs[k]);
-        }
-        cr_expect_eq(workers, 3);
+        cr_expect_eq(dq_test_expect_new_threads_block_signals(before, nb), 3);
         collect(p, 3);
         dq_pool_destroy(p);
 }
