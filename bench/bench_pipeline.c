@@ -69,7 +69,8 @@ static const char usage_text[] =
     "  redis     the Redis work of a job alone (not in the default): the\n"
     "            consumer's calls of --jobs jobs, 500 per pipeline, with\n"
     "            no Kafka, repeated --redis-rounds times; jobs/s, Redis\n"
-    "            CPU per 1,000 jobs and Redis commands per job\n"
+    "            CPU per 1,000 jobs and Redis commands per job, with the\n"
+    "            keys and memory Redis held before each round\n"
     "  llm       LLM summaries (not in the default): --llm-jobs signed\n"
     "            llm_summary jobs over 500 scopes through one consumer\n"
     "            with llm.concurrency=128, the test Chat Completions\n"
@@ -1184,9 +1185,10 @@ static void run_redis(void)
                n);
         for (int i = 0; i < B.redis_rounds; i++) {
                 long first = B.next_job;
-                double cpu = 0, rate;
+                double cpu = 0, rate, mem;
                 char what[64];
                 json_t *o = json_object();
+                redisReply *keys;
 
                 B.next_job += n;
                 note("redis: round %d of %d, %ld jobs", i + 1, B.redis_rounds,
@@ -1194,8 +1196,17 @@ static void run_redis(void)
                 preload_memories(first, n);
                 aof_settle();
                 freeReplyObject(rcmd("CONFIG RESETSTAT"));
+                keys = rcmd("DBSIZE");
+                mem = info_num("memory", "used_memory");
                 rate = store_ceiling(first, n, 500, &cpu);
                 cmds = inner_calls();
+                /* What a job costs grows with the keyspace it works in. */
+                snprintf(what, sizeof(what), "round %d: keys in Redis before",
+                         i + 1);
+                row(what, (double)keys->integer, "");
+                snprintf(what, sizeof(what),
+                         "round %d: Redis memory before (used_memory)", i + 1);
+                row(what, mem / 1048576.0, "MiB");
                 snprintf(what, sizeof(what), "round %d: jobs/s", i + 1);
                 row(what, rate, "jobs/s");
                 snprintf(what, sizeof(what),
@@ -1203,8 +1214,11 @@ static void run_redis(void)
                 row(what, cpu, "CPU-s");
                 if (!o || json_array_append_new(rounds, o))
                         die("%s", "out of memory");
+                jset(o, "keys_before", json_integer(keys->integer));
+                jnum(o, "used_memory_before_bytes", mem);
                 jnum(o, "jobs_per_s", rate);
                 jnum(o, "redis_cpu_s_per_1000_jobs", cpu);
+                freeReplyObject(keys);
                 if (rate > best_rate)
                         best_rate = rate;
                 if (!best_cpu || cpu < best_cpu)
