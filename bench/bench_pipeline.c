@@ -1298,8 +1298,8 @@ static void watch_start(watch_t *w, const char *topic, long cap)
                 die("%s", "out of memory");
         snprintf(group, sizeof(group), "%s.latency.watch", B.run);
         /* decay-consumer's fetch settings (dq_setup.c) */
-        kset(c, "queued.max.messages.kbytes", "2048");
-        kset(c, "queued.min.messages", "1000");
+        kset(c, "queued.max.messages.kbytes", "3072");
+        kset(c, "queued.min.messages", "100000");
         kset(c, "fetch.max.bytes", "1048576");
         w->rk = group_consumer(c, group, topic);
         if (pthread_create(&w->tid, NULL, watch_main, w))
