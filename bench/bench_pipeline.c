@@ -1287,7 +1287,7 @@ static void *watch_main(void *arg)
 
 static void watch_start(watch_t *w, const char *topic, long cap)
 {
-        char group[128];
+        char group[128], errstr[256];
         rd_kafka_conf_t *c = kconf();
 
         memset(w, 0, sizeof(*w));
@@ -1297,10 +1297,8 @@ static void watch_start(watch_t *w, const char *topic, long cap)
         if (!w->ts || !w->age)
                 die("%s", "out of memory");
         snprintf(group, sizeof(group), "%s.latency.watch", B.run);
-        /* decay-consumer's fetch settings (dq_setup.c) */
-        kset(c, "queued.max.messages.kbytes", "3072");
-        kset(c, "queued.min.messages", "100000");
-        kset(c, "fetch.max.bytes", "1048576");
+        if (dq_kafka_conf_prefetch(c, errstr, sizeof(errstr)) != DQ_OK)
+                die("%s", errstr);
         w->rk = group_consumer(c, group, topic);
         if (pthread_create(&w->tid, NULL, watch_main, w))
                 die("%s", "pthread_create failed");
@@ -1429,7 +1427,7 @@ static void run_latency(void)
                 int64_t *due = calloc((size_t)n, sizeof(*due));
                 if (!due)
                         die("out of memory");
-                long rw0;
+                long rw0, rewrites;
                 /* Each rate starts from a rewritten AOF, as the first
                  * does: the AOF of a small bench keyspace doubles within
                  * a minute, one of a deployment's keyspace in hours, and
@@ -1449,7 +1447,7 @@ static void run_latency(void)
                         free(due);
                         break;
                 }
-                rw0 = aof_rewrites() - rw0;
+                rewrites = aof_rewrites() - rw0;
                 double k50, k99;
                 watch_pct(&w, from, to, &k50, &k99);
                 for (long i = 0; i < n; i++)
@@ -1461,7 +1459,7 @@ static void run_latency(void)
                 printf("  %-8.0f %9.0f %8ld %8.0f %8.0f %8.0f %8.0f %8.0f "
                        "%8ld %9.0f %9.0f\n",
                        loads[k] * 100, rate, n, q[0], q[1], q[2], q[3], q[4],
-                       rw0, k50, k99);
+                       rewrites, k50, k99);
                 json_t *r = json_object();
                 jnum(r, "load", loads[k]);
                 jnum(r, "offered_jobs_per_s", rate);
@@ -1471,7 +1469,7 @@ static void run_latency(void)
                 jnum(r, "p99_ms", q[2]);
                 jnum(r, "p99_9_ms", q[3]);
                 jnum(r, "max_ms", q[4]);
-                jset(r, "aof_rewrites", json_integer(rw0));
+                jset(r, "aof_rewrites", json_integer(rewrites));
                 jnum(r, "kafka_p50_ms", k50);
                 jnum(r, "kafka_p99_ms", k99);
                 jappend(arr, r);

@@ -16,6 +16,13 @@
 #define DQ_COPY_OVERHEAD           16384
 #define DQ_COPY_MAX_BYTES(job_max) ((int64_t)(job_max) + DQ_COPY_OVERHEAD)
 
+/* Sets on k the prefetch a decayq group consumer keeps by default, bounded
+ * by bytes alone (3 MiB queued, in 1 MiB fetches): decay-consumer's, and
+ * the bench's plain consumers' beside it. DQ_OK, or DQ_ERR_INVALID with
+ * errstr. */
+dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
+                                size_t errstr_size);
+
 /* Creates each topic with the given partition count and replication factor
  * 1 unless it exists (an existing topic is success, and is not changed).
  * max_message_bytes > 0 sets the new topics' max.message.bytes. Uses the

@@ -30,21 +30,12 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
 
         /* Defaults a user may override: eager rebalancing (librdkafka 2.0's
          * cooperative protocol has known bugs), reading a new group from
-         * the start of the topics, and a small prefetch, bounded by bytes
-         * alone. librdkafka's defaults (64 MiB queued, 50 MiB per fetch)
-         * let a deep backlog fill the process's memory. Before librdkafka
-         * 2.2 (fetch.queue.backoff.ms), a partition found over either
-         * bound is not fetched again for about a second, so the prefetch
-         * must hold enough to keep the loop fed meanwhile: a deep backlog
-         * ran at 11,000 jobs/s with 2 MiB and 1,000 messages, 13,800
-         * with 3 MiB (bench/RESULTS.md), at 6 MiB more RSS. */
+         * the start of the topics, and a small prefetch. */
         if (set(k, "group.id", "decayq", errstr, errstr_size) ||
             set(k, "partition.assignment.strategy", "range", errstr,
                 errstr_size) ||
             set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-            set(k, "queued.max.messages.kbytes", "3072", errstr, errstr_size) ||
-            set(k, "queued.min.messages", "100000", errstr, errstr_size) ||
-            set(k, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
+            dq_kafka_conf_prefetch(k, errstr, errstr_size) != DQ_OK ||
             set(k, "topic.metadata.refresh.interval.ms", "30000", errstr,
                 errstr_size) ||
             dq_conf_kafka_apply(c->conf, k, errstr, errstr_size))

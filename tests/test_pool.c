@@ -45,6 +45,14 @@ static void collect(dq_pool_t *p, int n)
         cr_assert_eq(got, n, "%d of %d tasks finished", got, n);
 }
 
+/* Submits n tasks of ms milliseconds each; every one must be queued
+ * without error. */
+static void submit(dq_pool_t *p, int n, int ms)
+{
+        for (int i = 0; i < n; i++)
+                cr_assert_eq(dq_pool_submit(p, slow_task(ms)), 0);
+}
+
 static dq_pool_t *pool_of(int threads)
 {
         char errstr[256];
@@ -61,7 +69,7 @@ Test(pool, one_worker_until_tasks_wait_for_more)
         cr_expect_eq(dq_pool_threads(p), 1, "one worker at start, not 256");
         /* One task at a time: the one worker takes each. */
         for (int i = 0; i < 5; i++) {
-                cr_assert_eq(dq_pool_submit(p, slow_task(1)), 0);
+                submit(p, 1, 1);
                 collect(p, 1);
         }
         cr_expect_eq(dq_pool_threads(p), 1);
@@ -73,12 +81,10 @@ Test(pool, workers_start_for_waiting_tasks_up_to_the_cap)
         dq_pool_t *p = pool_of(4);
 
         /* Three at once: one worker each, as none is idle for them. */
-        for (int i = 0; i < 3; i++)
-                cr_assert_eq(dq_pool_submit(p, slow_task(300)), 0);
+        submit(p, 3, 300);
         cr_expect_eq(dq_pool_threads(p), 3);
         /* Nine more: the cap holds, and they wait for the four. */
-        for (int i = 0; i < 9; i++)
-                cr_assert_eq(dq_pool_submit(p, slow_task(50)), 0);
+        submit(p, 9, 50);
         cr_expect_eq(dq_pool_threads(p), 4);
         collect(p, 12);
         cr_expect_eq(dq_pool_threads(p), 4, "workers stay for the next");
@@ -91,8 +97,7 @@ Test(pool, destroy_with_tasks_running_and_queued)
 {
         dq_pool_t *p = pool_of(2);
 
-        for (int i = 0; i < 6; i++)
-                cr_assert_eq(dq_pool_submit(p, slow_task(200)), 0);
+        submit(p, 6, 200);
         cr_expect_eq(dq_pool_threads(p), 2);
         dq_pool_destroy(p);
 }
@@ -106,8 +111,7 @@ Test(pool, workers_block_the_signals_the_main_loop_handles)
         int nb = dq_test_tasks(before, 64);
         dq_pool_t *p = pool_of(4);
 
-        for (int i = 0; i < 3; i++)
-                cr_assert_eq(dq_pool_submit(p, slow_task(300)), 0);
+        submit(p, 3, 300);
         cr_assert_eq(dq_pool_threads(p), 3);
         cr_expect_eq(dq_test_expect_new_threads_block_signals(before, nb), 3);
         collect(p, 3);
