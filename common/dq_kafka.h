@@ -17,11 +17,20 @@
 #define DQ_COPY_MAX_BYTES(job_max) ((int64_t)(job_max) + DQ_COPY_OVERHEAD)
 
 /* Sets on k the prefetch a decayq group consumer keeps by default, bounded
- * by bytes alone (3 MiB queued, in 1 MiB fetches): decay-consumer's, and
+ * by bytes alone (3 MiB queued, in 256 KiB fetches): decay-consumer's, and
  * the bench's plain consumers' beside it. DQ_OK, or DQ_ERR_INVALID with
  * errstr. */
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
                                 size_t errstr_size);
+
+/* Raises k's fetch.max.bytes to its message.max.bytes when that is larger
+ * and fetch_set is false (the user did not set fetch.max.bytes): a
+ * message.max.bytes set for the producers reaches the consumer too, and
+ * librdkafka refuses to start a consumer whose fetch is smaller. Both set,
+ * and in conflict, are left for librdkafka to refuse. DQ_OK, or
+ * DQ_ERR_INVALID with errstr. */
+dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
+                                 char *errstr, size_t errstr_size);
 
 /* Creates each topic with the given partition count and replication factor
  * 1 unless it exists (an existing topic is success, and is not changed).

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "dq_conf.h"
+#include "dq_kafka.h"
 #include "dq_kafka_produce.h"
 #include "dq_test.h"
 #include "banned.h"
@@ -237,4 +238,72 @@ Test(conf,
         cr_assert_neq(strcmp(v, "1024"), 0);
         rd_kafka_conf_destroy(k);
         dq_conf_destroy(conf);
+}
+
+/* The consumer's fetch is built the way dq_setup_consumer() builds it: its
+ * prefetch defaults, then the user's kafka.* keys, then the fit. Returns
+ * whether librdkafka would start that consumer (errstr says why not), with
+ * its fetch.max.bytes in fetch. */
+static bool consumer_starts(char **overrides, int cnt, char *fetch,
+                            size_t fetch_size, char *errstr, size_t errstr_size)
+{
+        dq_conf_t *conf =
+            dq_conf_load(NULL, overrides, cnt, errstr, errstr_size);
+        rd_kafka_conf_t *k = rd_kafka_conf_new();
+        rd_kafka_t *rk = NULL;
+
+        cr_assert_not_null(conf, "%s", errstr);
+        cr_assert_eq(rd_kafka_conf_set(k, "group.id", "g", errstr, errstr_size),
+                     RD_KAFKA_CONF_OK);
+        cr_assert_eq(dq_kafka_conf_prefetch(k, errstr, errstr_size), DQ_OK,
+                     "%s", errstr);
+        cr_assert_eq(dq_conf_kafka_apply(conf, k, errstr, errstr_size), DQ_OK,
+                     "%s", errstr);
+        cr_assert_eq(dq_kafka_conf_fetch_fit(
+                         k, dq_conf_kafka_get(conf, "fetch.max.bytes") != NULL,
+                         errstr, errstr_size),
+                     DQ_OK, "%s", errstr);
+        cr_assert_eq(
+            rd_kafka_conf_get(k, "fetch.max.bytes", fetch, &fetch_size),
+            RD_KAFKA_CONF_OK);
+        rk = rd_kafka_new(RD_KAFKA_CONSUMER, k, errstr, errstr_size);
+        if (rk)
+                rd_kafka_destroy(rk);
+        else
+                rd_kafka_conf_destroy(k);
+        dq_conf_destroy(conf);
+        return rk != NULL;
+}
+
+/* A message.max.bytes meant for the producers reaches the consumer too. Its
+ * fetch grows to match, where librdkafka would refuse the start; both set
+ * in conflict are refused, with librdkafka's reason. */
+Test(conf, a_producers_message_max_bytes_never_stops_the_consumer)
+{
+        char errstr[512], fetch[32];
+        char *largest[] = {"kafka.message.max.bytes=1000000000"};
+        char *bigger[] = {"kafka.message.max.bytes=2000000"};
+        char *smaller[] = {"kafka.message.max.bytes=100000"};
+        char *both[] = {"kafka.message.max.bytes=2000000",
+                        "kafka.fetch.max.bytes=1048576"};
+
+        cr_assert(consumer_starts(largest, 1, fetch, sizeof(fetch), errstr,
+                                  sizeof(errstr)),
+                  "%s", errstr);
+        cr_assert_str_eq(fetch, "1000000000");
+        cr_assert(consumer_starts(bigger, 1, fetch, sizeof(fetch), errstr,
+                                  sizeof(errstr)),
+                  "%s", errstr);
+        cr_assert_str_eq(fetch, "2000000");
+        cr_assert(consumer_starts(smaller, 1, fetch, sizeof(fetch), errstr,
+                                  sizeof(errstr)),
+                  "%s", errstr);
+        cr_assert_str_eq(fetch, "262144", "the default fetch stays");
+        cr_assert(consumer_starts(NULL, 0, fetch, sizeof(fetch), errstr,
+                                  sizeof(errstr)),
+                  "%s", errstr);
+        cr_assert_str_eq(fetch, "262144");
+        cr_assert_not(consumer_starts(both, 2, fetch, sizeof(fetch), errstr,
+                                      sizeof(errstr)));
+        cr_assert(strstr(errstr, "fetch.max.bytes"), "%s", errstr);
 }
