@@ -53,17 +53,27 @@ static long long conf_num(rd_kafka_conf_t *k, const char *name)
 }
 
 dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
-                                 char *errstr, size_t errstr_size)
+                                 bool msg_set, char *errstr, size_t errstr_size)
 {
         long long msg = conf_num(k, "message.max.bytes");
-        char v[32];
+        long long fetch = conf_num(k, "fetch.max.bytes");
+        const char *name;
+        char v[32], rerr[256];
 
-        if (fetch_set || msg <= conf_num(k, "fetch.max.bytes"))
+        if (fetch >= msg || (fetch_set && msg_set))
                 return DQ_OK;
-        snprintf(v, sizeof(v), "%lld", msg);
-        if (rd_kafka_conf_set(k, "fetch.max.bytes", v, errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK)
+        /* The one the user set stands; the default of the other follows. */
+        name = fetch_set ? "message.max.bytes" : "fetch.max.bytes";
+        snprintf(v, sizeof(v), "%lld", fetch_set ? fetch : msg);
+        if (rd_kafka_conf_set(k, name, v, rerr, sizeof(rerr)) !=
+            RD_KAFKA_CONF_OK) {
+                snprintf(errstr, errstr_size,
+                         "kafka.%s=%lld: the consumer's %s cannot follow it: "
+                         "%s",
+                         fetch_set ? "fetch.max.bytes" : "message.max.bytes",
+                         fetch_set ? fetch : msg, name, rerr);
                 return DQ_ERR_INVALID;
+        }
         return DQ_OK;
 }
 

@@ -23,14 +23,17 @@
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
                                 size_t errstr_size);
 
-/* Raises k's fetch.max.bytes to its message.max.bytes when that is larger
- * and fetch_set is false (the user did not set fetch.max.bytes): a
- * message.max.bytes set for the producers reaches the consumer too, and
- * librdkafka refuses to start a consumer whose fetch is smaller. Both set,
- * and in conflict, are left for librdkafka to refuse. DQ_OK, or
- * DQ_ERR_INVALID with errstr. */
+/* Keeps k's fetch.max.bytes no smaller than its message.max.bytes, which
+ * librdkafka requires of a consumer, when the user set one of them
+ * (fetch_set, msg_set) and the other is decayq's default: the default
+ * follows the one set. A message.max.bytes set for the producers reaches
+ * the consumer too, and raises its fetch; a smaller fetch.max.bytes lowers
+ * the consumer's message.max.bytes, which bounds only the requests it
+ * sends. Both set, and in conflict, are left for librdkafka to refuse.
+ * DQ_OK, or DQ_ERR_INVALID with librdkafka's reason in errstr. */
 dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
-                                 char *errstr, size_t errstr_size);
+                                 bool msg_set, char *errstr,
+                                 size_t errstr_size);
 
 /* Creates each topic with the given partition count and replication factor
  * 1 unless it exists (an existing topic is success, and is not changed).

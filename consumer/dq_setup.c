@@ -41,7 +41,8 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
             dq_conf_kafka_apply(c->conf, k, errstr, errstr_size) ||
             dq_kafka_conf_fetch_fit(
                 k, dq_conf_kafka_get(c->conf, "fetch.max.bytes") != NULL,
-                errstr, errstr_size) != DQ_OK)
+                dq_conf_kafka_get(c->conf, "message.max.bytes") != NULL, errstr,
+                errstr_size) != DQ_OK)
                 goto err;
         /* Guarantees they may not: offsets move only over settled messages
          * (G3), committed by this code. */
