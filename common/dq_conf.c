@@ -643,7 +643,7 @@ dq_err_t dq_conf_kafka_apply(const dq_conf_t *conf, rd_kafka_conf_t *rk_conf,
                 if (rd_kafka_conf_set(rk_conf, kv->key, kv->value, rerr,
                                       sizeof(rerr)) != RD_KAFKA_CONF_OK) {
                         snprintf(errstr, errstr_size, "%s: kafka.%s: %s",
-                                 kv->origin, kv->key, rerr);
+                                 kv->origin, kv->key, dq_chomp(rerr));
                         return DQ_ERR_INVALID;
                 }
         }

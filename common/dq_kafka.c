@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
 
@@ -71,7 +72,7 @@ dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
                          "kafka.%s=%lld: the consumer's %s cannot follow it: "
                          "%s",
                          fetch_set ? "fetch.max.bytes" : "message.max.bytes",
-                         fetch_set ? fetch : msg, name, rerr);
+                         fetch_set ? fetch : msg, name, dq_chomp(rerr));
                 return DQ_ERR_INVALID;
         }
         return DQ_OK;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dq_text.h"
 #include "banned.h"
 
 rd_kafka_resp_err_t dq_kafka_produce(rd_kafka_t *rk, const dq_kafka_record_t *r)
@@ -63,7 +64,8 @@ static dq_err_t set(rd_kafka_conf_t *k, const char *origin, const char *key,
         if (rd_kafka_conf_set(k, key, value, why, sizeof(why)) ==
             RD_KAFKA_CONF_OK)
                 return DQ_OK;
-        snprintf(errstr, errstr_size, "%s: kafka.%s: %s", origin, key, why);
+        snprintf(errstr, errstr_size, "%s: kafka.%s: %s", origin, key,
+                 dq_chomp(why));
         return DQ_ERR_INVALID;
 }
 

@@ -98,6 +98,15 @@ char *dq_escape(const char *s, size_t len, char *buf, size_t size)
         return buf;
 }
 
+char *dq_chomp(char *s)
+{
+        size_t n = strlen(s);
+
+        while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+                s[--n] = '\0';
+        return s;
+}
+
 const char *dq_esc(const char *s)
 {
         static _Thread_local char bufs[DQ_ESC_SLOTS][1024];

@@ -20,6 +20,10 @@ bool dq_utf8_valid(const char *s, size_t len);
  * buf. @locality any thread. */
 char *dq_escape(const char *s, size_t len, char *buf, size_t size);
 
+/* Cuts the line ends ('\n', '\r') off the end of s, as librdkafka's
+ * reasons carry one, and returns s. @locality any thread. */
+char *dq_chomp(char *s);
+
 #define DQ_ESC_SLOTS 8
 
 /* dq_escape() of a NUL-terminated string into one of DQ_ESC_SLOTS
