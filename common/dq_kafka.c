@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dq_conf.h"
 #include "dq_text.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -53,8 +54,12 @@ static long long conf_num(rd_kafka_conf_t *k, const char *name)
         return strtoll(v, NULL, 10);
 }
 
-dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
-                                 bool msg_set, char *errstr, size_t errstr_size)
+/* Keeps k's fetch.max.bytes no smaller than its message.max.bytes, which
+ * librdkafka requires of a consumer, when the user set just one of them
+ * (fetch_set, msg_set): the default of the other follows it. Both set, and
+ * in conflict, are left for librdkafka to refuse. */
+static dq_err_t fetch_fit(rd_kafka_conf_t *k, bool fetch_set, bool msg_set,
+                          char *errstr, size_t errstr_size)
 {
         long long msg = conf_num(k, "message.max.bytes");
         long long fetch = conf_num(k, "fetch.max.bytes");
@@ -76,6 +81,17 @@ dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
                 return DQ_ERR_INVALID;
         }
         return DQ_OK;
+}
+
+dq_err_t dq_kafka_consumer_conf(const dq_conf_t *conf, rd_kafka_conf_t *k,
+                                char *errstr, size_t errstr_size)
+{
+        if (dq_kafka_conf_prefetch(k, errstr, errstr_size) != DQ_OK ||
+            dq_conf_kafka_apply(conf, k, errstr, errstr_size) != DQ_OK)
+                return DQ_ERR_INVALID;
+        return fetch_fit(k, dq_conf_kafka_get(conf, "fetch.max.bytes") != NULL,
+                         dq_conf_kafka_get(conf, "message.max.bytes") != NULL,
+                         errstr, errstr_size);
 }
 
 /* True when every topic is in rk's metadata, with its partitions led. */

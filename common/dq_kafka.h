@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
 
+#include "dq_conf.h"
 #include "dq_err.h"
 
 /* Room a delay or DLQ copy needs beyond its job's bytes: the key (a scope:
@@ -23,17 +24,18 @@
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
                                 size_t errstr_size);
 
-/* Keeps k's fetch.max.bytes no smaller than its message.max.bytes, which
- * librdkafka requires of a consumer, when the user set one of them
- * (fetch_set, msg_set) and the other is decayq's default: the default
- * follows the one set. A message.max.bytes set for the producers reaches
- * the consumer too, and raises its fetch; a smaller fetch.max.bytes lowers
- * the consumer's message.max.bytes, which bounds only the requests it
- * sends. Both set, and in conflict, are left for librdkafka to refuse.
- * DQ_OK, or DQ_ERR_INVALID with librdkafka's reason in errstr. */
-dq_err_t dq_kafka_conf_fetch_fit(rd_kafka_conf_t *k, bool fetch_set,
-                                 bool msg_set, char *errstr,
-                                 size_t errstr_size);
+/* Sets a decayq group consumer's k: the prefetch defaults
+ * (dq_kafka_conf_prefetch()), then every kafka.* key of conf. librdkafka
+ * refuses a consumer whose fetch.max.bytes is below its message.max.bytes;
+ * when the user set one of them alone, the consumer's other one follows it.
+ * A message.max.bytes set for the producers reaches the consumer too, and
+ * raises its fetch; a smaller fetch.max.bytes lowers the consumer's
+ * message.max.bytes, which bounds only the requests it sends. Both set, and
+ * in conflict, are left for librdkafka to refuse. A caller sets its own
+ * overridable defaults before and its guarantees after. DQ_OK, or
+ * DQ_ERR_INVALID with errstr naming the key. */
+dq_err_t dq_kafka_consumer_conf(const dq_conf_t *conf, rd_kafka_conf_t *k,
+                                char *errstr, size_t errstr_size);
 
 /* Creates each topic with the given partition count and replication factor
  * 1 unless it exists (an existing topic is success, and is not changed).

@@ -30,19 +30,15 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
 
         /* Defaults a user may override: eager rebalancing (librdkafka 2.0's
          * cooperative protocol has known bugs), reading a new group from
-         * the start of the topics, and a small prefetch. */
+         * the start of the topics, and a small prefetch (set with the
+         * user's keys by dq_kafka_consumer_conf()). */
         if (set(k, "group.id", "decayq", errstr, errstr_size) ||
             set(k, "partition.assignment.strategy", "range", errstr,
                 errstr_size) ||
             set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-            dq_kafka_conf_prefetch(k, errstr, errstr_size) != DQ_OK ||
             set(k, "topic.metadata.refresh.interval.ms", "30000", errstr,
                 errstr_size) ||
-            dq_conf_kafka_apply(c->conf, k, errstr, errstr_size) ||
-            dq_kafka_conf_fetch_fit(
-                k, dq_conf_kafka_get(c->conf, "fetch.max.bytes") != NULL,
-                dq_conf_kafka_get(c->conf, "message.max.bytes") != NULL, errstr,
-                errstr_size) != DQ_OK)
+            dq_kafka_consumer_conf(c->conf, k, errstr, errstr_size) != DQ_OK)
                 goto err;
         /* Guarantees they may not: offsets move only over settled messages
          * (G3), committed by this code. */

@@ -262,10 +262,9 @@ Test(conf,
         dq_conf_destroy(conf);
 }
 
-/* The consumer's fetch is built the way dq_setup_consumer() builds it: its
- * prefetch defaults, then the user's kafka.* keys, then the fit. Returns
- * whether librdkafka would start that consumer (errstr says why not), with
- * its fetch.max.bytes in fetch. */
+/* Whether librdkafka would start a consumer of these kafka.* keys, set as
+ * decay-consumer sets them (errstr says why not), with its fetch.max.bytes
+ * in fetch. */
 static bool consumer_starts(char **overrides, int cnt, char *fetch,
                             size_t fetch_size, char *errstr, size_t errstr_size)
 {
@@ -277,14 +276,7 @@ static bool consumer_starts(char **overrides, int cnt, char *fetch,
         cr_assert_not_null(conf, "%s", errstr);
         cr_assert_eq(rd_kafka_conf_set(k, "group.id", "g", errstr, errstr_size),
                      RD_KAFKA_CONF_OK);
-        cr_assert_eq(dq_kafka_conf_prefetch(k, errstr, errstr_size), DQ_OK,
-                     "%s", errstr);
-        cr_assert_eq(dq_conf_kafka_apply(conf, k, errstr, errstr_size), DQ_OK,
-                     "%s", errstr);
-        if (dq_kafka_conf_fetch_fit(
-                k, dq_conf_kafka_get(conf, "fetch.max.bytes") != NULL,
-                dq_conf_kafka_get(conf, "message.max.bytes") != NULL, errstr,
-                errstr_size) == DQ_OK) {
+        if (dq_kafka_consumer_conf(conf, k, errstr, errstr_size) == DQ_OK) {
                 cr_assert_eq(
                     rd_kafka_conf_get(k, "fetch.max.bytes", fetch, &fetch_size),
                     RD_KAFKA_CONF_OK);
@@ -305,43 +297,41 @@ static bool consumer_starts(char **overrides, int cnt, char *fetch,
  * are refused with a reason. */
 Test(conf, one_message_or_fetch_size_set_alone_never_stops_the_consumer)
 {
-        char errstr[512], fetch[32];
-        char *largest[] = {"kafka.message.max.bytes=1000000000"};
-        char *bigger[] = {"kafka.message.max.bytes=2000000"};
-        char *smaller[] = {"kafka.message.max.bytes=100000"};
-        char *no_fetch[] = {"kafka.fetch.max.bytes=0"};
-        char *small_fetch[] = {"kafka.fetch.max.bytes=100000"};
-        char *both[] = {"kafka.message.max.bytes=2000000",
-                        "kafka.fetch.max.bytes=1048576"};
+        /* fetch is the consumer's fetch.max.bytes when it starts; NULL when
+         * it must not, with reason in the error. */
+        static const struct {
+                char *keys[2];
+                const char *fetch;
+                const char *reason;
+        } cases[] = {
+            {{"kafka.message.max.bytes=1000000000"}, "1000000000", NULL},
+            {{"kafka.message.max.bytes=2000000"}, "2000000", NULL},
+            {{"kafka.message.max.bytes=100000"}, "262144", NULL},
+            {{NULL}, "262144", NULL},
+            /* A fetch of nothing cannot be: message.max.bytes is at least
+             * 1000. The reason names the key the user set. */
+            {{"kafka.fetch.max.bytes=0"}, NULL, "kafka.fetch.max.bytes=0"},
+            {{"kafka.fetch.max.bytes=100000"}, "100000", NULL},
+            {{"kafka.message.max.bytes=2000000",
+              "kafka.fetch.max.bytes=1048576"},
+             NULL,
+             "fetch.max.bytes"},
+        };
 
-        cr_assert(consumer_starts(largest, 1, fetch, sizeof(fetch), errstr,
-                                  sizeof(errstr)),
-                  "%s", errstr);
-        cr_assert_str_eq(fetch, "1000000000");
-        cr_assert(consumer_starts(bigger, 1, fetch, sizeof(fetch), errstr,
-                                  sizeof(errstr)),
-                  "%s", errstr);
-        cr_assert_str_eq(fetch, "2000000");
-        cr_assert(consumer_starts(smaller, 1, fetch, sizeof(fetch), errstr,
-                                  sizeof(errstr)),
-                  "%s", errstr);
-        cr_assert_str_eq(fetch, "262144", "the default fetch stays");
-        cr_assert(consumer_starts(NULL, 0, fetch, sizeof(fetch), errstr,
-                                  sizeof(errstr)),
-                  "%s", errstr);
-        cr_assert_str_eq(fetch, "262144");
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char errstr[512], fetch[32] = "";
+                char *keys[2] = {cases[i].keys[0], cases[i].keys[1]};
+                int cnt = !keys[0] ? 0 : !keys[1] ? 1 : 2;
+                bool started = consumer_starts(keys, cnt, fetch, sizeof(fetch),
+                                               errstr, sizeof(errstr));
 
-        /* A fetch of nothing cannot be: message.max.bytes is at least
-         * 1000. The reason names the key the user set. */
-        cr_assert_not(consumer_starts(no_fetch, 1, fetch, sizeof(fetch), errstr,
-                                      sizeof(errstr)));
-        cr_assert(strstr(errstr, "kafka.fetch.max.bytes=0"), "%s", errstr);
-        cr_assert(consumer_starts(small_fetch, 1, fetch, sizeof(fetch), errstr,
-                                  sizeof(errstr)),
-                  "%s", errstr);
-        cr_assert_str_eq(fetch, "100000");
-
-        cr_assert_not(consumer_starts(both, 2, fetch, sizeof(fetch), errstr,
-                                      sizeof(errstr)));
-        cr_assert(strstr(errstr, "fetch.max.bytes"), "%s", errstr);
+                if (cases[i].fetch) {
+                        cr_assert(started, "case %zu: %s", i, errstr);
+                        cr_assert_str_eq(fetch, cases[i].fetch, "case %zu", i);
+                } else {
+                        cr_assert_not(started, "case %zu started", i);
+                        cr_assert(strstr(errstr, cases[i].reason),
+                                  "case %zu: %s", i, errstr);
+                }
+        }
 }
