@@ -12,6 +12,16 @@
 #include "dq_time.h"
 #include "banned.h"
 
+dq_err_t dq_kafka_set(rd_kafka_conf_t *k, const char *name, const char *value,
+                      char *errstr, size_t errstr_size)
+{
+        if (rd_kafka_conf_set(k, name, value, errstr, errstr_size) ==
+            RD_KAFKA_CONF_OK)
+                return DQ_OK;
+        dq_chomp(errstr);
+        return DQ_ERR_INVALID;
+}
+
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
                                 size_t errstr_size)
 {
@@ -38,8 +48,8 @@ dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
         };
 
         for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
-                if (rd_kafka_conf_set(k, kv[i][0], kv[i][1], errstr,
-                                      errstr_size) != RD_KAFKA_CONF_OK)
+                if (dq_kafka_set(k, kv[i][0], kv[i][1], errstr, errstr_size) !=
+                    DQ_OK)
                         return DQ_ERR_INVALID;
         return DQ_OK;
 }

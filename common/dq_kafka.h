@@ -17,6 +17,12 @@
 #define DQ_COPY_OVERHEAD           16384
 #define DQ_COPY_MAX_BYTES(job_max) ((int64_t)(job_max) + DQ_COPY_OVERHEAD)
 
+/* Sets one librdkafka property on k. DQ_OK, or DQ_ERR_INVALID with
+ * librdkafka's reason in errstr, on one line (librdkafka ends some reasons
+ * with a line end). */
+dq_err_t dq_kafka_set(rd_kafka_conf_t *k, const char *name, const char *value,
+                      char *errstr, size_t errstr_size);
+
 /* Sets on k the prefetch a decayq group consumer keeps by default, bounded
  * by bytes alone (3 MiB queued, in 256 KiB fetches): decay-consumer's, and
  * the bench's plain consumers' beside it. DQ_OK, or DQ_ERR_INVALID with

@@ -13,15 +13,6 @@
 #include "dq_log.h"
 #include "banned.h"
 
-static int set(rd_kafka_conf_t *k, const char *name, const char *v,
-               char *errstr, size_t errstr_size)
-{
-        return rd_kafka_conf_set(k, name, v, errstr, errstr_size) ==
-                       RD_KAFKA_CONF_OK
-                   ? 0
-                   : -1;
-}
-
 rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
                               size_t errstr_size)
 {
@@ -32,19 +23,23 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
          * cooperative protocol has known bugs), reading a new group from
          * the start of the topics, and a small prefetch (set with the
          * user's keys by dq_kafka_consumer_conf()). */
-        if (set(k, "group.id", "decayq", errstr, errstr_size) ||
-            set(k, "partition.assignment.strategy", "range", errstr,
-                errstr_size) ||
-            set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-            set(k, "topic.metadata.refresh.interval.ms", "30000", errstr,
-                errstr_size) ||
+        if (dq_kafka_set(k, "group.id", "decayq", errstr, errstr_size) ||
+            dq_kafka_set(k, "partition.assignment.strategy", "range", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "auto.offset.reset", "earliest", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "topic.metadata.refresh.interval.ms", "30000",
+                         errstr, errstr_size) ||
             dq_kafka_consumer_conf(c->conf, k, errstr, errstr_size) != DQ_OK)
                 goto err;
         /* Guarantees they may not: offsets move only over settled messages
          * (G3), committed by this code. */
-        if (set(k, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-            set(k, "enable.auto.commit", "false", errstr, errstr_size) ||
-            set(k, "enable.partition.eof", "false", errstr, errstr_size))
+        if (dq_kafka_set(k, "enable.auto.offset.store", "false", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "enable.auto.commit", "false", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "enable.partition.eof", "false", errstr,
+                         errstr_size))
                 goto err;
         /* Statistics feed the lag metrics when someone can read them. */
         if (c->http && c->conf->stats_interval_ms > 0 &&
@@ -52,7 +47,8 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
                 char ms[32];
                 snprintf(ms, sizeof(ms), "%lld",
                          (long long)c->conf->stats_interval_ms);
-                if (set(k, "statistics.interval.ms", ms, errstr, errstr_size))
+                if (dq_kafka_set(k, "statistics.interval.ms", ms, errstr,
+                                 errstr_size))
                         goto err;
         }
         rd_kafka_conf_set_stats_cb(k, dq_stats_cb);
@@ -81,10 +77,10 @@ rd_kafka_t *dq_setup_producer(dq_consumer_t *c, char *errstr,
         /* A copy is a job of up to job.max.bytes and its headers (H2). */
         snprintf(max, sizeof(max), "%lld",
                  (long long)DQ_COPY_MAX_BYTES(c->conf->job_max_bytes));
-        if (set(k, "message.timeout.ms", tmo, errstr, errstr_size) ||
-            set(k, "linger.ms", "5", errstr, errstr_size) ||
+        if (dq_kafka_set(k, "message.timeout.ms", tmo, errstr, errstr_size) ||
+            dq_kafka_set(k, "linger.ms", "5", errstr, errstr_size) ||
             dq_kafka_producer_conf(c->conf, k, errstr, errstr_size) ||
-            set(k, "message.max.bytes", max, errstr, errstr_size))
+            dq_kafka_set(k, "message.max.bytes", max, errstr, errstr_size))
                 goto err;
         rd_kafka_conf_set_dr_msg_cb(k, dq_copy_dr_cb);
         rd_kafka_conf_set_error_cb(k, dq_error_cb);

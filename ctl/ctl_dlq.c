@@ -949,15 +949,15 @@ static rd_kafka_t *txn_producer(const ctl_t *ctl, const char *group)
                 rd_kafka_conf_destroy(k);
                 return NULL;
         }
-        if (rd_kafka_conf_set(k, "transactional.id", group, errstr,
-                              sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-                fprintf(stderr, "error: kafka: %s\n", errstr);
+        if (dq_kafka_set(k, "transactional.id", group, errstr,
+                         sizeof(errstr))) {
+                fprintf(stderr, "error: kafka: %s\n", dq_esc(errstr));
                 rd_kafka_conf_destroy(k);
                 return NULL;
         }
         pk = rd_kafka_new(RD_KAFKA_PRODUCER, k, errstr, sizeof(errstr));
         if (!pk) {
-                fprintf(stderr, "error: kafka: %s\n", errstr);
+                fprintf(stderr, "error: kafka: %s\n", dq_esc(errstr));
                 rd_kafka_conf_destroy(k);
                 return NULL;
         }

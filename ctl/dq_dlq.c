@@ -245,13 +245,6 @@ struct dq_dlq_reader_s {
         int64_t done;
 };
 
-static bool set(rd_kafka_conf_t *k, const char *name, const char *value,
-                char *errstr, size_t errstr_size)
-{
-        return rd_kafka_conf_set(k, name, value, errstr, errstr_size) ==
-               RD_KAFKA_CONF_OK;
-}
-
 dq_dlq_reader_t *dq_dlq_reader_new(const dq_conf_t *conf, const char *group,
                                    char *errstr, size_t errstr_size)
 {
@@ -268,13 +261,18 @@ dq_dlq_reader_t *dq_dlq_reader_new(const dq_conf_t *conf, const char *group,
         if (!r->topic)
                 goto fail;
         if (dq_conf_kafka_apply(conf, k, errstr, errstr_size) ||
-            !set(k, "group.id", group ? group : "decayctl-reader", errstr,
-                 errstr_size) ||
-            !set(k, "enable.auto.commit", "false", errstr, errstr_size) ||
-            !set(k, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-            !set(k, "enable.partition.eof", "true", errstr, errstr_size) ||
-            !set(k, "auto.offset.reset", "earliest", errstr, errstr_size) ||
-            !set(k, "isolation.level", "read_committed", errstr, errstr_size))
+            dq_kafka_set(k, "group.id", group ? group : "decayctl-reader",
+                         errstr, errstr_size) ||
+            dq_kafka_set(k, "enable.auto.commit", "false", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "enable.auto.offset.store", "false", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "enable.partition.eof", "true", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "auto.offset.reset", "earliest", errstr,
+                         errstr_size) ||
+            dq_kafka_set(k, "isolation.level", "read_committed", errstr,
+                         errstr_size))
                 goto fail;
         r->rk = rd_kafka_new(RD_KAFKA_CONSUMER, k, errstr, errstr_size);
         if (!r->rk)

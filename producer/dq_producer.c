@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "dq_envelope.h"
+#include "dq_kafka.h"
 #include "dq_kafka_produce.h"
 #include "dq_time.h"
 #include "banned.h"
@@ -55,15 +56,6 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         free(msg);
 }
 
-static int set(rd_kafka_conf_t *c, const char *k, const char *v, char *errstr,
-               size_t errstr_size)
-{
-        return rd_kafka_conf_set(c, k, v, errstr, errstr_size) ==
-                       RD_KAFKA_CONF_OK
-                   ? 0
-                   : -1;
-}
-
 dq_producer_t *dq_producer_new(const dq_conf_t *conf, dq_delivery_cb_t *cb,
                                void *opaque, char *errstr, size_t errstr_size)
 {
@@ -96,9 +88,9 @@ dq_producer_t *dq_producer_new(const dq_conf_t *conf, dq_delivery_cb_t *cb,
         rkc = rd_kafka_conf_new();
         /* Defaults a user may override... */
         snprintf(tmo, sizeof(tmo), "%lld", (long long)conf->produce_timeout_ms);
-        if (set(rkc, "message.timeout.ms", tmo, errstr, errstr_size) ||
-            set(rkc, "linger.ms", "5", errstr, errstr_size) ||
-            set(rkc, "compression.codec", "lz4", errstr, errstr_size))
+        if (dq_kafka_set(rkc, "message.timeout.ms", tmo, errstr, errstr_size) ||
+            dq_kafka_set(rkc, "linger.ms", "5", errstr, errstr_size) ||
+            dq_kafka_set(rkc, "compression.codec", "lz4", errstr, errstr_size))
                 goto err;
         /* ...and guarantees they may not. */
         if (dq_kafka_producer_conf(conf, rkc, errstr, errstr_size))
