@@ -58,7 +58,8 @@ static const char usage_text[] =
     "            with consumer RSS, CPU and Redis bytes per key\n"
     "  latency   open-loop end-to-end latency (produce to settle) at 25%,\n"
     "            50% and 75% of the consume section's rate, beside the\n"
-    "            Kafka path alone (a plain consumer of the same records)\n"
+    "            Kafka path alone (a plain consumer of the same records),\n"
+    "            and last that path at 50% with nothing of decayq running\n"
     "  scale     jobs/s of 1, 2 and 4 decay-consumer processes\n"
     "  slow      the slow path (not in the default): --slow-jobs jobs with\n"
     "            a 200 ms handler (debug.faults slow:200) over 1,000\n"
@@ -1370,6 +1371,56 @@ static void offer(dq_producer_t *p, double rate, long first, long n,
         }
 }
 
+/*
+ * The Kafka path with nothing of decayq running: the same producer and the
+ * same plain consumer as beside the consumer, at one rate, on a topic of
+ * its own, once decay-consumer has stopped. No due-to-settle figure on this
+ * machine can go under it. Returns false when the records were not all
+ * read.
+ */
+static bool kafka_floor(double rate, double *p50, double *p99)
+{
+        long n = (long)(rate * B.latency_s), first = B.next_job;
+        int64_t *due = calloc((size_t)n, sizeof(*due)), from, to;
+        char *topic;
+        sent_t sent = {0};
+        watch_t w;
+        bool ok = false;
+
+        if (!due)
+                die("%s", "out of memory");
+        B.next_job += n + 1;
+        make_topics("kafka");
+        topic = topic_of("kafka", "jobs");
+        dq_producer_t *p = lib_producer(topic, &sent);
+        watch_start(&w, topic, n + 1);
+        /* One record through first: the group has joined and the
+         * producer knows the partitions' leader. */
+        lib_send(p, first);
+        dq_producer_flush(p, 30000);
+        for (int i = 0; i < 600 && atomic_load(&w.cnt) < 1; i++)
+                usleep(50000);
+        note("latency: the Kafka path alone, %.0f records/s for %d s", rate,
+             B.latency_s);
+        from = dq_now_ms();
+        offer(p, rate, first + 1, n, due);
+        dq_producer_flush(p, 60000);
+        to = dq_now_ms() + 1;
+        for (int i = 0; i < 600 && atomic_load(&w.cnt) < n + 1; i++)
+                usleep(50000);
+        if (atomic_load(&w.cnt) < n + 1)
+                fail("latency: the Kafka path alone: %ld of %ld records read",
+                     atomic_load(&w.cnt) - 1, n);
+        else
+                ok = true;
+        watch_pct(&w, from, to, p50, p99);
+        watch_stop(&w);
+        dq_producer_destroy(p);
+        free(topic);
+        free(due);
+        return ok;
+}
+
 static void run_latency(void)
 {
         static const double loads[] = {0.25, 0.50, 0.75};
@@ -1379,6 +1430,7 @@ static void run_latency(void)
         outcome_t o;
         sent_t sent = {0};
         char *topic;
+        double idle50, idle99;
 
         if (B.max_rate <= 0) {
                 fail("latency: no maximum rate (run consume, or give "
@@ -1485,6 +1537,16 @@ static void run_latency(void)
         watch_stop(&w);
         dq_producer_destroy(p);
         free(topic);
+        /* Last, on a broker the rates have warmed (its JIT, its heap), with
+         * the consumer stopped and no AOF rewrite running. */
+        aof_settle();
+        if (kafka_floor(loads[1] * B.max_rate, &idle50, &idle99)) {
+                printf("  the Kafka path alone, nothing of decayq running, "
+                       "%.0f records/s: p50 %.0f ms, p99 %.0f ms\n",
+                       loads[1] * B.max_rate, idle50, idle99);
+                jnum(s, "kafka_alone_idle_p50_ms", idle50);
+                jnum(s, "kafka_alone_idle_p99_ms", idle99);
+        }
 }
 
 /*
