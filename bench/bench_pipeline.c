@@ -323,6 +323,49 @@ static long aof_rewrites(void)
         return (long)info_num("persistence", "aof_rewrites");
 }
 
+/* Redis's latency monitor, which times its main thread's events over a
+ * threshold: the longest fdatasync of the AOF, fork and command since the
+ * last LATENCY RESET (ms, 0 when none went over). */
+#define STALL_THRESHOLD_MS 5
+
+typedef struct stalls_s {
+        double fsync, fork, command;
+} stalls_t;
+
+static void stalls_watch(int threshold_ms)
+{
+        freeReplyObject(
+            rcmd("CONFIG SET latency-monitor-threshold %d", threshold_ms));
+        freeReplyObject(rcmd("LATENCY RESET"));
+}
+
+static stalls_t stalls_take(void)
+{
+        redisReply *r = rcmd("LATENCY LATEST");
+        stalls_t st = {0};
+
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements;
+             i++) {
+                redisReply *e = r->element[i];
+                if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+                    e->element[0]->type != REDIS_REPLY_STRING ||
+                    e->element[3]->type != REDIS_REPLY_INTEGER)
+                        continue;
+                const char *name = e->element[0]->str;
+                double max = (double)e->element[3]->integer;
+                if (!strcmp(name, "aof-fsync-always"))
+                        st.fsync = max;
+                else if (!strcmp(name, "fork"))
+                        st.fork = max;
+                else if (!strcmp(name, "command") ||
+                         !strcmp(name, "fast-command"))
+                        st.command = max > st.command ? max : st.command;
+        }
+        freeReplyObject(r);
+        freeReplyObject(rcmd("LATENCY RESET"));
+        return st;
+}
+
 typedef struct outcome_s {
         long completed, other, missing;
         int64_t first_claim, last_settle; /* ms */
@@ -1468,11 +1511,13 @@ static void run_latency(void)
         printf("\nend-to-end latency, open loop (due time to settle, ms; %d "
                "s per rate; 1 consumer; rewrites: Redis AOF rewrites in the "
                "window;\nkafka: a plain consumer beside it, produce "
-               "timestamp to first read)\n",
-               B.latency_s);
-        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s %8s %9s %9s\n", "load",
-               "jobs/s", "jobs", "p50", "p90", "p99", "p99.9", "max",
-               "rewrites", "kafka p50", "kafka p99");
+               "timestamp to first read;\nfsync, fork, cmd: Redis's "
+               "longest AOF fdatasync, fork and command in the window, ms, "
+               "0 if none over %d)\n",
+               B.latency_s, STALL_THRESHOLD_MS);
+        printf("  %-8s %9s %8s %8s %8s %8s %8s %8s %8s %9s %9s %6s %6s %6s\n",
+               "load", "jobs/s", "jobs", "p50", "p90", "p99", "p99.9", "max",
+               "rewrites", "kafka p50", "kafka p99", "fsync", "fork", "cmd");
         for (int k = 0; k < 3; k++) {
                 double rate = loads[k] * B.max_rate;
                 long n = (long)(rate * B.latency_s);
@@ -1489,6 +1534,7 @@ static void run_latency(void)
                 if (k > 0)
                         aof_settle();
                 rw0 = aof_rewrites();
+                stalls_watch(STALL_THRESHOLD_MS);
                 note("latency: %.0f%% load, %.0f jobs/s for %d s",
                      loads[k] * 100, rate, B.latency_s);
                 int64_t from = dq_now_ms();
@@ -1500,6 +1546,7 @@ static void run_latency(void)
                         break;
                 }
                 rewrites = aof_rewrites() - rw0;
+                stalls_t st = stalls_take();
                 double k50, k99;
                 watch_pct(&w, from, to, &k50, &k99);
                 for (long i = 0; i < n; i++)
@@ -1509,9 +1556,9 @@ static void run_latency(void)
                                pct(due, n, 99), pct(due, n, 99.9),
                                (double)due[n - 1]};
                 printf("  %-8.0f %9.0f %8ld %8.0f %8.0f %8.0f %8.0f %8.0f "
-                       "%8ld %9.0f %9.0f\n",
+                       "%8ld %9.0f %9.0f %6.0f %6.0f %6.0f\n",
                        loads[k] * 100, rate, n, q[0], q[1], q[2], q[3], q[4],
-                       rewrites, k50, k99);
+                       rewrites, k50, k99, st.fsync, st.fork, st.command);
                 json_t *r = json_object();
                 jnum(r, "load", loads[k]);
                 jnum(r, "offered_jobs_per_s", rate);
@@ -1524,11 +1571,15 @@ static void run_latency(void)
                 jset(r, "aof_rewrites", json_integer(rewrites));
                 jnum(r, "kafka_p50_ms", k50);
                 jnum(r, "kafka_p99_ms", k99);
+                jnum(r, "redis_fsync_max_ms", st.fsync);
+                jnum(r, "redis_fork_max_ms", st.fork);
+                jnum(r, "redis_command_max_ms", st.command);
                 jappend(arr, r);
                 free(o.settled_at);
                 free(due);
                 at += n;
         }
+        stalls_watch(0);
         fleet_sample(&f);
         jset(s, "rates", arr);
         jnum(s, "max_jobs_per_s", B.max_rate);
