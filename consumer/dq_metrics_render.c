@@ -19,8 +19,10 @@ static const struct {
     {"decayq_end_to_end_seconds",
      "Time from the job's produce timestamp to its settle, in seconds."},
     {"decayq_redis_roundtrip_seconds",
-     "Time of one pipelined Redis round trip (claims or settles), in "
-     "seconds."},
+     "Time from sending one pipelined Redis round trip (claims, runs or "
+     "settles) to reading its last reply, in seconds. Runs left in flight "
+     "while the loop reads the next batch include the time their replies "
+     "waited to be read."},
     {"decayq_llm_call_seconds", "Time of one LLM backend call, in seconds."},
     {"decayq_read_age_seconds",
      "Time from a job record's produce timestamp to the consumer reading "
