@@ -22,6 +22,46 @@ dq_err_t dq_kafka_set(rd_kafka_conf_t *k, const char *name, const char *value,
         return DQ_ERR_INVALID;
 }
 
+/* True when kv, set after name=value on a new librdkafka conf, changes
+ * that property: by its name or by an alias, compared in librdkafka's own
+ * spelling ("all" and "-1" are one acks). */
+static bool kv_changes(const dq_conf_kv_t *kv, const char *name,
+                       const char *value)
+{
+        rd_kafka_conf_t *t = rd_kafka_conf_new();
+        char want[64], got[64], e[256];
+        size_t wn = sizeof(want), gn = sizeof(got);
+        bool changes = false;
+
+        if (rd_kafka_conf_set(t, name, value, e, sizeof(e)) ==
+                RD_KAFKA_CONF_OK &&
+            rd_kafka_conf_get(t, name, want, &wn) == RD_KAFKA_CONF_OK &&
+            rd_kafka_conf_set(t, kv->key, kv->value, e, sizeof(e)) ==
+                RD_KAFKA_CONF_OK &&
+            rd_kafka_conf_get(t, name, got, &gn) == RD_KAFKA_CONF_OK)
+                changes = strcmp(want, got) != 0;
+        rd_kafka_conf_destroy(t);
+        return changes;
+}
+
+dq_err_t dq_kafka_require(const dq_conf_t *conf, rd_kafka_conf_t *k,
+                          const char *name, const char *value, const char *why,
+                          char *errstr, size_t errstr_size)
+{
+        for (size_t i = 0; i < conf->kafka_cnt; i++) {
+                const dq_conf_kv_t *kv = &conf->kafka[i];
+
+                if (kv_changes(kv, name, value)) {
+                        snprintf(errstr, errstr_size,
+                                 "%s: kafka.%s=%s: decayq keeps %s=%s: %s",
+                                 kv->origin, kv->key, kv->value, name, value,
+                                 why);
+                        return DQ_ERR_INVALID;
+                }
+        }
+        return dq_kafka_set(k, name, value, errstr, errstr_size);
+}
+
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
                                 size_t errstr_size)
 {

@@ -23,6 +23,14 @@
 dq_err_t dq_kafka_set(rd_kafka_conf_t *k, const char *name, const char *value,
                       char *errstr, size_t errstr_size);
 
+/* Sets on k a property that a guarantee of decayq rests on. A kafka.* key
+ * of conf that would set it otherwise (by its name or an alias) is refused
+ * rather than overridden without a word: DQ_ERR_INVALID, with errstr
+ * naming the key, where it was set, and why (the text of why). */
+dq_err_t dq_kafka_require(const dq_conf_t *conf, rd_kafka_conf_t *k,
+                          const char *name, const char *value, const char *why,
+                          char *errstr, size_t errstr_size);
+
 /* Sets on k the prefetch a decayq group consumer keeps by default, bounded
  * by bytes alone (3 MiB queued, in 256 KiB fetches): decay-consumer's, and
  * the bench's plain consumers' beside it. DQ_OK, or DQ_ERR_INVALID with

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dq_kafka.h"
 #include "dq_text.h"
 #include "banned.h"
 
@@ -82,9 +83,13 @@ dq_err_t dq_kafka_producer_conf(const dq_conf_t *conf, rd_kafka_conf_t *k,
                         return DQ_ERR_INVALID;
         }
         /* No duplicates, no loss. */
-        if (set(k, "built-in", "enable.idempotence", "true", errstr,
-                errstr_size) ||
-            set(k, "built-in", "acks", "all", errstr, errstr_size))
+        if (dq_kafka_require(conf, k, "enable.idempotence", "true",
+                             "a send retried must never write a job twice",
+                             errstr, errstr_size) ||
+            dq_kafka_require(conf, k, "acks", "all",
+                             "a job counts as sent only once every in-sync "
+                             "replica has it",
+                             errstr, errstr_size))
                 return DQ_ERR_INVALID;
         return DQ_OK;
 }

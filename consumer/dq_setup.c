@@ -13,6 +13,10 @@
 #include "dq_log.h"
 #include "banned.h"
 
+#define OFFSETS_WHY                                                       \
+        "decay-consumer stores and commits offsets itself, over settled " \
+        "messages only"
+
 rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
                               size_t errstr_size)
 {
@@ -32,14 +36,17 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
                          errstr, errstr_size) ||
             dq_kafka_consumer_conf(c->conf, k, errstr, errstr_size) != DQ_OK)
                 goto err;
-        /* Guarantees they may not: offsets move only over settled messages
-         * (G3), committed by this code. */
-        if (dq_kafka_set(k, "enable.auto.offset.store", "false", errstr,
-                         errstr_size) ||
-            dq_kafka_set(k, "enable.auto.commit", "false", errstr,
-                         errstr_size) ||
-            dq_kafka_set(k, "enable.partition.eof", "false", errstr,
-                         errstr_size))
+        /* Guarantees they may not, and a key that asks otherwise is
+         * refused: offsets move only over settled messages (G3), stored
+         * and committed by this code. */
+        if (dq_kafka_require(c->conf, k, "enable.auto.offset.store", "false",
+                             OFFSETS_WHY, errstr, errstr_size) ||
+            dq_kafka_require(c->conf, k, "enable.auto.commit", "false",
+                             OFFSETS_WHY, errstr, errstr_size) ||
+            dq_kafka_require(c->conf, k, "enable.partition.eof", "false",
+                             "the consumer's loop takes no end-of-partition "
+                             "events",
+                             errstr, errstr_size))
                 goto err;
         /* Statistics feed the lag metrics when someone can read them. */
         if (c->http && c->conf->stats_interval_ms > 0 &&

@@ -203,8 +203,58 @@ Test(conf, bad_kafka_property_is_reported_with_its_origin_on_one_line)
         }
 }
 
+/* A key that would loosen a guarantee is refused, naming itself and where
+ * it was set, never overridden without a word: the producers' idempotence
+ * and acks=all (an alias too), the consumer's offsets. */
+Test(conf, a_key_that_loosens_a_guarantee_is_refused_not_overridden)
+{
+        /* name, value: the consumer's requirement dq_setup.c sets; NULL:
+         * the producers' rule. */
+        static const struct {
+                char *arg;
+                const char *name, *value, *want;
+        } bad[] = {
+            {"kafka.acks=0", NULL, NULL,
+             "-X: kafka.acks=0: decayq keeps acks=all: "},
+            {"kafka.request.required.acks=1", NULL, NULL,
+             "-X: kafka.request.required.acks=1: decayq keeps acks=all"},
+            {"kafka.enable.idempotence=false", NULL, NULL,
+             "-X: kafka.enable.idempotence=false: decayq keeps "
+             "enable.idempotence=true"},
+            {"kafka.enable.auto.commit=true", "enable.auto.commit", "false",
+             "-X: kafka.enable.auto.commit=true: decayq keeps "
+             "enable.auto.commit=false: why"},
+            {"kafka.enable.auto.offset.store=1", "enable.auto.offset.store",
+             "false",
+             "-X: kafka.enable.auto.offset.store=1: decayq keeps "
+             "enable.auto.offset.store=false"},
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char errstr[512];
+                char *overrides[] = {bad[i].arg};
+                dq_conf_t *conf =
+                    dq_conf_load(NULL, overrides, 1, errstr, sizeof(errstr));
+                rd_kafka_conf_t *k = rd_kafka_conf_new();
+                dq_err_t err;
+
+                cr_assert_not_null(conf, "%s", errstr);
+                err = bad[i].name
+                          ? dq_kafka_require(conf, k, bad[i].name, bad[i].value,
+                                             "why", errstr, sizeof(errstr))
+                          : dq_kafka_producer_conf(conf, k, errstr,
+                                                   sizeof(errstr));
+                cr_assert_eq(err, DQ_ERR_INVALID, "%s", bad[i].arg);
+                cr_assert(strstr(errstr, bad[i].want), "%s", errstr);
+                cr_assert(!strpbrk(errstr, "\r\n"), "%s", errstr);
+                rd_kafka_conf_destroy(k);
+                dq_conf_destroy(conf);
+        }
+}
+
 /* The one rule for every producer: all kafka.* keys but the consumer's
- * and transactional.id, and idempotence and acks=all whatever is set. */
+ * and transactional.id, and always idempotence and acks=all (a key that
+ * asks otherwise is refused: see the next test). */
 Test(conf,
      a_producer_takes_every_key_but_the_consumers_and_keeps_its_guarantees)
 {
@@ -218,8 +268,8 @@ Test(conf,
             "kafka.queued.min.messages=5",
             "kafka.auto.offset.reset=latest",
             "kafka.transactional.id=stolen",
-            "kafka.enable.idempotence=false",
-            "kafka.acks=0",
+            "kafka.enable.idempotence=true",
+            "kafka.acks=-1",
         };
         dq_conf_t *conf = dq_conf_load(
             NULL, overrides, (int)(sizeof(overrides) / sizeof(*overrides)),

@@ -671,6 +671,43 @@ Test(consumer, topics_too_small_for_copies_refuse_the_start, .fini = teardown,
         free(text);
 }
 
+/* A kafka.* key that would let librdkafka store or commit offsets on its
+ * own (G3), or make the copies' producer lose or repeat a send, stops the
+ * consumer at start with the key and where it was set, instead of being
+ * overridden without a word. The worst values first. */
+Test(consumer, a_key_that_loosens_a_guarantee_refuses_the_start,
+     .fini = teardown, .timeout = 90)
+{
+        static const struct {
+                const char *kv, *want;
+        } bad[] = {
+            {"kafka.enable.auto.commit=true",
+             "kafka.enable.auto.commit=true: decayq keeps "
+             "enable.auto.commit=false"},
+            {"kafka.enable.auto.offset.store=true",
+             "kafka.enable.auto.offset.store=true: decayq keeps "
+             "enable.auto.offset.store=false"},
+            {"kafka.acks=1", "kafka.acks=1: decayq keeps acks=all"},
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                dq_tc_t tc;
+                char log[512], worker[16], *text;
+                const char *extra[] = {"-X", bad[i].kv};
+                pid_t pid;
+
+                dq_tc_init(&tc, "loosen", 1);
+                snprintf(worker, sizeof(worker), "w%zu", i);
+                pid = dq_tc_spawn_program(&tc, "consumer/decay-consumer",
+                                          worker, extra, 2);
+                cr_assert_eq(dq_tc_wait(pid, 30000), 3, "%s", bad[i].kv);
+                dq_tc_log_path(&tc, worker, log, sizeof(log));
+                text = dq_test_slurp(log);
+                cr_assert(strstr(text, bad[i].want), "%s", text);
+                free(text);
+        }
+}
+
 /* H3: a static member fenced by another with the same instance id stops at
  * once with exit 4, says so at error level, and commits nothing; the other
  * goes on working. */
