@@ -1358,6 +1358,14 @@ static void watch_stop(watch_t *w)
         free(w->age);
 }
 
+/* Waits up to 30 s until w has read cnt records; false if it has not. */
+static bool watch_wait(watch_t *w, long cnt)
+{
+        for (int i = 0; i < 600 && atomic_load(&w->cnt) < cnt; i++)
+                usleep(50000);
+        return atomic_load(&w->cnt) >= cnt;
+}
+
 /* The p50 and p99 age of the records produced in [from, to) ms. */
 static void watch_pct(watch_t *w, int64_t from, int64_t to, double *p50,
                       double *p99)
@@ -1428,7 +1436,7 @@ static bool kafka_floor(double rate, double *p50, double *p99)
         char *topic;
         sent_t sent = {0};
         watch_t w;
-        bool ok = false;
+        bool ok;
 
         if (!due)
                 die("%s", "out of memory");
@@ -1441,21 +1449,16 @@ static bool kafka_floor(double rate, double *p50, double *p99)
          * producer knows the partitions' leader. */
         lib_send(p, first);
         dq_producer_flush(p, 30000);
-        for (int i = 0; i < 600 && atomic_load(&w.cnt) < 1; i++)
-                usleep(50000);
+        watch_wait(&w, 1);
         note("latency: the Kafka path alone, %.0f records/s for %d s", rate,
              B.latency_s);
         from = dq_now_ms();
         offer(p, rate, first + 1, n, due);
         dq_producer_flush(p, 60000);
         to = dq_now_ms() + 1;
-        for (int i = 0; i < 600 && atomic_load(&w.cnt) < n + 1; i++)
-                usleep(50000);
-        if (atomic_load(&w.cnt) < n + 1)
+        if (!(ok = watch_wait(&w, n + 1)))
                 fail("latency: the Kafka path alone: %ld of %ld records read",
                      atomic_load(&w.cnt) - 1, n);
-        else
-                ok = true;
         watch_pct(&w, from, to, p50, p99);
         watch_stop(&w);
         dq_producer_destroy(p);
@@ -1503,8 +1506,7 @@ static void run_latency(void)
                 watch_stop(&w);
                 return;
         }
-        for (int i = 0; i < 600 && atomic_load(&w.cnt) < 1; i++)
-                usleep(50000);
+        watch_wait(&w, 1);
         free(o.settled_at);
         at = first + 1;
 

@@ -634,19 +634,27 @@ err:
         return NULL;
 }
 
+dq_err_t dq_conf_kafka_apply_one(const dq_conf_kv_t *kv,
+                                 rd_kafka_conf_t *rk_conf, char *errstr,
+                                 size_t errstr_size)
+{
+        char rerr[256];
+
+        if (rd_kafka_conf_set(rk_conf, kv->key, kv->value, rerr,
+                              sizeof(rerr)) == RD_KAFKA_CONF_OK)
+                return DQ_OK;
+        snprintf(errstr, errstr_size, "%s: kafka.%s: %s", kv->origin, kv->key,
+                 dq_chomp(rerr));
+        return DQ_ERR_INVALID;
+}
+
 dq_err_t dq_conf_kafka_apply(const dq_conf_t *conf, rd_kafka_conf_t *rk_conf,
                              char *errstr, size_t errstr_size)
 {
-        for (size_t i = 0; i < conf->kafka_cnt; i++) {
-                char rerr[256];
-                const dq_conf_kv_t *kv = &conf->kafka[i];
-                if (rd_kafka_conf_set(rk_conf, kv->key, kv->value, rerr,
-                                      sizeof(rerr)) != RD_KAFKA_CONF_OK) {
-                        snprintf(errstr, errstr_size, "%s: kafka.%s: %s",
-                                 kv->origin, kv->key, dq_chomp(rerr));
+        for (size_t i = 0; i < conf->kafka_cnt; i++)
+                if (dq_conf_kafka_apply_one(&conf->kafka[i], rk_conf, errstr,
+                                            errstr_size))
                         return DQ_ERR_INVALID;
-                }
-        }
         return DQ_OK;
 }
 

@@ -132,7 +132,13 @@ dq_err_t dq_conf_load_env(dq_conf_t *conf, char *errstr, size_t errstr_size);
 dq_conf_t *dq_conf_load(const char *path, char *const *overrides, int cnt,
                         char *errstr, size_t errstr_size);
 
-/* Copies every kafka.* pair into rk_conf. */
+/* Copies one kafka.* pair into rk_conf. DQ_ERR_INVALID with errstr
+ * "<origin>: kafka.<key>: <librdkafka's reason, on one line>". */
+dq_err_t dq_conf_kafka_apply_one(const dq_conf_kv_t *kv,
+                                 rd_kafka_conf_t *rk_conf, char *errstr,
+                                 size_t errstr_size);
+
+/* Copies every kafka.* pair into rk_conf, as dq_conf_kafka_apply_one(). */
 dq_err_t dq_conf_kafka_apply(const dq_conf_t *conf, rd_kafka_conf_t *rk_conf,
                              char *errstr, size_t errstr_size);
 

@@ -22,44 +22,41 @@ dq_err_t dq_kafka_set(rd_kafka_conf_t *k, const char *name, const char *value,
         return DQ_ERR_INVALID;
 }
 
-/* True when kv, set after name=value on a new librdkafka conf, changes
- * that property: by its name or by an alias, compared in librdkafka's own
- * spelling ("all" and "-1" are one acks). */
-static bool kv_changes(const dq_conf_kv_t *kv, const char *name,
-                       const char *value)
-{
-        rd_kafka_conf_t *t = rd_kafka_conf_new();
-        char want[64], got[64], e[256];
-        size_t wn = sizeof(want), gn = sizeof(got);
-        bool changes = false;
-
-        if (rd_kafka_conf_set(t, name, value, e, sizeof(e)) ==
-                RD_KAFKA_CONF_OK &&
-            rd_kafka_conf_get(t, name, want, &wn) == RD_KAFKA_CONF_OK &&
-            rd_kafka_conf_set(t, kv->key, kv->value, e, sizeof(e)) ==
-                RD_KAFKA_CONF_OK &&
-            rd_kafka_conf_get(t, name, got, &gn) == RD_KAFKA_CONF_OK)
-                changes = strcmp(want, got) != 0;
-        rd_kafka_conf_destroy(t);
-        return changes;
-}
-
 dq_err_t dq_kafka_require(const dq_conf_t *conf, rd_kafka_conf_t *k,
                           const char *name, const char *value, const char *why,
                           char *errstr, size_t errstr_size)
 {
-        for (size_t i = 0; i < conf->kafka_cnt; i++) {
+        /* Each key goes on a scratch conf that holds name=value: one that
+         * changes it, by its name or an alias, is refused. Values compare in
+         * librdkafka's own spelling ("all" and "-1" are one acks). A key
+         * librdkafka refuses is left for dq_conf_kafka_apply() to report. */
+        rd_kafka_conf_t *t = rd_kafka_conf_new();
+        char want[64], got[64], e[256];
+        size_t n = sizeof(want);
+        dq_err_t err = DQ_OK;
+
+        if (dq_kafka_set(t, name, value, errstr, errstr_size) ||
+            rd_kafka_conf_get(t, name, want, &n) != RD_KAFKA_CONF_OK) {
+                rd_kafka_conf_destroy(t);
+                return DQ_ERR_INVALID;
+        }
+        for (size_t i = 0; i < conf->kafka_cnt && err == DQ_OK; i++) {
                 const dq_conf_kv_t *kv = &conf->kafka[i];
 
-                if (kv_changes(kv, name, value)) {
+                n = sizeof(got);
+                if (rd_kafka_conf_set(t, kv->key, kv->value, e, sizeof(e)) ==
+                        RD_KAFKA_CONF_OK &&
+                    rd_kafka_conf_get(t, name, got, &n) == RD_KAFKA_CONF_OK &&
+                    strcmp(want, got)) {
                         snprintf(errstr, errstr_size,
                                  "%s: kafka.%s=%s: decayq keeps %s=%s: %s",
                                  kv->origin, kv->key, kv->value, name, value,
                                  why);
-                        return DQ_ERR_INVALID;
+                        err = DQ_ERR_INVALID;
                 }
         }
-        return dq_kafka_set(k, name, value, errstr, errstr_size);
+        rd_kafka_conf_destroy(t);
+        return err ? err : dq_kafka_set(k, name, value, errstr, errstr_size);
 }
 
 dq_err_t dq_kafka_conf_prefetch(rd_kafka_conf_t *k, char *errstr,
@@ -121,13 +118,12 @@ static dq_err_t fetch_fit(rd_kafka_conf_t *k, bool fetch_set, bool msg_set,
         /* The one the user set stands; the default of the other follows. */
         name = fetch_set ? "message.max.bytes" : "fetch.max.bytes";
         snprintf(v, sizeof(v), "%lld", fetch_set ? fetch : msg);
-        if (rd_kafka_conf_set(k, name, v, rerr, sizeof(rerr)) !=
-            RD_KAFKA_CONF_OK) {
+        if (dq_kafka_set(k, name, v, rerr, sizeof(rerr))) {
                 snprintf(errstr, errstr_size,
                          "kafka.%s=%lld: the consumer's %s cannot follow it: "
                          "%s",
                          fetch_set ? "fetch.max.bytes" : "message.max.bytes",
-                         fetch_set ? fetch : msg, name, dq_chomp(rerr));
+                         fetch_set ? fetch : msg, name, rerr);
                 return DQ_ERR_INVALID;
         }
         return DQ_OK;

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "dq_kafka.h"
-#include "dq_text.h"
 #include "banned.h"
 
 rd_kafka_resp_err_t dq_kafka_produce(rd_kafka_t *rk, const dq_kafka_record_t *r)
@@ -57,19 +56,6 @@ static bool consumer_only(const char *key)
         return false;
 }
 
-static dq_err_t set(rd_kafka_conf_t *k, const char *origin, const char *key,
-                    const char *value, char *errstr, size_t errstr_size)
-{
-        char why[256];
-
-        if (rd_kafka_conf_set(k, key, value, why, sizeof(why)) ==
-            RD_KAFKA_CONF_OK)
-                return DQ_OK;
-        snprintf(errstr, errstr_size, "%s: kafka.%s: %s", origin, key,
-                 dq_chomp(why));
-        return DQ_ERR_INVALID;
-}
-
 dq_err_t dq_kafka_producer_conf(const dq_conf_t *conf, rd_kafka_conf_t *k,
                                 char *errstr, size_t errstr_size)
 {
@@ -79,7 +65,7 @@ dq_err_t dq_kafka_producer_conf(const dq_conf_t *conf, rd_kafka_conf_t *k,
                 if (consumer_only(kv->key) ||
                     !strcmp(kv->key, "transactional.id"))
                         continue;
-                if (set(k, kv->origin, kv->key, kv->value, errstr, errstr_size))
+                if (dq_conf_kafka_apply_one(kv, k, errstr, errstr_size))
                         return DQ_ERR_INVALID;
         }
         /* No duplicates, no loss. */

@@ -165,6 +165,25 @@ Test(conf, environment_overrides_file_and_flags_override_both)
         unlink(path);
 }
 
+/* A conf of defaults and the one override arg. */
+static dq_conf_t *conf_of(char *arg)
+{
+        char errstr[512];
+        char *overrides[] = {arg};
+        dq_conf_t *conf =
+            dq_conf_load(NULL, overrides, 1, errstr, sizeof(errstr));
+
+        cr_assert_not_null(conf, "%s", errstr);
+        return conf;
+}
+
+/* A reason that says want, on one line. */
+static void assert_reason(const char *errstr, const char *want)
+{
+        cr_assert(strstr(errstr, want), "%s", errstr);
+        cr_assert(!strpbrk(errstr, "\r\n"), "%s", errstr);
+}
+
 /* A bad kafka.* key or value is refused with its origin and librdkafka's
  * reason, by the consumer's reading of the keys and by the producers'.
  * librdkafka ends some reasons with a line end; a reason is one line in a
@@ -181,23 +200,18 @@ Test(conf, bad_kafka_property_is_reported_with_its_origin_on_one_line)
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 char errstr[512];
-                char *overrides[] = {bad[i].arg};
-                dq_conf_t *conf =
-                    dq_conf_load(NULL, overrides, 1, errstr, sizeof(errstr));
+                dq_conf_t *conf = conf_of(bad[i].arg);
                 rd_kafka_conf_t *rk = rd_kafka_conf_new();
 
-                cr_assert_not_null(conf, "%s", errstr);
                 cr_assert_eq(
                     dq_conf_kafka_apply(conf, rk, errstr, sizeof(errstr)),
                     DQ_ERR_INVALID);
-                cr_assert(strstr(errstr, bad[i].want), "%s", errstr);
-                cr_assert(!strpbrk(errstr, "\r\n"), "%s", errstr);
+                assert_reason(errstr, bad[i].want);
                 errstr[0] = '\0';
                 cr_assert_eq(
                     dq_kafka_producer_conf(conf, rk, errstr, sizeof(errstr)),
                     DQ_ERR_INVALID);
-                cr_assert(strstr(errstr, bad[i].want), "%s", errstr);
-                cr_assert(!strpbrk(errstr, "\r\n"), "%s", errstr);
+                assert_reason(errstr, bad[i].want);
                 rd_kafka_conf_destroy(rk);
                 dq_conf_destroy(conf);
         }
@@ -232,21 +246,17 @@ Test(conf, a_key_that_loosens_a_guarantee_is_refused_not_overridden)
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 char errstr[512];
-                char *overrides[] = {bad[i].arg};
-                dq_conf_t *conf =
-                    dq_conf_load(NULL, overrides, 1, errstr, sizeof(errstr));
+                dq_conf_t *conf = conf_of(bad[i].arg);
                 rd_kafka_conf_t *k = rd_kafka_conf_new();
                 dq_err_t err;
 
-                cr_assert_not_null(conf, "%s", errstr);
                 err = bad[i].name
                           ? dq_kafka_require(conf, k, bad[i].name, bad[i].value,
                                              "why", errstr, sizeof(errstr))
                           : dq_kafka_producer_conf(conf, k, errstr,
                                                    sizeof(errstr));
                 cr_assert_eq(err, DQ_ERR_INVALID, "%s", bad[i].arg);
-                cr_assert(strstr(errstr, bad[i].want), "%s", errstr);
-                cr_assert(!strpbrk(errstr, "\r\n"), "%s", errstr);
+                assert_reason(errstr, bad[i].want);
                 rd_kafka_conf_destroy(k);
                 dq_conf_destroy(conf);
         }
