@@ -22,6 +22,70 @@
 #include "dq_time.h"
 #include "banned.h"
 
+/* Leaves the group: the revoke it brings commits what is settled
+ * (dq_rebalance.c). librdkafka 2.0's own close can wait for ever (for a
+ * commit the coordinator never answers, or an assignment that arrives
+ * while it closes), so its events are served here up to DQ_LEAVE_MAX, or
+ * DQ_AT_ONCE_WAIT after a second signal. Past that the group notices by
+ * session.timeout.ms, and the client is not destroyed, which would wait as
+ * long. Returns false then. */
+static bool leave_group(dq_consumer_t *c)
+{
+        bool at_once = c->stop >= 2;
+        int64_t bound = at_once ? DQ_AT_ONCE_WAIT : DQ_LEAVE_MAX;
+        int64_t t0 = dq_mono_ms();
+        rd_kafka_error_t *error;
+        rd_kafka_queue_t *q;
+
+        if (c->left)
+                return !c->left_unfinished;
+        c->left = true;
+        c->leave_deadline = t0 + bound; /* bounds the revoke it brings */
+        q = rd_kafka_queue_new(c->rk);
+        if ((error = rd_kafka_consumer_close_queue(c->rk, q))) {
+                /* After a fatal error rd_kafka_destroy() closes quietly. */
+                dq_debug("drain", "leave=refused err=\"%s\"",
+                         dq_esc(rd_kafka_error_string(error)));
+                rd_kafka_error_destroy(error);
+                rd_kafka_queue_destroy(q);
+                return true;
+        }
+        while (!rd_kafka_consumer_closed(c->rk) && (at_once || c->stop < 2) &&
+               dq_mono_ms() - t0 < bound) {
+                rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+
+                if (!ev)
+                        continue;
+                /* Messages fetched before the pause go with the partitions:
+                 * nothing of them was committed (G1). */
+                if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                        dq_rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                                        rd_kafka_event_topic_partition_list(ev),
+                                        c);
+                else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ERROR)
+                        dq_error_cb(c->rk,
+                                    rd_kafka_event_error_is_fatal(ev)
+                                        ? RD_KAFKA_RESP_ERR__FATAL
+                                        : rd_kafka_event_error(ev),
+                                    rd_kafka_event_error_string(ev), c);
+                rd_kafka_event_destroy(ev);
+        }
+        /* What librdkafka forwards to it from now on is dropped. */
+        rd_kafka_queue_destroy(q);
+        if (!rd_kafka_consumer_closed(c->rk)) {
+                c->left_unfinished = true;
+                dq_error("drain",
+                         "state=leave_unfinished waited_ms=%lld reason=%s",
+                         (long long)(dq_mono_ms() - t0),
+                         c->stop >= 2 && !at_once ? "second_signal"
+                                                  : "close_did_not_finish");
+                return false;
+        }
+        dq_info("drain", "state=left waited_ms=%lld",
+                (long long)(dq_mono_ms() - t0));
+        return true;
+}
+
 uint64_t dq_consumer_rand(dq_consumer_t *c)
 {
         /* xorshift64*: only spreads retry times, needs no strength. */
@@ -314,7 +378,7 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                         dq_batch_land(c, true);
                 now = dq_mono_ms();
                 if (now >= c->next_commit) {
-                        dq_part_commit(c, false);
+                        dq_part_commit(c, 0);
                         c->next_commit = now + c->conf->commit_interval_ms;
                 }
                 if (c->conf->summary_interval_ms > 0 &&
@@ -353,7 +417,7 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
                 dq_item_abandon(c, it, "shutdown");
         }
         c->stored_since_commit = true;
-        c->commit_failed = !dq_part_commit(c, true);
+        c->commit_failed = !dq_part_commit(c, DQ_FINAL_COMMIT_MAX);
         dq_consumer_publish(c);
         dq_info("drain", "state=closing handed_back=%s commit=%s fatal=%s",
                 c->handed_back ? "true" : "false",
@@ -362,6 +426,8 @@ dq_run_t dq_consumer_run(dq_consumer_t *c)
         free(batch);
         if (c->fatal)
                 return DQ_RUN_FATAL;
+        if (!leave_group(c))
+                return DQ_RUN_HANDED_BACK;
         return c->handed_back || c->commit_failed ? DQ_RUN_HANDED_BACK
                                                   : DQ_RUN_DRAINED;
 }
@@ -390,11 +456,8 @@ void dq_consumer_destroy(dq_consumer_t *c)
         /* The handlers stop, and their items go, before the clients. */
         dq_sched_destroy(c);
         dq_llm_jobs_destroy(c);
-        if (c->rk) {
-                /* Leaves the group; the revoke commits what is settled. */
-                rd_kafka_consumer_close(c->rk);
+        if (c->rk && leave_group(c))
                 rd_kafka_destroy(c->rk);
-        }
         if (c->pk) {
                 /* Copies never confirmed leave their messages unsettled. */
                 int64_t until = dq_mono_ms() + 2000;

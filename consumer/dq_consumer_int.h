@@ -54,6 +54,9 @@
 #define DQ_MAX_TOPIC         256
 #define DQ_ERR_MESSAGE_MAX   1024
 #define DQ_REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
+#define DQ_FINAL_COMMIT_MAX  10000 /* ms the drain waits for its commit */
+#define DQ_LEAVE_MAX         10000 /* ms the drain waits to leave the group */
+#define DQ_AT_ONCE_WAIT      1000  /* the same two waits, after a 2nd signal */
 #define DQ_REDIS_BACKOFF_MAX 2000
 #define DQ_IDLE_PING_MS      1000
 #define DQ_PARK_RECHECK_MS   250 /* a parked delivery asks again this often */
@@ -244,7 +247,10 @@ struct dq_consumer_s {
         bool commit_failed;     /* the final commit did not succeed */
         int64_t drain_deadline; /* mono ms; 0 until draining */
         bool draining;
-        bool handed_back; /* work given back unsettled at shutdown */
+        bool handed_back;       /* work given back unsettled at shutdown */
+        bool left;              /* the group was left, or leaving was tried */
+        int64_t leave_deadline; /* mono ms; 0 until leaving */
+        bool left_unfinished;   /* ... and librdkafka's close never ended */
 
         int64_t copy_max;     /* bytes a copy may take (topics, producer) */
         int outstanding;      /* copies awaiting a delivery report */
@@ -608,10 +614,12 @@ dq_part_t *dq_part_find(dq_consumer_t *c, const char *topic, int32_t partition);
  * same assignment it was read in. @locality any */
 dq_part_t *dq_item_part(dq_consumer_t *c, const dq_item_t *it);
 
-/* Commits the stored offsets, after storing what settled since. Returns
- * false when a commit was due and failed. After a fatal error nothing is
- * committed. @locality main loop, rebalance callback */
-bool dq_part_commit(dq_consumer_t *c, bool sync);
+/* Commits the stored offsets, after storing what settled since: in the
+ * background when wait_ms is 0, else waiting for the answer up to wait_ms
+ * or a second signal. Returns false when a commit was due and failed or
+ * went unanswered. After a fatal error nothing is committed.
+ * @locality main loop, rebalance callback */
+bool dq_part_commit(dq_consumer_t *c, int64_t wait_ms);
 
 /* Pause and resume every partition (a Redis outage, the drain) or one. A
  * resume skips partitions held or blocked, and reads a held partition

@@ -72,7 +72,61 @@ static void store_offsets(dq_consumer_t *c)
         rd_kafka_topic_partition_list_destroy(l);
 }
 
-bool dq_part_commit(dq_consumer_t *c, bool sync)
+/* The answer of one waited-for commit; see dq_part_commit(). */
+typedef struct {
+        dq_consumer_t *c;
+        bool answered;
+        rd_kafka_resp_err_t err;
+} commit_wait_t;
+
+static void commit_answered(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *offsets,
+                            void *opaque)
+{
+        commit_wait_t *w = opaque;
+
+        dq_commit_cb(rk, err, offsets, w->c);
+        w->err = err;
+        w->answered = true;
+}
+
+/* librdkafka's synchronous commit waits without a bound: for a
+ * coordinator that does not answer (a broker frozen or partitioned away),
+ * for ever, and no signal reaches the loop meanwhile. The commit's answer
+ * is waited for on a queue of its own instead, up to wait_ms or a second
+ * signal (after one, up to DQ_AT_ONCE_WAIT). An answer that comes later goes
+ * with the queue; the offsets are read again by the next owner (G1). */
+static bool commit_wait(dq_consumer_t *c, int64_t wait_ms,
+                        rd_kafka_resp_err_t *err)
+{
+        rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+        commit_wait_t w = {.c = c};
+        int64_t t0 = dq_mono_ms();
+        bool at_once = c->stop >= 2;
+
+        if (at_once && wait_ms > DQ_AT_ONCE_WAIT)
+                wait_ms = DQ_AT_ONCE_WAIT;
+        *err = rd_kafka_commit_queue(c->rk, NULL, q, commit_answered, &w);
+        if (*err)
+                w.answered = true; /* refused at once */
+        while (!w.answered && (at_once || c->stop < 2) &&
+               dq_mono_ms() - t0 < wait_ms)
+                rd_kafka_queue_poll_callback(q, 50);
+        rd_kafka_queue_poll_callback(q, 0); /* not to be served after w */
+        rd_kafka_queue_destroy(q);
+        if (!w.answered) {
+                dq_warn("commit", "result=unanswered waited_ms=%lld reason=%s",
+                        (long long)(dq_mono_ms() - t0),
+                        c->stop >= 2 ? "second_signal"
+                                     : "no_answer_from_coordinator");
+                return false;
+        }
+        if (!*err)
+                *err = w.err;
+        return true;
+}
+
+bool dq_part_commit(dq_consumer_t *c, int64_t wait_ms)
 {
         rd_kafka_resp_err_t err;
 
@@ -81,10 +135,13 @@ bool dq_part_commit(dq_consumer_t *c, bool sync)
         store_offsets(c);
         if (!c->stored_since_commit)
                 return true;
-        err = rd_kafka_commit(c->rk, NULL, sync ? 0 : 1);
+        if (wait_ms <= 0)
+                err = rd_kafka_commit(c->rk, NULL, 1);
+        else if (!commit_wait(c, wait_ms, &err))
+                return false; /* said; stored_since_commit stays */
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
                 dq_warn("commit", "result=failed sync=%s err=%s",
-                        sync ? "true" : "false", rd_kafka_err2name(err));
+                        wait_ms > 0 ? "true" : "false", rd_kafka_err2name(err));
                 return false;
         }
         c->stored_since_commit = false;

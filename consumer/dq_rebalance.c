@@ -97,6 +97,8 @@ static void revoke_parts(dq_consumer_t *c,
 
         if (c->drain_deadline && c->drain_deadline < until)
                 until = c->drain_deadline;
+        if (c->leave_deadline && c->leave_deadline < until)
+                until = c->leave_deadline;
 
         /* What Redis was sent is read and settled first. */
         dq_batch_land(c, true);
@@ -110,7 +112,10 @@ static void revoke_parts(dq_consumer_t *c,
                 dq_copy_serve(c, 50);
         dq_copy_serve(c, 0);
         c->stored_since_commit = true;
-        dq_part_commit(c, true);
+        /* What is left of the bound, and a second at least: a commit not
+         * answered by then is read again by the new owner (G1). */
+        dq_part_commit(c, until - dq_mono_ms() > 1000 ? until - dq_mono_ms()
+                                                      : 1000);
         for (int i = 0; i < l->cnt; i++)
                 dq_part_remove(c, l->elems[i].topic, l->elems[i].partition);
         if (c->outstanding > 0)

@@ -128,7 +128,16 @@ PROPS
 
 # dq_kafka_stop DIR [--kill]: controlled shutdown with SIGTERM (or SIGKILL).
 dq_kafka_stop() {
+	dq_kafka_signal "$1" CONT # a frozen broker cannot stop
 	dq_stop_pidfile "$1/kafka.pid" "${2:-}" 60
+}
+
+# dq_kafka_signal DIR SIG: STOP freezes the broker (its connections stay
+# open and nothing answers), CONT thaws it. Nothing when it is not running.
+dq_kafka_signal() {
+	local pid
+	pid=$(cat "$1/kafka.pid" 2>/dev/null) || return 0
+	kill -"$2" "$pid" 2>/dev/null || true
 }
 
 # dq_redis_start DIR: starts redis-server with configs/redis.conf on a free

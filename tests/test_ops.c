@@ -539,3 +539,107 @@ Test(ops, a_partition_its_copies_cannot_reach_is_blocked_until_they_can,
         free(a);
         rd_kafka_destroy(pk);
 }
+
+static void thaw_teardown(void)
+{
+        dq_test_services("kafka-thaw");
+        teardown();
+}
+
+/* The worker's log holds text. */
+static bool log_says(const dq_tc_t *tc, const char *worker, const char *text)
+{
+        char path[512];
+        char *log;
+        bool found;
+
+        dq_tc_log_path(tc, worker, path, sizeof(path));
+        log = dq_test_slurp(path);
+        found = strstr(log, text) != NULL;
+        free(log);
+        return found;
+}
+
+/* H6: a broker that stops answering, its connections open (frozen), holds
+ * neither the drain nor a second signal. The drain's commit and the leave
+ * are bounded (10 s each), the exit says so (1), and the unanswered commit
+ * loses nothing: what it did not commit is read again and settled as a
+ * duplicate, each effect applied once. librdkafka's synchronous commit and
+ * close wait for ever here. */
+Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
+     .fini = thaw_teardown, .timeout = 240)
+{
+        dq_tc_t tc;
+        rd_kafka_t *pk = dq_tc_producer();
+        int port = dq_test_free_port();
+        long long t0, took;
+        dq_job_t *first, *second;
+        char body[4096];
+        pid_t pid;
+        int rc;
+
+        ops_fixture(&tc, "frozen", port);
+        /* The drain's commit is the one that is due; a member that could
+         * not leave is noticed within 6 s. */
+        dq_tc_arg(&tc, "commit.interval=1h");
+        dq_tc_arg(&tc, "drain.timeout=2s");
+        dq_tc_arg(&tc, "kafka.session.timeout.ms=6000");
+        pid = dq_tc_spawn(&tc, "w1");
+        first = send_job(pk, &tc, "m-frozen-1", NULL, true);
+        dq_test_wait_state(store, first, "completed", 30000);
+        dq_test_sleep_ms(500); /* its offset is stored once settled */
+
+        dq_test_services("kafka-freeze");
+        t0 = dq_test_now_ms();
+        kill(pid, SIGTERM);
+        rc = dq_tc_wait(pid, 60000);
+        took = dq_test_now_ms() - t0;
+        dq_test_services("kafka-thaw");
+        cr_assert_eq(rc, 1,
+                     "exit %d: an unanswered commit is not a clean "
+                     "drain",
+                     rc);
+        cr_assert_lt(took, 30000, "the drain took %lld ms", took);
+        cr_assert(log_says(&tc, "w1", "stage=commit result=unanswered"));
+        cr_assert(log_says(&tc, "w1", "stage=drain state=leave_unfinished"));
+        cr_log_info("frozen broker: the drain ended after %lld ms", took);
+
+        /* The commit sent before the freeze may land once the broker
+         * thaws; if not, the next owner reads the first job again as a
+         * duplicate. Either way its attempt is not spent again. A second
+         * signal, with the broker frozen in the drain's commit, stops the
+         * drain at once. */
+        pid = dq_tc_spawn(&tc, "w2");
+        second = send_job(pk, &tc, "m-frozen-2", NULL, true);
+        dq_test_wait_state(store, second, "completed", 60000);
+        dq_test_sleep_ms(500);
+        cr_assert_eq(dq_test_job_int(store, first, "attempts"), 1);
+        dq_test_services("kafka-freeze");
+        kill(pid, SIGTERM);
+        dq_test_sleep_ms(1500);
+        t0 = dq_test_now_ms();
+        kill(pid, SIGTERM);
+        rc = dq_tc_wait(pid, 30000);
+        took = dq_test_now_ms() - t0;
+        dq_test_services("kafka-thaw");
+        cr_assert_eq(rc, 1, "exit %d after a second signal", rc);
+        cr_assert_lt(took, 4000, "%lld ms after the second signal", took);
+        cr_assert(log_says(&tc, "w2", "reason=second_signal"));
+
+        /* Nothing was lost: a third owner commits both messages, the
+         * effects applied once, and drains cleanly. */
+        pid = dq_tc_spawn(&tc, "w3");
+        wait_status(port, "/readyz", 200, 60000, body, sizeof(body));
+        dq_tc_wait_caught_up(&tc, tc.topic, 60000);
+        cr_assert_eq(dq_test_job_int(store, first, "attempts"), 1);
+        cr_assert_eq(dq_test_job_int(store, second, "attempts"), 1);
+        dq_test_wait_state(store, first, "completed", 1000);
+        dq_test_wait_state(store, second, "completed", 1000);
+        kill(pid, SIGTERM);
+        cr_assert_eq(dq_tc_wait(pid, 30000), 0);
+        cr_assert(log_says(&tc, "w3", "stage=drain state=left"));
+        dq_tc_flush(pk);
+        dq_job_destroy(first);
+        dq_job_destroy(second);
+        rd_kafka_destroy(pk);
+}
