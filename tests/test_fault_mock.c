@@ -245,3 +245,101 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
         dq_conf_destroy(conf);
         rd_kafka_destroy(rk);
 }
+
+/* The SyncGroup answers of a rejoin are late (a coordinator slow to
+ * answer them, which one real node does not do on demand), and SIGTERM
+ * comes while they are awaited: the leave is served on its own queue and
+ * ends cleanly once they come, exit 0, well within its 10 s bound. */
+Test(fault_mock, a_rejoin_awaiting_a_late_answer_does_not_hold_the_leave,
+     .timeout = 120)
+{
+        enum { SYNC_GROUP = 14, LATE_MS = 3000 }; /* Kafka's ApiKey */
+        rd_kafka_conf_t *kc = rd_kafka_conf_new(), *cc;
+        rd_kafka_topic_partition_list_t *sub;
+        rd_kafka_mock_cluster_t *mc;
+        rd_kafka_t *rk, *other;
+        dq_conf_t *conf;
+        dq_store_t *st;
+        dq_tc_t tc;
+        char errstr[256], ns[200], log[512];
+        const char *x[] = {ns};
+        const char *bootstraps;
+        long long deadline, t0, took;
+        pid_t pid;
+        int rc;
+
+        cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", "1", errstr,
+                                       sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
+        cr_assert(rk, "%s", errstr);
+        mc = rd_kafka_handle_mock_cluster(rk);
+        bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+        dq_tc_setup(&tc, "mockleave", PARTS, bootstraps);
+        const char *topics[] = {tc.topic, tc.dlq, tc.tier_topic[0],
+                                tc.tier_topic[1]};
+        for (int t = 0; t < 4; t++)
+                cr_assert_eq(
+                    rd_kafka_mock_topic_create(mc, topics[t], PARTS, 1), 0);
+        dq_tc_arg(&tc, "kafka.heartbeat.interval.ms=500");
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
+        st = dq_test_store("test", x, 1, &conf);
+
+        pid = dq_tc_spawn(&tc, "w");
+        dq_tc_log_path(&tc, "w", log, sizeof(log));
+        deadline = dq_test_now_ms() + 30000;
+        while (!count_lines(log, "stage=rebalance", "event=assigned")) {
+                cr_assert_lt(dq_test_now_ms(), deadline, "w never joined");
+                dq_test_sleep_ms(100);
+        }
+
+        /* A second member joins: w is revoked and rejoins, and the answer
+         * of each SyncGroup that follows is late. */
+        cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         mc, 1, SYNC_GROUP, 2, RD_KAFKA_RESP_ERR_NO_ERROR,
+                         LATE_MS, RD_KAFKA_RESP_ERR_NO_ERROR, LATE_MS),
+                     0);
+        cc = rd_kafka_conf_new();
+        rd_kafka_conf_set(cc, "bootstrap.servers", bootstraps, errstr,
+                          sizeof(errstr));
+        rd_kafka_conf_set(cc, "group.id", tc.group, errstr, sizeof(errstr));
+        rd_kafka_conf_set(cc, "partition.assignment.strategy", "range", errstr,
+                          sizeof(errstr));
+        other = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof(errstr));
+        cr_assert(other, "%s", errstr);
+        rd_kafka_poll_set_consumer(other);
+        sub = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(sub, tc.topic, -1);
+        cr_assert_eq(rd_kafka_subscribe(other, sub), 0);
+        rd_kafka_topic_partition_list_destroy(sub);
+
+        deadline = dq_test_now_ms() + 30000;
+        while (!count_lines(log, "stage=rebalance", "event=revoked")) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(other, 50);
+                if (m)
+                        rd_kafka_message_destroy(m);
+                cr_assert_lt(dq_test_now_ms(), deadline, "w never revoked");
+        }
+        /* Within the late answers' window: the drain, then the leave. */
+        t0 = dq_test_now_ms();
+        kill(pid, SIGTERM);
+        while (dq_test_now_ms() - t0 < 20000 &&
+               !count_lines(log, "stage=summary", "when=exit")) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(other, 50);
+                if (m)
+                        rd_kafka_message_destroy(m);
+        }
+        rc = dq_tc_wait(pid, 30000);
+        took = dq_test_now_ms() - t0;
+        cr_assert_eq(rc, 0, "exit %d", rc);
+        cr_assert(count_lines(log, "stage=drain", "state=left"));
+        cr_assert_lt(took, LATE_MS + 5000, "the leave took %lld ms", took);
+        cr_log_info(
+            "fault_mock: a rejoin crossed the drain; exit after %lld ms", took);
+
+        rd_kafka_consumer_close(other);
+        rd_kafka_destroy(other);
+        dq_store_destroy(st);
+        dq_conf_destroy(conf);
+        rd_kafka_destroy(rk);
+}
