@@ -88,48 +88,74 @@ static void wait_terminal(dq_store_t *st, dq_job_t **jobs, int n, long ms)
         cr_assert_fail("%d of %d jobs terminal after %ld ms", done, n, ms);
 }
 
-Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
+/* A producer whose handle holds a mock cluster of n brokers, the fixture
+ * named name pointed at it, with its four topics created, and a store on
+ * the fixture's namespace. */
+static rd_kafka_t *mock_fixture(dq_tc_t *tc, const char *name, const char *n,
+                                rd_kafka_mock_cluster_t **mc, dq_store_t **st,
+                                dq_conf_t **conf)
 {
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
+        char errstr[256], ns[200];
+        const char *x[] = {ns};
+        rd_kafka_t *rk;
+
+        cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", n, errstr,
+                                       sizeof(errstr)),
+                     RD_KAFKA_CONF_OK);
+        rd_kafka_conf_set_dr_msg_cb(kc, dq_tc_dr_cb);
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
+        cr_assert(rk, "%s", errstr);
+        *mc = rd_kafka_handle_mock_cluster(rk);
+        dq_tc_setup(tc, name, PARTS, rd_kafka_mock_cluster_bootstraps(*mc));
+        const char *topics[] = {tc->topic, tc->dlq, tc->tier_topic[0],
+                                tc->tier_topic[1]};
+        for (int t = 0; t < 4; t++)
+                cr_assert_eq(
+                    rd_kafka_mock_topic_create(*mc, topics[t], PARTS, 1), 0);
+        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc->ns);
+        *st = dq_test_store("test", x, 1, conf);
+        return rk;
+}
+
+/* Waits up to ms for a line of log with a and b; fails with what. */
+static void wait_line(const char *log, const char *a, const char *b, long ms,
+                      const char *what)
+{
+        long long deadline = dq_test_now_ms() + ms;
+
+        while (!count_lines(log, a, b)) {
+                cr_assert_lt(dq_test_now_ms(), deadline, "%s", what);
+                dq_test_sleep_ms(100);
+        }
+}
+
+Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
+{
         rd_kafka_mock_cluster_t *mc;
         rd_kafka_t *rk, *ck;
         dq_job_t *jobs[2 * JOBS];
         dq_conf_t *conf;
         dq_store_t *st;
         dq_tc_t tc;
-        char errstr[256], ns[200], log[512];
-        const char *x[] = {ns};
+        char errstr[256], log[512];
         const char *bootstraps;
         pid_t pid;
 
-        cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", "3", errstr,
-                                       sizeof(errstr)),
-                     RD_KAFKA_CONF_OK);
-        rd_kafka_conf_set_dr_msg_cb(kc, dq_tc_dr_cb);
-        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
-        cr_assert(rk, "%s", errstr);
-        mc = rd_kafka_handle_mock_cluster(rk);
-        bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
-
         /* The fixture, pointed at the mock cluster: jobs and tiers led by
          * broker 1, the DLQ by broker 3, the group coordinator on 2. */
-        dq_tc_setup(&tc, "mock", PARTS, bootstraps);
+        rk = mock_fixture(&tc, "mock", "3", &mc, &st, &conf);
+        bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
         const char *topics[] = {tc.topic, tc.dlq, tc.tier_topic[0],
                                 tc.tier_topic[1]};
-        for (int t = 0; t < 4; t++) {
-                cr_assert_eq(
-                    rd_kafka_mock_topic_create(mc, topics[t], PARTS, 1), 0);
+        for (int t = 0; t < 4; t++)
                 for (int p = 0; p < PARTS; p++)
                         rd_kafka_mock_partition_set_leader(
                             mc, topics[t], p, topics[t] == tc.dlq ? 3 : 1);
-        }
         rd_kafka_mock_coordinator_set(mc, "group", tc.group, 2);
         dq_tc_arg(&tc, "kafka.session.timeout.ms=10000");
         dq_tc_arg(&tc, "produce.timeout=2s");
         dq_tc_arg(&tc, "commit.interval=200ms");
-
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        st = dq_test_store("test", x, 1, &conf);
 
         /* 1. The DLQ leader is down while the fatal jobs are dead-lettered:
          * their deliveries time out and are sent again; nothing settles
@@ -212,11 +238,8 @@ Test(fault_mock, broker_down_during_dlq_produce_and_commit, .timeout = 240)
         /* 3. M4: a drain whose final commit fails does not exit 0. */
         pid = dq_tc_spawn(&tc, "w2");
         dq_tc_log_path(&tc, "w2", log, sizeof(log));
-        deadline = dq_test_now_ms() + 30000;
-        while (!count_lines(log, "stage=rebalance", "event=assigned")) {
-                cr_assert_lt(dq_test_now_ms(), deadline, "w2 never joined");
-                dq_test_sleep_ms(200);
-        }
+        wait_line(log, "stage=rebalance", "event=assigned", 30000,
+                  "w2 never joined");
         dq_job_t *more[5];
         send_jobs(rk, st, tc.topic, more, 1, 5); /* plain ones, all done */
         wait_terminal(st, more + 1, 4, 30000);
@@ -254,44 +277,27 @@ Test(fault_mock, a_rejoin_awaiting_a_late_answer_does_not_hold_the_leave,
      .timeout = 120)
 {
         enum { SYNC_GROUP = 14, LATE_MS = 3000 }; /* Kafka's ApiKey */
-        rd_kafka_conf_t *kc = rd_kafka_conf_new(), *cc;
+        rd_kafka_conf_t *cc;
         rd_kafka_topic_partition_list_t *sub;
         rd_kafka_mock_cluster_t *mc;
         rd_kafka_t *rk, *other;
         dq_conf_t *conf;
         dq_store_t *st;
         dq_tc_t tc;
-        char errstr[256], ns[200], log[512];
-        const char *x[] = {ns};
+        char errstr[256], log[512];
         const char *bootstraps;
         long long deadline, t0, took;
         pid_t pid;
         int rc;
 
-        cr_assert_eq(rd_kafka_conf_set(kc, "test.mock.num.brokers", "1", errstr,
-                                       sizeof(errstr)),
-                     RD_KAFKA_CONF_OK);
-        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr));
-        cr_assert(rk, "%s", errstr);
-        mc = rd_kafka_handle_mock_cluster(rk);
+        rk = mock_fixture(&tc, "mockleave", "1", &mc, &st, &conf);
         bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
-        dq_tc_setup(&tc, "mockleave", PARTS, bootstraps);
-        const char *topics[] = {tc.topic, tc.dlq, tc.tier_topic[0],
-                                tc.tier_topic[1]};
-        for (int t = 0; t < 4; t++)
-                cr_assert_eq(
-                    rd_kafka_mock_topic_create(mc, topics[t], PARTS, 1), 0);
         dq_tc_arg(&tc, "kafka.heartbeat.interval.ms=500");
-        snprintf(ns, sizeof(ns), "redis.namespace=%s", tc.ns);
-        st = dq_test_store("test", x, 1, &conf);
 
         pid = dq_tc_spawn(&tc, "w");
         dq_tc_log_path(&tc, "w", log, sizeof(log));
-        deadline = dq_test_now_ms() + 30000;
-        while (!count_lines(log, "stage=rebalance", "event=assigned")) {
-                cr_assert_lt(dq_test_now_ms(), deadline, "w never joined");
-                dq_test_sleep_ms(100);
-        }
+        wait_line(log, "stage=rebalance", "event=assigned", 30000,
+                  "w never joined");
 
         /* A second member joins: w is revoked and rejoins, and the answer
          * of each SyncGroup that follows is late. */
