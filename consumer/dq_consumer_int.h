@@ -51,16 +51,17 @@
 #include "dq_offsets.h"
 #include "dq_store.h"
 
-#define DQ_MAX_TOPIC         256
-#define DQ_ERR_MESSAGE_MAX   1024
-#define DQ_REVOKE_DRAIN_MAX  10000 /* ms a revoke waits for pending copies */
-#define DQ_FINAL_COMMIT_MAX  10000 /* ms the drain waits for its commit */
-#define DQ_LEAVE_MAX         10000 /* ms the drain waits to leave the group */
-#define DQ_AT_ONCE_WAIT      1000  /* the same two waits, after a 2nd signal */
-#define DQ_REDIS_BACKOFF_MAX 2000
-#define DQ_IDLE_PING_MS      1000
-#define DQ_PARK_RECHECK_MS   250 /* a parked delivery asks again this often */
-#define DQ_LAG_LOOKUP_MS     500 /* bound of one offset lookup for a lag */
+#define DQ_MAX_TOPIC          256
+#define DQ_ERR_MESSAGE_MAX    1024
+#define DQ_REVOKE_DRAIN_MAX   10000 /* ms a revoke waits for pending copies */
+#define DQ_FINAL_COMMIT_MAX   10000 /* ms the drain waits for its commit */
+#define DQ_LEAVE_MAX          10000 /* ms the drain waits to leave the group */
+#define DQ_AT_ONCE_WAIT       1000  /* the same two waits, after a 2nd signal */
+#define DQ_COMMIT_WAIT_ANSWER INT64_MAX /* until answered, or a 2nd signal */
+#define DQ_REDIS_BACKOFF_MAX  2000
+#define DQ_IDLE_PING_MS       1000
+#define DQ_PARK_RECHECK_MS    250 /* a parked delivery asks again this often */
+#define DQ_LAG_LOOKUP_MS      500 /* bound of one offset lookup for a lag */
 
 /* How a message ended. Names are the metric's outcome label values and
  * the settle log's outcome= values. */

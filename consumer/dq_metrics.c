@@ -23,8 +23,18 @@ dq_metrics_t *dq_metrics_new(void)
                 return NULL;
         pthread_mutex_init(&m->lock, NULL);
         m->kafka_up = -1;
+        m->silent_after_ms = DQ_METRICS_SILENT_AFTER;
         m->last_tick = dq_mono_ms();
         return m;
+}
+
+void dq_metrics_silent_after(dq_metrics_t *m, int64_t ms)
+{
+        if (!m)
+                return;
+        pthread_mutex_lock(&m->lock);
+        m->silent_after_ms = ms;
+        pthread_mutex_unlock(&m->lock);
 }
 
 static void lags_free(lag_t **lags, size_t *cnt)
@@ -209,7 +219,7 @@ void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len)
         const char *tname, *pname, *bname;
         lag_t *lags = NULL;
         size_t cnt = 0, cap = 0;
-        int up = 0;
+        int up = 0, silent = 0;
 
         if (!root)
                 goto out;
@@ -245,14 +255,23 @@ void dq_metrics_stats(dq_metrics_t *m, const char *json, size_t len)
         {
                 const char *st = json_string_value(json_object_get(b, "state"));
                 json_t *id = json_object_get(b, "nodeid");
-                if (st && !strcmp(st, "UP") && json_integer_value(id) >= 0)
-                        up++;
+                json_int_t waiting =
+                    json_integer_value(json_object_get(b, "waitresp_cnt"));
+                json_int_t rxidle_us =
+                    json_integer_value(json_object_get(b, "rxidle"));
+
+                if (!st || strcmp(st, "UP") || json_integer_value(id) < 0)
+                        continue;
+                up++;
+                if (waiting > 0 && rxidle_us / 1000 >= m->silent_after_ms)
+                        silent++;
         }
         pthread_mutex_lock(&m->lock);
         lags_free(&m->lags, &m->lag_cnt);
         m->lags = lags;
         m->lag_cnt = cnt;
         m->kafka_up = up;
+        m->kafka_silent = silent;
         pthread_mutex_unlock(&m->lock);
         lags = NULL;
 out:
@@ -295,7 +314,14 @@ bool dq_metrics_ready(dq_metrics_t *m, char *why, size_t why_size)
                 no = "draining";
         else if (m->kafka_up == 0)
                 no = "kafka: no broker connected";
-        else if (!m->g.joined)
+        else if (m->kafka_silent > 0) {
+                snprintf(buf, sizeof(buf),
+                         "kafka: %d broker(s) connected but not answering "
+                         "(requests waiting, nothing received for %llds)",
+                         m->kafka_silent,
+                         (long long)(m->silent_after_ms / 1000));
+                no = buf;
+        } else if (!m->g.joined)
                 no = "group: not joined";
         else if (!m->g.redis_ok)
                 no = "redis: unreachable";

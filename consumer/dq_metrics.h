@@ -55,6 +55,13 @@ typedef struct dq_gauges_s {
 dq_metrics_t *dq_metrics_new(void);
 void dq_metrics_destroy(dq_metrics_t *m);
 
+/* A connected broker with requests waiting that has sent nothing for this
+ * long is not answering (frozen, or partitioned away behind an open
+ * connection): /readyz says so long before librdkafka's socket.timeout.ms
+ * or the session timeout would. */
+#define DQ_METRICS_SILENT_AFTER 15000
+void dq_metrics_silent_after(dq_metrics_t *m, int64_t ms);
+
 /* Counts one job event under label outcome: "consumed", "claimed",
  * "abandoned", or how a message settled (the engine's outcome names:
  * "completed", "retried", "deferred", "dead", "duplicate", "cancelled",

@@ -45,6 +45,10 @@ struct dq_metrics_s {
         lag_t *extra; /* measured by the consumer (dq_metrics_extra_lags) */
         size_t extra_cnt;
         int kafka_up; /* brokers UP in the last statistics; -1: none yet */
+        /* ...of them, with requests waiting and nothing received for
+         * silent_after_ms: connected, and not answering (frozen). */
+        int kafka_silent;
+        int64_t silent_after_ms;
         int64_t last_tick;
 };
 

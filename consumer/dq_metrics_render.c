@@ -210,13 +210,18 @@ char *dq_metrics_render(dq_metrics_t *m, size_t *lenp)
             "statistics; -1 before the first).\n"
             "# TYPE decayq_kafka_brokers_up gauge\n"
             "decayq_kafka_brokers_up %d\n"
+            "# HELP decayq_kafka_brokers_silent Brokers connected with "
+            "requests waiting and nothing received for 15 s or more "
+            "(fetch.wait.max.ms + 5 s when longer).\n"
+            "# TYPE decayq_kafka_brokers_silent gauge\n"
+            "decayq_kafka_brokers_silent %d\n"
             "# HELP decayq_loop_idle_seconds Time since the main loop last "
             "made progress.\n"
             "# TYPE decayq_loop_idle_seconds gauge\n"
             "decayq_loop_idle_seconds %.3f\n",
             m->g.assigned, m->g.paused, m->g.in_flight, m->g.draining,
             m->g.redis_ok, m->g.critical, m->g.copies_failing,
-            m->g.parts_blocked, m->g.fatal, m->kafka_up,
+            m->g.parts_blocked, m->g.fatal, m->kafka_up, m->kafka_silent,
             (double)(now - m->last_tick) / 1000.0);
         pthread_mutex_unlock(&m->lock);
         *lenp = b.len;

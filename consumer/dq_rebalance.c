@@ -112,10 +112,16 @@ static void revoke_parts(dq_consumer_t *c,
                 dq_copy_serve(c, 50);
         dq_copy_serve(c, 0);
         c->stored_since_commit = true;
-        /* What is left of the bound, and a second at least: a commit not
-         * answered by then is read again by the new owner (G1). */
-        dq_part_commit(c, until - dq_mono_ms() > 1000 ? until - dq_mono_ms()
-                                                      : 1000);
+        /* Its answer is waited for: librdkafka holds the rejoin until it
+         * comes anyway. Only while leaving is the wait bounded, by what is
+         * left of the leave's time and a second at least; what it did not
+         * commit is read again by the next owner (G1). */
+        if (c->leave_deadline)
+                dq_part_commit(c, until - dq_mono_ms() > 1000
+                                      ? until - dq_mono_ms()
+                                      : 1000);
+        else
+                dq_part_commit(c, DQ_COMMIT_WAIT_ANSWER);
         for (int i = 0; i < l->cnt; i++)
                 dq_part_remove(c, l->elems[i].topic, l->elems[i].partition);
         if (c->outstanding > 0)

@@ -58,6 +58,15 @@ rd_kafka_t *dq_setup_consumer(dq_consumer_t *c, char *errstr,
                                  errstr_size))
                         goto err;
         }
+        /* A fetch's answer may take fetch.wait.max.ms to come. */
+        char wait[32];
+        size_t wait_size = sizeof(wait);
+        long long silent_ms = rd_kafka_conf_get(k, "fetch.wait.max.ms", wait,
+                                                &wait_size) == RD_KAFKA_CONF_OK
+                                  ? strtoll(wait, NULL, 10) + 5000
+                                  : 0;
+        if (silent_ms > DQ_METRICS_SILENT_AFTER)
+                dq_metrics_silent_after(c->metrics, silent_ms);
         rd_kafka_conf_set_stats_cb(k, dq_stats_cb);
         rd_kafka_conf_set_error_cb(k, dq_error_cb);
         rd_kafka_conf_set_rebalance_cb(k, dq_rebalance_cb);

@@ -560,8 +560,9 @@ static bool log_says(const dq_tc_t *tc, const char *worker, const char *text)
         return found;
 }
 
-/* H6: a broker that stops answering, its connections open (frozen), holds
- * neither the drain nor a second signal. The drain's commit and the leave
+/* H6: a broker that stops answering, its connections open (frozen), makes
+ * /readyz 503 within seconds, and holds neither the drain nor a second
+ * signal. The drain's commit and the leave
  * are bounded (10 s each), the exit says so (1), and the unanswered commit
  * loses nothing: what it did not commit is read again and settled as a
  * duplicate, each effect applied once. librdkafka's synchronous commit and
@@ -574,7 +575,7 @@ Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
         int port = dq_test_free_port();
         long long t0, took;
         dq_job_t *first, *second;
-        char body[4096];
+        char body[1 << 16];
         pid_t pid;
         int rc;
 
@@ -584,6 +585,7 @@ Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
         dq_tc_arg(&tc, "commit.interval=1h");
         dq_tc_arg(&tc, "drain.timeout=2s");
         dq_tc_arg(&tc, "kafka.session.timeout.ms=6000");
+        dq_tc_arg(&tc, "stats.interval=1s");
         pid = dq_tc_spawn(&tc, "w1");
         first = send_job(pk, &tc, "m-frozen-1", NULL, true);
         dq_test_wait_state(store, first, "completed", 30000);
@@ -627,7 +629,7 @@ Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
         cr_assert(log_says(&tc, "w2", "reason=second_signal"));
 
         /* Nothing was lost: a third owner commits both messages, the
-         * effects applied once, and drains cleanly. */
+         * effects applied once. */
         pid = dq_tc_spawn(&tc, "w3");
         wait_status(port, "/readyz", 200, 60000, body, sizeof(body));
         dq_tc_wait_caught_up(&tc, tc.topic, 60000);
@@ -635,6 +637,21 @@ Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
         cr_assert_eq(dq_test_job_int(store, second, "attempts"), 1);
         dq_test_wait_state(store, first, "completed", 1000);
         dq_test_wait_state(store, second, "completed", 1000);
+
+        /* Frozen, the broker still counts as connected until librdkafka's
+         * socket.timeout.ms (60 s): readiness says sooner that it does not
+         * answer, and comes back once it does. */
+        dq_test_services("kafka-freeze");
+        t0 = dq_test_now_ms();
+        wait_answer(port, "/readyz", 503, "not answering", 30000, body,
+                    sizeof(body));
+        took = dq_test_now_ms() - t0;
+        cr_assert_eq(dq_test_http_get(port, "/metrics", body, sizeof(body)),
+                     200);
+        cr_assert_eq(metric(body, "decayq_kafka_brokers_silent", NULL), 1);
+        dq_test_services("kafka-thaw");
+        cr_log_info("frozen broker: /readyz 503 after %lld ms", took);
+        wait_status(port, "/readyz", 200, 60000, body, sizeof(body));
         kill(pid, SIGTERM);
         cr_assert_eq(dq_tc_wait(pid, 30000), 0);
         cr_assert(log_says(&tc, "w3", "stage=drain state=left"));
