@@ -567,7 +567,7 @@ static bool log_says(const dq_tc_t *tc, const char *worker, const char *text)
  * loses nothing: what it did not commit is read again and settled as a
  * duplicate, each effect applied once. librdkafka's synchronous commit and
  * close wait for ever here. */
-Test(ops, a_broker_that_stops_answering_never_holds_the_drain,
+Test(ops_frozen, a_broker_that_stops_answering_never_holds_the_drain,
      .fini = thaw_teardown, .timeout = 240)
 {
         dq_tc_t tc;
